@@ -1,0 +1,1 @@
+"""XSVS analysis for Bluesky/Tiled."""

@@ -1,0 +1,86 @@
+"""The ``xsvs-bluesky`` command line.
+
+One console script with subcommands. Each subcommand lives in its own module
+and imports its heavy dependencies (bluesky, tiled, matplotlib) only when it
+runs, so ``xsvs-bluesky --help`` stays fast.
+
+Exit codes: 0 success, 1 unexpected internal error, 2 bad input (a one-line
+message on stderr, no traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from .._version import __version__
+from ..errors import XSVSError
+
+__all__ = ["main"]
+
+log = logging.getLogger(__name__)
+
+#: subcommand name -> (module under xsvs_bluesky.cli, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+
+
+def _register(name: str, module: str, summary: str) -> None:
+    SUBCOMMANDS[name] = (module, summary)
+
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="xsvs-bluesky",
+        description=(
+            "X-ray Speckle Visibility Spectroscopy analysis for Bluesky/Tiled: "
+            "per-q photon-count histograms, speckle contrast beta(t_e) and "
+            "dynamics, live on the bluesky document stream or offline from "
+            "legacy pyxsvs INI/EDF series. Results are stored as derived "
+            "bluesky runs in Tiled."
+        ),
+        epilog="Run 'xsvs-bluesky COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, summary) in SUBCOMMANDS.items():
+        mod = importlib.import_module(f"{__name__}.{module}")
+        p = sub.add_parser(name, help=summary, description=mod.__doc__)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except XSVSError as exc:
+        print(f"xsvs-bluesky {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"xsvs-bluesky {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Pure numerical core of xsvs_bluesky (numpy/scipy/numba only, no I/O)."""
