@@ -1,0 +1,1 @@
+"""Benchmarks of xsvs-bluesky; run them all with ``python3 -m benchmarks``."""
