@@ -1,0 +1,338 @@
+"""Numba kernels of the histogram accumulator (the hot loop).
+
+Layout (see :mod:`xsvs_bluesky.core._hist_layout`): the pixels of all groups
+form *runs*, maximal ranges of consecutive flat pixel indices, and a label
+stream gives, pixel by pixel in run order, the offset ``group * n_bins`` of
+the pixel's group.  A pixel in two groups (overlapping partitions) appears in
+two runs.  Runs follow the union of the groups, so adjacent rings, or the
+scattered quantile groups of ``Partitions.split_by``, cost no more per pixel
+than one big ring (per-group runs would be ~15 px long on 256x256 rings).
+
+Per pixel the kernel does one load of the count, one of the label and one
+increment of ``scratch[copy, label + count]``.  Frames are processed two at
+a time, sharing the label loads, each into two interleaved copies of its
+histogram (a lone last frame uses four): consecutive pixels then increment
+different memory words, which breaks the store-to-load dependency chain of
+repeated increments of one bin (at ``kbar = 0.1`` nine pixels in ten hit
+bin 0).  The copies are then summed into the per-frame histogram, which is
+added to ``counts``, its square to ``counts_sq`` and its first moment to the
+per-frame sums.
+
+Out-of-range counts: :func:`accumulate_checked` tests every count against
+``n_bins`` (a negative count of a signed dtype wraps to a huge unsigned value
+and fails the same test).  :func:`accumulate_raw`, for ``uint8``/``uint16``
+frames, skips the per-pixel test: a count ``>= n_bins`` lands in a later
+group's bins or in the 65536-entry tail of ``scratch`` and is caught after
+the frame by checking that each group's bins hold exactly its pixel count.
+Either way the kernel returns the index of the offending frame before
+touching the accumulator for it; the caller grows ``n_bins`` and calls again
+from that frame, so no count is ever lost or merged.  Kernels leave
+``scratch`` all zero.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+__all__ = ["accumulate_checked", "accumulate_raw", "plain_sum"]
+
+N_COPIES = 4
+"""Rows of ``scratch``: four copies of one frame's histogram, or two each of two."""
+
+SCRATCH_TAIL = 1 << 16
+"""Scratch entries after the bins: unchecked 16-bit counts stay inside."""
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def _fill_one_checked(frame, runs, labels, limit, h0, h1, h2, h3):
+    """Scatter one frame into four copies; False at a count ``>= limit``."""
+    one = np.uint64(1)
+    two = np.uint64(2)
+    three = np.uint64(3)
+    four = np.uint64(4)
+    # Unsigned indices: numba then skips the negative-index wraparound test.
+    j = np.uint64(0)
+    for r in range(runs.shape[1]):
+        p = np.uint64(runs[0, r])
+        stop = np.uint64(runs[1, r])
+        while p + four <= stop:
+            v0 = np.uint64(frame[p])
+            v1 = np.uint64(frame[p + one])
+            v2 = np.uint64(frame[p + two])
+            v3 = np.uint64(frame[p + three])
+            if (v0 | v1 | v2 | v3) >= limit:
+                return False
+            h0[np.uint64(labels[j]) + v0] += 1
+            h1[np.uint64(labels[j + one]) + v1] += 1
+            h2[np.uint64(labels[j + two]) + v2] += 1
+            h3[np.uint64(labels[j + three]) + v3] += 1
+            p += four
+            j += four
+        while p < stop:
+            v0 = np.uint64(frame[p])
+            if v0 >= limit:
+                return False
+            h0[np.uint64(labels[j]) + v0] += 1
+            p += one
+            j += one
+    return True
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def _fill_pair_checked(fa, fb, runs, labels, limit, a0, a1, b0, b1):
+    """Scatter two frames (sharing the label loads), two copies each."""
+    one = np.uint64(1)
+    two = np.uint64(2)
+    j = np.uint64(0)
+    for r in range(runs.shape[1]):
+        p = np.uint64(runs[0, r])
+        stop = np.uint64(runs[1, r])
+        while p + two <= stop:
+            l0 = np.uint64(labels[j])
+            l1 = np.uint64(labels[j + one])
+            x0 = np.uint64(fa[p])
+            x1 = np.uint64(fa[p + one])
+            y0 = np.uint64(fb[p])
+            y1 = np.uint64(fb[p + one])
+            if (x0 | x1 | y0 | y1) >= limit:
+                return False
+            a0[l0 + x0] += 1
+            a1[l1 + x1] += 1
+            b0[l0 + y0] += 1
+            b1[l1 + y1] += 1
+            p += two
+            j += two
+        while p < stop:
+            l0 = np.uint64(labels[j])
+            x0 = np.uint64(fa[p])
+            y0 = np.uint64(fb[p])
+            if (x0 | y0) >= limit:
+                return False
+            a0[l0 + x0] += 1
+            b0[l0 + y0] += 1
+            p += one
+            j += one
+    return True
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def _fill_one_raw(frame, runs, labels, h0, h1, h2, h3):
+    """As :func:`_fill_one_checked` without the test (8/16-bit unsigned)."""
+    one = np.uint64(1)
+    two = np.uint64(2)
+    three = np.uint64(3)
+    four = np.uint64(4)
+    j = np.uint64(0)
+    for r in range(runs.shape[1]):
+        p = np.uint64(runs[0, r])
+        stop = np.uint64(runs[1, r])
+        while p + four <= stop:
+            h0[np.uint64(labels[j]) + np.uint64(frame[p])] += 1
+            h1[np.uint64(labels[j + one]) + np.uint64(frame[p + one])] += 1
+            h2[np.uint64(labels[j + two]) + np.uint64(frame[p + two])] += 1
+            h3[np.uint64(labels[j + three]) + np.uint64(frame[p + three])] += 1
+            p += four
+            j += four
+        while p < stop:
+            h0[np.uint64(labels[j]) + np.uint64(frame[p])] += 1
+            p += one
+            j += one
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def _fill_pair_raw(fa, fb, runs, labels, a0, a1, b0, b1):
+    """As :func:`_fill_pair_checked` without the test (8/16-bit unsigned)."""
+    one = np.uint64(1)
+    two = np.uint64(2)
+    j = np.uint64(0)
+    for r in range(runs.shape[1]):
+        p = np.uint64(runs[0, r])
+        stop = np.uint64(runs[1, r])
+        while p + two <= stop:
+            l0 = np.uint64(labels[j])
+            l1 = np.uint64(labels[j + one])
+            a0[l0 + np.uint64(fa[p])] += 1
+            a1[l1 + np.uint64(fa[p + one])] += 1
+            b0[l0 + np.uint64(fb[p])] += 1
+            b1[l1 + np.uint64(fb[p + one])] += 1
+            p += two
+            j += two
+        while p < stop:
+            l0 = np.uint64(labels[j])
+            a0[l0 + np.uint64(fa[p])] += 1
+            b0[l0 + np.uint64(fb[p])] += 1
+            p += one
+            j += one
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def _complete(a, b, n_bins, n_pixels):
+    """Whether each group's bins of copies ``a + b`` hold all its pixels."""
+    for g in range(n_pixels.shape[0]):
+        total = 0
+        for i in range(g * n_bins, (g + 1) * n_bins):
+            total += a[i] + b[i]
+        if total != n_pixels[g]:
+            return False
+    return True
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def _commit(a, b, n_bins, f, counts, counts_sq, sums, frame_out):
+    """Add frame ``f``'s histogram (copies ``a + b``) and zero the copies."""
+    keep = frame_out.shape[0] > 0
+    for g in range(counts.shape[0]):
+        total = np.int64(0)
+        for k in range(n_bins):
+            i = g * n_bins + k
+            h = np.int64(a[i]) + np.int64(b[i])
+            a[i] = 0
+            b[i] = 0
+            counts[g, k] += h
+            counts_sq[g, k] += h * h
+            total += k * h
+            if keep:
+                frame_out[f, g, k] = h
+        sums[f, g] = total
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def _fold(a, b, c, d, n):
+    """Add copies ``c``, ``d`` into ``a``, ``b`` and zero them (``n`` entries)."""
+    for i in range(n):
+        a[i] += c[i]
+        b[i] += d[i]
+        c[i] = 0
+        d[i] = 0
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def _zero(scratch):
+    """Zero all of ``scratch`` (after an out-of-range count: rare)."""
+    for c in range(scratch.shape[0]):
+        row = scratch[c]
+        for i in range(row.shape[0]):
+            row[i] = 0
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def accumulate_checked(
+    frames, runs, labels, n_bins, scratch, counts, counts_sq, sums, frame_out
+):
+    """Accumulate a stack of frames into per-group histograms.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        C-contiguous ``(n_frames, n_pixels_flat)`` integer array (numba
+        compiles one specialisation per dtype).
+    runs : numpy.ndarray
+        ``(2, n_runs)`` int64: start and stop (exclusive) flat pixel index of
+        each run.
+    labels : numpy.ndarray
+        int32 offset ``group * n_bins`` of each pixel, in run order.
+    n_bins : int
+        Number of bins ``K``; valid counts are ``0 .. K - 1``.
+    scratch : numpy.ndarray
+        ``(4, >= n_groups * K)`` int32, all zero; left all zero.
+    counts, counts_sq : numpy.ndarray
+        ``(n_groups, K)`` int64, incremented in place by the per-frame
+        histograms and their squares.
+    sums : numpy.ndarray
+        ``(n_frames, n_groups)`` int64, receives the per-frame sum of counts
+        of each group.
+    frame_out : numpy.ndarray
+        ``(n_frames, n_groups, K)`` int64 receiving each per-frame histogram,
+        or an array with zero frames to skip that.
+
+    Returns
+    -------
+    int
+        Number of frames accumulated: ``n_frames``, or the index of the first
+        frame holding a value outside ``0 .. K - 1`` (nothing of that frame
+        or later is accumulated).
+    """
+    limit = np.uint64(n_bins)
+    s0, s1, s2, s3 = scratch[0], scratch[1], scratch[2], scratch[3]
+    n = frames.shape[0]
+    f = 0
+    while f < n:
+        if f + 1 < n:
+            if _fill_pair_checked(
+                frames[f], frames[f + 1], runs, labels, limit, s0, s1, s2, s3
+            ):
+                _commit(s0, s1, n_bins, f, counts, counts_sq, sums, frame_out)
+                _commit(s2, s3, n_bins, f + 1, counts, counts_sq, sums, frame_out)
+                f += 2
+                continue
+            _zero(scratch)  # one of the two is out of range: redo f alone
+        if not _fill_one_checked(frames[f], runs, labels, limit, s0, s1, s2, s3):
+            _zero(scratch)
+            return f
+        _fold(s0, s1, s2, s3, counts.size)
+        _commit(s0, s1, n_bins, f, counts, counts_sq, sums, frame_out)
+        f += 1
+    return n
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def accumulate_raw(
+    frames,
+    runs,
+    labels,
+    n_bins,
+    n_pixels,
+    scratch,
+    counts,
+    counts_sq,
+    sums,
+    frame_out,
+):
+    """:func:`accumulate_checked` for ``uint8``/``uint16`` frames only.
+
+    No per-pixel test: a count ``>= K`` lands in later groups' bins or in
+    the tail of ``scratch`` (which must have ``n_groups * K + 65536``
+    entries per row) and is caught by checking that each group's bins hold
+    exactly ``n_pixels`` (int64, per group) counts.
+    """
+    s0, s1, s2, s3 = scratch[0], scratch[1], scratch[2], scratch[3]
+    n = frames.shape[0]
+    f = 0
+    while f < n:
+        if f + 1 < n:
+            _fill_pair_raw(frames[f], frames[f + 1], runs, labels, s0, s1, s2, s3)
+            if _complete(s0, s1, n_bins, n_pixels) and _complete(
+                s2, s3, n_bins, n_pixels
+            ):
+                _commit(s0, s1, n_bins, f, counts, counts_sq, sums, frame_out)
+                _commit(s2, s3, n_bins, f + 1, counts, counts_sq, sums, frame_out)
+                f += 2
+                continue
+            _zero(scratch)
+        _fill_one_raw(frames[f], runs, labels, s0, s1, s2, s3)
+        _fold(s0, s1, s2, s3, counts.size)
+        if not _complete(s0, s1, n_bins, n_pixels):
+            _zero(scratch)
+            return f
+        _commit(s0, s1, n_bins, f, counts, counts_sq, sums, frame_out)
+        f += 1
+    return n
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def plain_sum(frames):
+    """Sum every pixel of a ``(n_frames, n_pixels_flat)`` stack (reference).
+
+    The "plain read" baseline of the benchmark: the cheapest loop that still
+    reads every pixel of every frame, compiled with the same options as the
+    accumulator.
+    """
+    total = np.int64(0)
+    for f in range(frames.shape[0]):
+        row = frames[f]
+        s = np.int64(0)
+        for p in range(row.shape[0]):
+            s += row[p]
+        total += s
+    return total
