@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -46,7 +47,9 @@ def _pick_inflate() -> tuple[_Inflate, tuple[type[Exception], ...], str]:
         from isal import isal_zlib
     except ImportError:
         return zlib.decompress, (zlib.error,), "zlib"
-    return isal_zlib.decompress, (isal_zlib.error, zlib.error), "isal"
+    isal_error = cast("type[Exception]", isal_zlib.IsalError)  # mistyped in its stubs
+    errors: tuple[type[Exception], ...] = (isal_error, zlib.error)
+    return isal_zlib.decompress, errors, "isal"
 
 
 _inflate, _INFLATE_ERRORS, GUNZIP_BACKEND = _pick_inflate()
