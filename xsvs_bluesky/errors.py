@@ -11,6 +11,7 @@ __all__ = [
     "InputFileError",
     "GeometryError",
     "FitError",
+    "FrameDataError",
 ]
 
 
@@ -32,3 +33,7 @@ class GeometryError(XSVSError, ValueError):
 
 class FitError(XSVSError, RuntimeError):
     """A fit could not be carried out (not enough data, no convergence)."""
+
+
+class FrameDataError(XSVSError, ValueError):
+    """Frame data cannot be histogrammed (negative or absurdly large counts, floats)."""

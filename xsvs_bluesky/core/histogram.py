@@ -28,7 +28,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from xsvs_bluesky.core._binning import FrameBinner, bin_frames
 from xsvs_bluesky.core._hist_layout import GroupLayout, accumulate_numpy, nan_ratio
-from xsvs_bluesky.errors import GeometryError
+from xsvs_bluesky.errors import FrameDataError, GeometryError
 
 __all__ = ["Backend", "FrameBinner", "HistogramAccumulator", "bin_frames"]
 
@@ -245,7 +245,7 @@ class HistogramAccumulator:
         if arr.dtype == np.bool_:
             arr = arr.view(np.uint8)
         if arr.dtype.kind not in "ui":
-            raise ValueError(
+            raise FrameDataError(
                 f"frames must hold integer photon counts, got dtype {arr.dtype}"
             )
         if arr.dtype.kind == "i" and arr.dtype.itemsize < 4 and self._kernel:
@@ -296,13 +296,15 @@ class HistogramAccumulator:
         """Grow ``n_bins`` for a frame holding a count beyond the last bin."""
         low, high = self._layout.value_range(frame)
         if low < 0:
-            raise ValueError(
+            raise FrameDataError(
                 f"frame {index} holds a negative count ({low}) in a pixel group; "
                 "photon counts must be >= 0 (mask or correct those pixels)"
             )
-        new_k = max(self._k, 1 << high.bit_length())
+        if high < self._k:  # cannot happen: the kernels stop only on such counts
+            raise RuntimeError(f"frame {index}: histogram kernel stopped in range")
+        new_k = 1 << high.bit_length()
         if new_k > self.max_bins:
-            raise ValueError(
+            raise FrameDataError(
                 f"frame {index} holds a count of {high}, needing {new_k} bins > "
                 f"max_bins={self.max_bins}; mask hot, saturated or gap pixels, or "
                 "raise max_bins"
