@@ -31,6 +31,8 @@ def _register(name: str, module: str, summary: str) -> None:
     SUBCOMMANDS[name] = (module, summary)
 
 
+_register("analyze", "analyze", "analyse a legacy pyxsvs INI/EDF series offline")
+
 
 
 def build_parser() -> argparse.ArgumentParser:

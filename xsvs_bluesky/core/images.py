@@ -94,7 +94,11 @@ class ImageAverager:
         elif arr.ndim == 3:
             total = self._buffer(arr.shape[1:])
             if arr.shape[0]:
-                total += np.add.reduce(arr, axis=0, dtype=np.float64)
+                # 8/16-bit counts summed exactly in uint32 (faster than float64)
+                narrow = arr.dtype.kind == "u" and arr.dtype.itemsize <= 2
+                exact = narrow and arr.shape[0] <= 65536
+                acc_dtype = np.uint32 if exact else np.float64
+                total += np.add.reduce(arr, axis=0, dtype=acc_dtype)
             self._n += arr.shape[0]
         else:
             raise GeometryError(
