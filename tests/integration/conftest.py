@@ -1,0 +1,64 @@
+"""Fixtures for tests against a real Tiled server and a real RunEngine.
+
+- ``tiled_server`` (session): ONE embedded Tiled server (SimpleTiledServer
+  over a temporary folder, ~5-30 s to start), as a
+  :class:`~xsvs_bluesky.storage.Catalogs`: ``.server`` is the
+  SimpleTiledServer, ``.uri`` and ``.api_key`` address it, ``.external_dir``
+  is a folder it serves files from (detector HDF5).  Its own ``raw`` and
+  ``processed`` catalogs are not used by tests.
+- ``catalogs`` (function): a fresh pair of ``CatalogOfBlueskyRuns``
+  containers on that server (``.raw``, ``.processed``, ``.client``) and a
+  fresh ``.external_dir`` for the test's detector files.
+- ``RE`` (function): a fresh RunEngine (own event loop, closed afterwards)
+  with a TiledWriter (``make_tiled_writer``) subscribed to ``catalogs.raw``.
+  Do not subscribe a second writer to ``catalogs.raw``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from xsvs_bluesky.storage import Catalogs, make_tiled_writer, open_catalogs
+
+
+@pytest.fixture(scope="session")
+def tiled_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Catalogs]:
+    """The session's embedded Tiled server."""
+    with open_catalogs(data_dir=tmp_path_factory.mktemp("xsvs-data")) as session:
+        yield session
+
+
+@pytest.fixture
+def catalogs(tiled_server: Catalogs) -> Iterator[Catalogs]:
+    """Fresh raw/processed catalogs on the session's server."""
+    name = uuid.uuid4().hex[:10]
+    assert tiled_server.external_dir is not None
+    cats = open_catalogs(
+        tiled_uri=tiled_server.uri,
+        api_key=tiled_server.api_key,
+        raw=f"raw-{name}",
+        processed=f"processed-{name}",
+        external_dir=tiled_server.external_dir / name,
+    )
+    with cats:
+        yield cats
+
+
+@pytest.fixture
+def RE(catalogs: Catalogs) -> Iterator[Any]:
+    """A fresh RunEngine writing raw runs to ``catalogs.raw``."""
+    from bluesky import RunEngine
+
+    engine = RunEngine({})
+    engine.subscribe(make_tiled_writer(catalogs.raw))
+    yield engine
+    if engine.state not in ("idle", "panicked"):
+        engine.halt()
+    loop = engine.loop
+    loop.call_soon_threadsafe(loop.stop)
+    engine._th.join(timeout=10)
+    loop.close()

@@ -1,0 +1,30 @@
+"""Storage side: Tiled catalogs of raw and derived runs and their writer.
+
+Heavy imports (tiled, bluesky_tiled_plugins) happen inside the functions.
+"""
+
+from xsvs_bluesky.storage.server import (
+    CATALOG_SPEC,
+    DEFAULT_DATA_DIR,
+    Catalogs,
+    ensure_run_catalog,
+    open_catalogs,
+    register_document_exporter,
+)
+from xsvs_bluesky.storage.writer import (
+    DEFAULT_BATCH_SIZE,
+    LIVE_BATCH_SIZE,
+    make_tiled_writer,
+)
+
+__all__ = [
+    "CATALOG_SPEC",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_DATA_DIR",
+    "LIVE_BATCH_SIZE",
+    "Catalogs",
+    "ensure_run_catalog",
+    "make_tiled_writer",
+    "open_catalogs",
+    "register_document_exporter",
+]

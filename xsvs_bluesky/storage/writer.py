@@ -1,0 +1,80 @@
+"""The TiledWriter every part of xsvs_bluesky uses, configured once.
+
+``bluesky_tiled_plugins.TiledWriter`` (not bluesky's own copy, which fails
+on inline 2-d arrays) with:
+
+- ``max_array_size=0``: every inline array of an Event (frames, but also
+  small per-q result arrays of a few elements) is stored as a Tiled array
+  node.  The default (16) stores arrays of <= 16 elements in the SQL table,
+  which fails for some shapes and dtypes;
+- a batch size chosen for the job (see :data:`DEFAULT_BATCH_SIZE`).
+
+Batch size: the writer caches Event rows and StreamDatum index ranges and
+writes them when ``batch_size`` have accumulated, and at the stop document.
+Each write costs one or a few HTTP requests (~10-120 ms for an inline
+256x256 frame).  ``batch_size=1`` makes every Event and StreamDatum visible
+in Tiled at once (live viewers, remote consumers polling Tiled) at that
+price per document; a large batch is cheapest but shows nothing until the
+run stops and holds the cached inline arrays in memory.  The default, 50,
+bounds the memory (50 inline MAXIPIX frames are 6.5 MB) and the delay of
+step scans.  Derived runs emit few Events (throttled progress, one per
+exposure at the end): use ``batch_size=1`` for them so progress shows live.
+
+Externally written files (HDF5 referenced by StreamResource) are registered
+by reference: the server must be allowed to read them (its *readable
+storage*; :func:`~xsvs_bluesky.storage.server.open_catalogs` sets this up for
+the embedded server), otherwise registration fails with "Refusing to serve
+... outside the readable storage area".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["DEFAULT_BATCH_SIZE", "LIVE_BATCH_SIZE", "make_tiled_writer"]
+
+#: Events or StreamDatum rows cached before a write (raw runs).
+DEFAULT_BATCH_SIZE = 50
+#: Write every document at once (derived runs, live viewers).
+LIVE_BATCH_SIZE = 1
+
+
+def make_tiled_writer(
+    container: Any,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_array_size: int = 0,
+    **kwargs: Any,
+) -> Any:
+    """Return a ``bluesky_tiled_plugins.TiledWriter`` writing runs into ``container``.
+
+    Parameters
+    ----------
+    container : tiled.client.container.Container
+        A ``CatalogOfBlueskyRuns`` container (e.g. ``Catalogs.raw``).
+    batch_size : int
+        Events/StreamDatum rows cached before a write; 1 writes each document
+        at once (see the module notes for the trade-off).
+    max_array_size : int
+        Inline arrays larger than this are written as array nodes; keep 0.
+    **kwargs
+        Passed on to ``TiledWriter`` (``backup_directory``, ``patches``,
+        ``spec_to_mimetype``, ``normalizer``...).
+
+    Returns
+    -------
+    bluesky_tiled_plugins.TiledWriter
+        A ``(name, doc)`` callback for ``RunEngine.subscribe``.
+
+    Raises
+    ------
+    ValueError
+        If ``batch_size`` < 1.
+    """
+    from bluesky_tiled_plugins import TiledWriter
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size = {batch_size}; give an integer >= 1")
+    return TiledWriter(
+        container, batch_size=batch_size, max_array_size=max_array_size, **kwargs
+    )
