@@ -1,0 +1,258 @@
+"""Analyse a legacy pyxsvs series (INI file + EDF frames) offline, no server.
+
+Reads the INI file, the masks ("default mask" and "mask", their union), the
+flat field and every frame once (decoded in background threads), and prints
+the speckle contrast beta per exposure and q partition: the same numbers and
+columns as 'xsvs-bluesky results'. Nothing is written, the INI file included.
+
+Default estimator: "mle-weighted" (maximum likelihood with the flat field as
+per-pixel efficiencies) when the INI names a flat field, else "mle".
+'--estimator pyxsvs-lsq --flat-field divide-round' reproduces the numbers of
+the legacy pyxsvs tool (biased; for comparison with old results only).
+
+Typical commands:
+  xsvs-bluesky analyze analysis/xsvs/xsvs_input.txt
+  xsvs-bluesky analyze xsvs_input.txt --frames-per-exposure 50   (quick look)
+  xsvs-bluesky analyze xsvs_input.txt --format json > beta.json
+  xsvs-bluesky analyze xsvs_input.txt --estimator pyxsvs-lsq --flat-field divide-round
+  xsvs-bluesky analyze xsvs_input.txt --dynamics          (Gamma(q), D)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from typing import Any
+
+__all__ = ["add_arguments", "run"]
+
+_PROG = "xsvs-bluesky analyze"
+_MAX_LISTED = 10
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``xsvs-bluesky analyze`` to ``parser``."""
+    from xsvs_bluesky.core.estimators import ESTIMATORS
+    from xsvs_bluesky.offline import FLAT_FIELD_CHOICES
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("ini", metavar="INI", help="the pyxsvs INI input file")
+    parser.add_argument(
+        "--estimator",
+        choices=ESTIMATORS,
+        default=None,
+        help="contrast estimator (default: mle-weighted with a flat field used "
+        "as weights, else mle)",
+    )
+    parser.add_argument(
+        "--flat-field",
+        choices=FLAT_FIELD_CHOICES,
+        default="weights",
+        help="weights: integer counts, flat field as pixel efficiencies in the "
+        "likelihood (default); divide-round: legacy pyxsvs frame/flat rounded "
+        "(biased); none: ignore the flat field",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="output on stdout (default: table). json: a list of records "
+        "(with --dynamics: the dynamics records)",
+    )
+    parser.add_argument(
+        "--refine-center",
+        action="store_true",
+        help="refine the beam centre from the averaged flat-corrected frames "
+        "and use it (reported on stderr; the INI file is not changed)",
+    )
+    parser.add_argument(
+        "--center-frames",
+        type=_positive_int,
+        default=360,
+        metavar="N",
+        help="frames of the longest exposures averaged for --refine-center "
+        "(default 360)",
+    )
+    parser.add_argument(
+        "--dynamics",
+        action="store_true",
+        help="also fit beta(t_e) per q (Gamma, beta0) and Gamma = D q^2; csv/json "
+        "then give the dynamics table",
+    )
+    parser.add_argument(
+        "--dynamics-model",
+        choices=("exponential", "stretched"),
+        default="exponential",
+        help="visibility model for --dynamics (default exponential)",
+    )
+    parser.add_argument(
+        "--skip-bad-frames",
+        action="store_true",
+        help="skip missing, truncated or corrupt frame files (listed on stderr) "
+        "instead of stopping",
+    )
+    parser.add_argument(
+        "--frames-per-exposure",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="analyse only the first N frames of each exposure (quick look)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        metavar="N",
+        help="frame decoding threads (default: 2, or 1 on one core; 0: none)",
+    )
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=None,
+        help="no progress bar (default: shown when stderr is a terminal)",
+    )
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        help="show the progress bar even when stderr is not a terminal",
+    )
+
+
+def _warn(message: str) -> None:
+    print(f"{_PROG}: warning: {' '.join(message.split())}", file=sys.stderr)
+
+
+def _flush(caught: list[warnings.WarningMessage]) -> None:
+    """Print the user-facing warnings recorded so far, one line each."""
+    for item in caught:
+        if issubclass(item.category, UserWarning):
+            _warn(str(item.message))
+    caught.clear()
+
+
+def _center_line(fit: Any, cenx: float, ceny: float) -> str:
+    return (
+        f"{_PROG}: beam centre refined from the averaged frames: cenx "
+        f"{cenx:.3f} -> {fit.center_x:.3f} +- {fit.center_x_err:.3f} px, ceny "
+        f"{ceny:.3f} -> {fit.center_y:.3f} +- {fit.center_y_err:.3f} px "
+        f"({fit.error_method} errors); used for this analysis, the INI file is "
+        "not changed"
+    )
+
+
+def _skipped_line(skipped: Any) -> str:
+    names = [f"[{s.exposure}] {s.path.name} ({s.reason})" for s in skipped]
+    more = (
+        f", ... ({len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else ""
+    )
+    return (
+        f"skipped {len(names)} bad frame file(s), the results use the others: "
+        f"{'; '.join(names[:_MAX_LISTED])}{more}"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``xsvs-bluesky analyze``; return the exit code."""
+    from xsvs_bluesky.errors import XSVSError
+    from xsvs_bluesky.offline import LegacyAnalysis
+
+    show = sys.stderr.isatty() if args.progress is None else bool(args.progress)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        warnings.simplefilter("always", UserWarning)
+        job = LegacyAnalysis(
+            args.ini,
+            estimator=args.estimator,
+            flat_field=args.flat_field,
+            skip_bad=args.skip_bad_frames,
+            frames_per_exposure=args.frames_per_exposure,
+            threads=max(int(args.threads), 0),
+        )
+        _flush(caught)
+        if args.dynamics and len(job.config.exposures) < 2:
+            raise XSVSError(
+                f"{job.config.path}: --dynamics needs >= 2 exposures, the INI "
+                f"file has {len(job.config.exposures)}; drop --dynamics"
+            )
+        if args.refine_center:
+            fit = job.refine_center(max_files=args.center_frames)
+            print(_center_line(fit, job.config.cenx, job.config.ceny), file=sys.stderr)
+            _flush(caught)
+        result = _run_with_progress(job, show)
+        _flush(caught)
+        if result.skipped:
+            _warn(_skipped_line(result.skipped))
+        output = _render(result, args)
+    sys.stdout.write(output if output.endswith("\n") else output + "\n")
+    return 0
+
+
+def _run_with_progress(job: Any, show: bool) -> Any:
+    if not show:
+        return job.run()
+    from tqdm import tqdm
+
+    with tqdm(
+        total=job.reader.n_files,
+        unit="frame",
+        file=sys.stderr,
+        desc="frames",
+        dynamic_ncols=True,
+        mininterval=0.5,
+    ) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        result = job.run(progress)
+    rate = result.files_read / max(result.seconds, 1e-9)
+    print(
+        f"{_PROG}: {result.files_read} frame files of {len(result.results)} "
+        f"exposures in {result.seconds:.1f} s ({rate:.0f} frames/s)",
+        file=sys.stderr,
+    )
+    return result
+
+
+def _render(result: Any, args: argparse.Namespace) -> str:
+    from xsvs_bluesky import _result_tables as tables
+    from xsvs_bluesky._offline_tables import beta_table, dynamics_table
+
+    table = beta_table(result.results)
+    dyn = None
+    if args.dynamics:
+        from xsvs_bluesky.offline import fit_result_dynamics
+
+        fits, diffusion = fit_result_dynamics(result.results, args.dynamics_model)
+        dyn = dynamics_table(fits, diffusion)
+    if args.format == "json":
+        if dyn is not None:
+            data = tables.dynamics_records(dyn)
+            return json.dumps(data, indent=2, allow_nan=False)
+        return tables.to_json(table)
+    if args.format == "csv":
+        if dyn is not None:
+            frame = dyn.copy()
+            frame["flags"] = [";".join(f) for f in frame["flags"]]
+            return str(frame.to_csv(index=False, lineterminator="\n"))
+        return tables.to_csv(table)
+    text = tables.format_table(table)
+    if dyn is not None:
+        text += "\n\n" + tables.format_dynamics(dyn)
+    return text
