@@ -437,6 +437,9 @@ class _RunAnalyser(DocumentRouter):
             exp = self._exposures[key] = _Exposure(len(self._exposures), analysis)
         if self._current is not None and self._current is not exp:
             self._close(self._current)
+            # an exposure completed: refit beta(t_e) live over the completed ones
+            done = [e.final for e in self._exposures.values() if e.final is not None]
+            self._dynamics(done)
         self._current = exp
         exp.analysis.update(batch.frames)
         owner = self._owner
@@ -447,7 +450,11 @@ class _RunAnalyser(DocumentRouter):
             self._progress(exp, exp.analysis.result(final=False))
 
     def _dynamics(self, results: Sequence[ExposureResult]) -> None:
-        """Fit beta(t_e) per partition when there are >= 2 exposure times."""
+        """Fit beta(t_e) per partition when there are >= 2 exposure times.
+
+        Called whenever an exposure completes (a refit, one more event of the
+        ``dynamics`` stream) and at the end of the run (the final fit).
+        """
         model = self._owner.dynamics_model
         usable = [r for r in results if r.n_frames and math.isfinite(r.exposure_time)]
         if model is None or len({r.exposure_time for r in usable}) < 2:

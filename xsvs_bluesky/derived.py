@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from xsvs_bluesky._version import __version__
 from xsvs_bluesky.analysis import FLAG_FIT_FAILED, ExposureResult
-from xsvs_bluesky.core.dynamics import DiffusionFit, DynamicsFit
+from xsvs_bluesky.core.dynamics import DYNAMICS_FLAGS, DiffusionFit, DynamicsFit
 from xsvs_bluesky.core.estimators import FLAGS
 
 __all__ = [
@@ -311,7 +311,7 @@ class DerivedRun:
     ) -> None:
         """Emit the ``dynamics`` stream: one event, arrays over partitions."""
         n_q = len(fits)
-        bits = _FlagBits(())
+        bits = _FlagBits(DYNAMICS_FLAGS)
         flags = bits.encode([f.flags for f in fits])
         q1 = (n_q,)
         data_keys: dict[str, Any] = {

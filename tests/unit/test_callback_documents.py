@@ -262,7 +262,8 @@ def test_progress_events_are_throttled_by_frames_and_time():
     )
     # only the end of each exposure, however fast the frames come
     assert [p["n_frames"] for p in stream(out, "progress")] == [200, 200, 200]
-    assert stop_doc(out)["num_events"] == {"progress": 3, "results": 3, "dynamics": 1}
+    # dynamics: a live refit when the third exposure starts, then the final fit
+    assert stop_doc(out)["num_events"] == {"progress": 3, "results": 3, "dynamics": 2}
 
 
 def test_dynamics_stream_recovers_the_relaxation_rate():
@@ -275,7 +276,10 @@ def test_dynamics_stream_recovers_the_relaxation_rate():
     ]
     out: Docs = []
     feed(callback(out), inline_run(runs))
-    (dyn,) = stream(out, "dynamics")
+    live, dyn = stream(out, "dynamics")
+    # refit live on the two completed exposures, final fit on all three
+    assert list(live["n_points"]) == [2] * len(live["q"])
+    assert list(dyn["n_points"]) == [3] * len(dyn["q"])
     assert dyn["model"] == "exponential"
     z_gamma = (np.asarray(dyn["gamma"]) - gamma) / np.asarray(dyn["gamma_err"])
     z_beta0 = (np.asarray(dyn["beta0"]) - beta0) / np.asarray(dyn["beta0_err"])

@@ -43,6 +43,7 @@ from xsvs_bluesky.core._kernels_dyn import (
 from xsvs_bluesky.errors import FitError
 
 __all__ = [
+    "DYNAMICS_FLAGS",
     "EXPONENT_BOUNDS",
     "MODELS",
     "DiffusionFit",
@@ -58,6 +59,26 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Every flag a DynamicsFit or DiffusionFit can carry, in a fixed order (the bit
+#: order of the ``flags`` bitmask in the derived run's ``dynamics`` stream).
+DYNAMICS_FLAGS: tuple[str, ...] = (
+    "too-few-points",
+    "fit-failed",
+    "poor-fit",
+    "unweighted",
+    "skipped-points",
+    "decay-too-fast",
+    "decay-too-slow",
+    "exponent-at-bound",
+    "singular-covariance",
+    "no-dof",
+    "non-positive-beta0",
+    "not-converged",
+    "non-diffusive",
+    "no-scaling-check",
+    "too-few-partitions",
+)
 
 
 def fit_dynamics(
