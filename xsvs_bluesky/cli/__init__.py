@@ -32,6 +32,8 @@ def _register(name: str, module: str, summary: str) -> None:
 
 
 _register("analyze", "analyze", "analyse a legacy pyxsvs INI/EDF series offline")
+_register("replay", "replay", "replay a legacy series into Tiled as raw + derived runs")
+_register("reanalyze", "reanalyze", "analyse a raw run from Tiled again, new settings")
 
 
 

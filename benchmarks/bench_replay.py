@@ -1,0 +1,170 @@
+"""Replay of the real 2700-frame series into Tiled vs the plain decode of its files.
+
+Run from the repository root::
+
+    python3 -m benchmarks.bench_replay            # 2 repeats
+    python3 -m benchmarks.bench_replay --quick    # 1 repeat
+    python3 -m benchmarks replay                  # through the runner
+
+Measured in the same run, medians of the repeats (wall clock and process
+CPU time; the embedded Tiled server runs in this process, so its CPU counts):
+
+- read floor: the minimal single-thread zlib + frombuffer decode of every
+  file (``bench_read``'s floor);
+- plain decode: ``FrameSeries(threads=2)`` (``bench_analyze``'s baseline);
+- replay: ``LegacyReplay(ini).run(catalogs, force=True)`` into an embedded
+  Tiled server started once (start-up not counted): input checks and
+  hashes, HDF5 writing, the analysis callback and both TiledWriters.  The
+  time spent in Tiled HTTP requests is reported per catalog (raw runs,
+  derived runs), and the replay without it.
+
+Target: replay <= 2.5x the read floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO / ".." / "shared" / "data" / "pyxsvs-example"
+TARGET = 2.5
+
+
+class RequestClock:
+    """Count and time the Tiled HTTP requests of this process, per catalog."""
+
+    def __init__(self, names: dict[str, str]) -> None:
+        import httpx
+
+        self.names = names
+        self.count: collections.Counter[str] = collections.Counter()
+        self.seconds: collections.Counter[str] = collections.Counter()
+        self._send = httpx.Client.send
+        clock = self
+
+        def send(client: Any, request: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return clock._send(client, request, **kwargs)
+            finally:
+                parts = request.url.path.split("/")
+                found = [clock.names[p] for p in parts if p in clock.names]
+                where = found[0] if found else "other"
+                clock.count[where] += 1
+                clock.seconds[where] += time.perf_counter() - start
+
+        httpx.Client.send = send  # type: ignore[method-assign]
+
+    def reset(self) -> None:
+        self.count.clear()
+        self.seconds.clear()
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    c0, w0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="1 repeat")
+    args = parser.parse_args(argv)
+    ini = args.data / "analysis" / "xsvs" / "xsvs_input.txt"
+    if not ini.is_file():
+        print(f"example data not found: {ini}", file=sys.stderr)
+        return 2
+    repeats = 1 if args.quick else max(args.repeats, 1)
+
+    from benchmarks._common import machine_info
+    from benchmarks.bench_read import minimal_decode
+    from xsvs_bluesky.legacy import FrameSeries, read_ini
+    from xsvs_bluesky.replay import LegacyReplay
+    from xsvs_bluesky.storage import open_catalogs
+
+    files = list(read_ini(ini).all_files())
+    folder = Path(tempfile.mkdtemp(prefix="bench-replay-"))
+    t0 = time.perf_counter()
+    cats = open_catalogs(data_dir=folder)
+    startup = time.perf_counter() - t0
+    clock = RequestClock({"raw": "raw", "processed": "derived"})
+    try:
+        timings: dict[str, tuple[list[float], list[float]]] = {}
+        tiled: dict[str, list[float]] = collections.defaultdict(list)
+        requests: dict[str, list[int]] = collections.defaultdict(list)
+
+        def add(name: str, fn: Callable[[], object]) -> None:
+            wall, cpu = timed(fn)
+            walls, cpus = timings.setdefault(name, ([], []))
+            walls.append(wall)
+            cpus.append(cpu)
+
+        def replay() -> None:
+            clock.reset()
+            LegacyReplay(ini).run(cats, force=True)
+            for where in ("raw", "derived", "other"):
+                tiled[where].append(clock.seconds[where])
+                requests[where].append(clock.count[where])
+
+        minimal_decode(files)  # warm the page cache
+        LegacyReplay(ini).run(cats, force=True)  # warm numba caches and imports
+        cases: dict[str, Callable[[], object]] = {
+            "read floor (zlib, 1 thread)": lambda: minimal_decode(files),
+            "plain decode (FrameSeries, 2 threads)": lambda: sum(
+                1 for _ in FrameSeries(files, threads=2)
+            ),
+            "replay checks + hashes (LegacyReplay)": lambda: LegacyReplay(ini),
+            "replay including Tiled": replay,
+        }
+        for rep in range(repeats):
+            for name in list(cases) if rep % 2 == 0 else list(reversed(cases)):
+                add(name, cases[name])
+    finally:
+        cats.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    print(machine_info())
+    print(
+        f"{len(files)} files, median of {repeats}; embedded Tiled server started "
+        f"in {startup:.1f} s (not counted)"
+    )
+    floor = statistics.median(timings["read floor (zlib, 1 thread)"][0])
+    print(f"  {'case':40s} {'wall s':>7} {'cpu s':>7} {'x floor':>8}")
+    for name, (walls, cpus) in timings.items():
+        wall, cpu = statistics.median(walls), statistics.median(cpus)
+        print(f"  {name:40s} {wall:7.2f} {cpu:7.2f} {wall / floor:7.2f}x")
+    total = statistics.median(timings["replay including Tiled"][0])
+    in_tiled = 0.0
+    for where in ("raw", "derived", "other"):
+        seconds = statistics.median(tiled[where])
+        in_tiled += seconds
+        n = int(statistics.median(requests[where]))
+        label = f"{where} runs" if where != "other" else "queries"
+        print(
+            f"    Tiled requests, {label:12s} {n:4d} in {seconds:6.2f} s "
+            f"({1e3 * seconds / max(n, 1):.0f} ms each)"
+        )
+    rest = total - in_tiled
+    print(
+        f"    replay outside Tiled requests     {rest:6.2f} s "
+        f"({rest / floor:.2f}x floor)"
+    )
+    ratio = total / floor
+    verdict = "OK" if ratio <= TARGET else "ABOVE TARGET"
+    print(f"replay / read floor (wall): {ratio:.2f}x, target <= {TARGET}x: {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

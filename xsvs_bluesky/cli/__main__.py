@@ -1,0 +1,5 @@
+"""Allow ``python -m xsvs_bluesky.cli``."""
+
+from xsvs_bluesky.cli import main
+
+raise SystemExit(main())

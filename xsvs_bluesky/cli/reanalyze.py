@@ -1,0 +1,137 @@
+"""Analyse a raw run stored in Tiled again, with other settings.
+
+Fetches the raw run's documents from Tiled and feeds them to a new analysis
+callback with the estimator, q partitions or flat-field use given here; the
+new derived run is written to the processed catalog, linked to the SAME raw
+run (its original_run_uid), next to the earlier analyses. Prints the new
+derived run's uid and its beta table (same columns as 'xsvs-bluesky results').
+
+RAW_UID is the raw run's uid, a unique prefix of it (>= 5 characters), its
+scan_id, or -1 for the latest raw run. Options not given keep the run's
+values: geometry and masks always, q partitions per value (--dq alone changes
+only the half-width). Frames are read from the run's HDF5 files when this
+host can read them, else through the Tiled server (--frames tiled). Masks and
+flat field are the files named in the run, checked against their recorded
+SHA-256.
+
+Exit codes: 0 success, 1 the new analysis failed (reason on stderr), 2 bad
+input (unknown run, options, changed mask files).
+
+Typical commands:
+  xsvs-bluesky reanalyze 5d80f3d5 --estimator moments
+  xsvs-bluesky reanalyze 5d80f3d5 --q1 0.003 --q2 0.009 --qs 0.002 --dq 0.0005
+  xsvs-bluesky reanalyze -1 --estimator pyxsvs-lsq --flat-field divide-round
+  xsvs-bluesky reanalyze 5d80f3d5 --format json > beta.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from xsvs_bluesky.cli._common import add_catalog_arguments, catalogs_from_args
+from xsvs_bluesky.cli.replay import (
+    add_output_arguments,
+    flush_warnings,
+    print_results,
+    progress_bar,
+)
+
+__all__ = ["add_arguments", "run"]
+
+_PROG = "xsvs-bluesky reanalyze"
+
+
+def _q(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be > 0 (1/Angstrom)")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``xsvs-bluesky reanalyze`` to ``parser``."""
+    from xsvs_bluesky.core.estimators import ESTIMATORS
+    from xsvs_bluesky.reanalyze import FRAME_SOURCES
+    from xsvs_bluesky.replay import FLAT_FIELD_CHOICES
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "raw_uid",
+        metavar="RAW_UID",
+        help="raw run: uid, unique uid prefix (>= 5 characters), scan_id or -1",
+    )
+    parser.add_argument(
+        "--estimator",
+        choices=ESTIMATORS,
+        default=None,
+        help="contrast estimator (default: mle-weighted with a flat field used as "
+        "weights, else mle)",
+    )
+    parser.add_argument(
+        "--flat-field",
+        choices=FLAT_FIELD_CHOICES,
+        default="weights",
+        help="how the run's flat field is used: weights (default), divide-round "
+        "(legacy pyxsvs, biased) or none",
+    )
+    group = parser.add_argument_group(
+        "q partitions", "1/Angstrom; each one not given keeps the run's value"
+    )
+    for name, text in (
+        ("q1", "first partition centre"),
+        ("q2", "last partition centre"),
+        ("qs", "step between centres"),
+        ("dq", "half-width of a partition"),
+    ):
+        group.add_argument(f"--{name}", type=_q, metavar="Q", help=text)
+    parser.add_argument(
+        "--frames",
+        choices=FRAME_SOURCES,
+        default="auto",
+        help="read frames from the run's HDF5 files (file), through the Tiled "
+        "server (tiled), or files when readable here (auto, default)",
+    )
+    add_output_arguments(parser)
+    add_catalog_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``xsvs-bluesky reanalyze``; return the exit code."""
+    from xsvs_bluesky.reanalyze import reanalyze
+
+    show = sys.stderr.isatty() if args.progress is None else bool(args.progress)
+    partitions = {k: getattr(args, k) for k in ("q1", "q2", "qs", "dq")}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        warnings.simplefilter("always", UserWarning)
+        with catalogs_from_args(args) as cats:
+            bar, progress = progress_bar(show, None, "frame")
+            try:
+                out = reanalyze(
+                    cats,
+                    args.raw_uid,
+                    estimator=args.estimator,
+                    partitions=partitions,
+                    flat_field=args.flat_field,
+                    frames=args.frames,
+                    progress=progress,
+                )
+            finally:
+                if bar is not None:
+                    bar.close()
+        flush_warnings(_PROG, caught)
+    if out.derived_uid is not None and out.results:
+        print_results(out.results, out.derived_uid, out.raw_uid, args.format, _PROG)
+    if out.exit_status != "success":
+        print(
+            f"{_PROG}: the analysis of raw run {out.raw_uid} failed "
+            f"(derived run {out.derived_uid}): {out.reason}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

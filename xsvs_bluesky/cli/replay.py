@@ -1,0 +1,241 @@
+r"""Replay a legacy pyxsvs series (INI + EDF frames) into Tiled, and analyse it.
+
+Writes ONE raw bluesky run, as an ophyd-async MAXIPIX would have produced it:
+one stream per exposure, the frames written once to compressed HDF5 files
+(one per exposure, in <data-dir>/external/replay/<uid>/ or --output-dir)
+and referenced by StreamResource/StreamDatum documents. The same documents
+go through the live analysis callback, which writes a derived run (the
+contrast beta per exposure and q) to the processed catalog. Prints the raw
+and derived run uids and the beta table (same columns as 'xsvs-bluesky
+results').
+
+Everything is checked (INI, frame files, masks, flat field, q partitions)
+before anything is written. A series replayed before (same content hash:
+INI bytes, mask/flat-field and frame file bytes) is not replayed again: one
+line names the existing raw run and the exit code is 0; --force replays it
+anyway. On an error or Ctrl-C during the replay the raw run is stopped with
+exit_status fail/abort and its HDF5 files are removed.
+
+Typical commands:
+  xsvs-bluesky replay analysis/xsvs/xsvs_input.txt        (./xsvs-data)
+  xsvs-bluesky replay xsvs_input.txt --estimator pyxsvs-lsq --flat-field divide-round
+  xsvs-bluesky replay xsvs_input.txt --format json > beta.json
+  TILED_API_KEY=... xsvs-bluesky replay xsvs_input.txt --tiled-uri http://host:8000 \\
+      --output-dir /data/tiled-readable/replay
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from typing import Any
+
+from xsvs_bluesky.cli._common import add_catalog_arguments, catalogs_from_args
+
+__all__ = ["add_arguments", "add_output_arguments", "print_results", "run"]
+
+_PROG = "xsvs-bluesky replay"
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--format`` and ``--progress``/``--no-progress`` (replay, reanalyze)."""
+    parser.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="beta table on stdout: readable table (default, after the run uids), "
+        "or csv / json records (run uids in every record)",
+    )
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=None,
+        help="no progress bar (default: shown when stderr is a terminal)",
+    )
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        help="show the progress bar even when stderr is not a terminal",
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``xsvs-bluesky replay`` to ``parser``."""
+    from xsvs_bluesky.core.estimators import ESTIMATORS
+    from xsvs_bluesky.replay import COMPRESSIONS, FLAT_FIELD_CHOICES
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("ini", metavar="INI", help="the pyxsvs INI input file")
+    parser.add_argument(
+        "--estimator",
+        choices=ESTIMATORS,
+        default=None,
+        help="contrast estimator of the derived run (default: mle-weighted with a "
+        "flat field used as weights, else mle)",
+    )
+    parser.add_argument(
+        "--flat-field",
+        choices=FLAT_FIELD_CHOICES,
+        default="weights",
+        help="how the derived run uses the INI's flat field: weights (default), "
+        "divide-round (legacy pyxsvs, biased) or none",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replay even if this series was replayed before (a new raw run)",
+    )
+    parser.add_argument(
+        "--skip-bad-frames",
+        action="store_true",
+        help="leave out missing, truncated or corrupt frame files (listed on "
+        "stderr and in the run's stop reason) instead of stopping",
+    )
+    parser.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="folder of the HDF5 files, one subfolder per run (default "
+        "<data-dir>/external/replay); with --tiled-uri a folder the server may "
+        "read (its readable storage) is required",
+    )
+    parser.add_argument(
+        "--compression",
+        choices=COMPRESSIONS,
+        default="blosc-lz4",
+        help="HDF5 compression of the frames (default blosc-lz4, fast, needs "
+        "hdf5plugin to read; gzip/lzf: any HDF5 reader)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        metavar="N",
+        help="frame hashing/decoding threads (default 2, or 1 on one core)",
+    )
+    add_output_arguments(parser)
+    add_catalog_arguments(parser)
+
+
+def warn(prog: str, message: str) -> None:
+    """Print a one-line warning on stderr."""
+    print(f"{prog}: warning: {' '.join(message.split())}", file=sys.stderr)
+
+
+def flush_warnings(prog: str, caught: list[warnings.WarningMessage]) -> None:
+    """Print the user-facing warnings recorded so far, one line each."""
+    for item in caught:
+        if issubclass(item.category, UserWarning):
+            warn(prog, str(item.message))
+    caught.clear()
+
+
+def print_results(
+    results: Any, run_uid: str | None, raw_uid: str, fmt: str, prog: str
+) -> None:
+    """Print the beta table of ``results`` (ExposureResults) in format ``fmt``."""
+    from xsvs_bluesky._offline_tables import beta_table
+    from xsvs_bluesky.results import format_table, to_csv, to_json
+
+    table = beta_table(results)
+    table["run_uid"] = run_uid
+    table["raw_uid"] = raw_uid
+    if fmt == "json":
+        out = to_json(table)
+    elif fmt == "csv":
+        out = to_csv(table)
+    else:
+        print(f"raw run      {raw_uid}")
+        print(f"derived run  {run_uid}")
+        out = format_table(table)
+    sys.stdout.write(out if out.endswith("\n") else out + "\n")
+    if fmt != "table":
+        print(f"{prog}: raw run {raw_uid}, derived run {run_uid}", file=sys.stderr)
+
+
+def progress_bar(show: bool, total: int | None, unit: str) -> Any:
+    """Make a tqdm bar on stderr (or None) and its ``progress(done, total)``."""
+    if not show:
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=total,
+        unit=unit,
+        file=sys.stderr,
+        desc=f"{unit}s",
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+
+    def progress(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    return bar, progress
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``xsvs-bluesky replay``; return the exit code."""
+    from xsvs_bluesky.replay import LegacyReplay
+
+    show = sys.stderr.isatty() if args.progress is None else bool(args.progress)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        warnings.simplefilter("always", UserWarning)
+        job = LegacyReplay(
+            args.ini,
+            estimator=args.estimator,
+            flat_field=args.flat_field,
+            skip_bad=args.skip_bad_frames,
+            threads=max(int(args.threads), 0),
+            compression=args.compression,
+        )
+        flush_warnings(_PROG, caught)
+        with catalogs_from_args(args, create=True) as cats:
+            bar, progress = progress_bar(show, job.scan.n_files, "frame")
+            try:
+                result = job.run(
+                    cats,
+                    force=args.force,
+                    output_dir=args.output_dir,
+                    progress=progress,
+                )
+            finally:
+                if bar is not None:
+                    bar.close()
+        flush_warnings(_PROG, caught)
+    if result.duplicate:
+        derived = ", ".join(result.derived_uids) or "none"
+        print(
+            f"already replayed: raw run {result.raw_uid} holds this series (content "
+            f"hash {result.content_hash[:16]}..., derived runs: {derived}); nothing "
+            "written, --force replays it again"
+        )
+        return 0
+    if result.skipped:
+        names = [f"[{e}] {os.path.basename(f)} ({r})" for e, f, r in result.skipped]
+        warn(_PROG, f"skipped {len(names)} bad frame file(s): {'; '.join(names)}")
+    frames = sum(result.n_frames)
+    print(
+        f"{_PROG}: {frames} frames of {len(result.n_frames)} exposures replayed in "
+        f"{result.seconds:.1f} s",
+        file=sys.stderr,
+    )
+    print_results(
+        result.results, result.derived_uid, result.raw_uid, args.format, _PROG
+    )
+    if result.analysis_status != "success":
+        print(
+            f"{_PROG}: the raw run is stored but its analysis failed "
+            f"({result.analysis_reason}); try 'xsvs-bluesky reanalyze "
+            f"{result.raw_uid}' with other settings",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
