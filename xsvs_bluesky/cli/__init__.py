@@ -32,6 +32,9 @@ def _register(name: str, module: str, summary: str) -> None:
 
 
 _register("analyze", "analyze", "analyse a legacy pyxsvs INI/EDF series offline")
+_register("results", "results", "show the beta(t_e, q) table of a derived run")
+_register("export", "export", "export a derived run to CSV or NeXus-like HDF5")
+_register("report", "report", "write a self-contained HTML report of a derived run")
 _register("replay", "replay", "replay a legacy series into Tiled as raw + derived runs")
 _register("reanalyze", "reanalyze", "analyse a raw run from Tiled again, new settings")
 

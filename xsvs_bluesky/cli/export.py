@@ -1,0 +1,60 @@
+"""Export a derived XSVS run from Tiled to a file: CSV records or NeXus-like HDF5.
+
+--to csv writes the result records, one row per exposure and q partition
+(the columns of 'xsvs-bluesky results --format csv').  --to hdf5 writes
+every array of the run to one HDF5 file with NeXus groups (NXentry, NXdata
+with signal/axes attributes, units): beta, kbar and M with errors, the
+histograms P(k) and their per-frame standard deviation, the per-frame
+traces, the averaged images, I(q), the dynamics fit, the start metadata, and
+a raw copy of every stream.  The file appears complete or not at all
+(written to a temporary file, then renamed).  UID as for 'xsvs-bluesky
+results' (default: the latest derived run); the path written is printed.
+
+Typical commands:
+  xsvs-bluesky export --to csv                         (latest run)
+  xsvs-bluesky export 3f2a9c --to hdf5 --out run.h5
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from xsvs_bluesky.cli._common import add_catalog_arguments, catalogs_from_args
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``xsvs-bluesky export``."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "uid",
+        nargs="?",
+        metavar="UID",
+        help="derived-run uid (or its first >= 5 characters), raw-run uid or "
+        "scan_id; default the latest derived run",
+    )
+    parser.add_argument(
+        "--to",
+        choices=("csv", "hdf5"),
+        required=True,
+        help="file format",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="PATH",
+        help="file to write (default xsvs-<uid8>.csv or .h5 in the working folder)",
+    )
+    add_catalog_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export the run; print the path written; return the exit code."""
+    from xsvs_bluesky.export import export_results
+    from xsvs_bluesky.results import find_run, load_results
+
+    with catalogs_from_args(args) as cats:  # arrays are read while writing
+        res = load_results(find_run(cats.processed, args.uid))
+        path = export_results(res, args.to, args.out)
+    print(path)
+    return 0

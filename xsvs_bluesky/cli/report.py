@@ -1,0 +1,55 @@
+"""Write a self-contained HTML report of a derived XSVS run stored in Tiled.
+
+One HTML file with every figure embedded (no other files needed, e-mail or
+archive it as is): the run metadata (sample, geometry, partitions, masks,
+flat field, estimator, versions), the pyxsvs summary figure, P(k) with the
+negative-binomial fits per exposure for every q, the averaged image with the
+q partitions and the beam centre, I(q), the per-frame traces, the fit
+parameters, beta(t_e) with the fitted dynamics and Gamma against q^2 with the
+D line (when the run has a dynamics fit), and the results table.  UID as for
+'xsvs-bluesky results' (default: the latest derived run); the path written
+is printed.
+
+Typical commands:
+  xsvs-bluesky report                        (latest run, into ./)
+  xsvs-bluesky report 3f2a9c --out reports/
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from xsvs_bluesky.cli._common import add_catalog_arguments, catalogs_from_args
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``xsvs-bluesky report``."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "uid",
+        nargs="?",
+        metavar="UID",
+        help="derived-run uid (or its first >= 5 characters), raw-run uid or "
+        "scan_id; default the latest derived run",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder for xsvs-report-<uid8>.html, or a file name ending in .html "
+        "(default: the working folder)",
+    )
+    add_catalog_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the report; print its path; return the exit code."""
+    from xsvs_bluesky.report import write_report
+    from xsvs_bluesky.results import find_run, load_results
+
+    with catalogs_from_args(args) as cats:  # arrays are read while drawing
+        res = load_results(find_run(cats.processed, args.uid))
+        path = write_report(res, args.out)
+    print(path)
+    return 0
