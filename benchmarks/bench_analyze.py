@@ -38,9 +38,7 @@ TARGET = 1.5
 
 _CLI = (
     "import sys\n"
-    "from xsvs_bluesky.cli import SUBCOMMANDS, _register, main\n"
-    "if 'analyze' not in SUBCOMMANDS:\n"
-    "    _register('analyze', 'analyze', 'offline analysis')\n"
+    "from xsvs_bluesky.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
 

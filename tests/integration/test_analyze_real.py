@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from xsvs_bluesky.cli import SUBCOMMANDS, _register, main
+from xsvs_bluesky.cli import main
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
@@ -41,12 +41,6 @@ FIGURE_BETA = {
 # the values were read off the figure, +-0.007, plus marker size.  Hence:
 FIGURE_TOLERANCE = 0.010
 FIGURE_MEAN_OFFSET = 0.006  # a systematic bias of the reading, if any, is smaller
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _registered():
-    if "analyze" not in SUBCOMMANDS:
-        _register("analyze", "analyze", "analyse a legacy pyxsvs series offline")
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import pytest
 from fabio.edfimage import EdfImage
 from tiled.queries import Key
 
-from xsvs_bluesky.cli import SUBCOMMANDS, _register, main
+from xsvs_bluesky.cli import main
 from xsvs_bluesky.core.synthetic import speckle_frames
 from xsvs_bluesky.errors import InputFileError, XSVSError
 from xsvs_bluesky.legacy import read_frame
@@ -52,13 +52,6 @@ INI_KEYS = {
     "dq": "0.00025",
     "sample name": "latex_",
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _registered():
-    for name in ("replay", "reanalyze"):
-        if name not in SUBCOMMANDS:
-            _register(name, name, name)
 
 
 def write_series(root: Path, n_frames: int = N_FRAMES) -> Path:

@@ -18,19 +18,12 @@ import time
 import numpy as np
 import pytest
 
-from xsvs_bluesky.cli import SUBCOMMANDS, _register, main
+from xsvs_bluesky.cli import main
 from xsvs_bluesky.legacy import read_frame
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow, pytest.mark.tiled]
 
 N_FRAMES = [360] * 7 + [180]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _registered():
-    for name in ("replay", "results", "analyze"):
-        if name not in SUBCOMMANDS:
-            _register(name, name, name)
 
 
 def run_cli(*args: object) -> tuple[int, str, str, float]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fabio.edfimage import EdfImage
 
-from xsvs_bluesky.cli import SUBCOMMANDS, _register, main
+from xsvs_bluesky.cli import main
 from xsvs_bluesky.core.geometry import Geometry, Partitions
 from xsvs_bluesky.core.synthetic import speckle_frames
 
@@ -30,14 +30,6 @@ GEOMETRY_KEYS = {
 }
 PREFIX = "img_"
 SUFFIX = ".edf.gz"
-
-
-@pytest.fixture(autouse=True)
-def _registered():
-    # The lead registers the subcommand in xsvs_bluesky/cli/__init__.py; until
-    # then the tests register it themselves (a no-op once it is there).
-    if "analyze" not in SUBCOMMANDS:
-        _register("analyze", "analyze", "analyse a legacy pyxsvs series offline")
 
 
 def write_edf(path: Path, data: np.ndarray) -> None:
@@ -268,9 +260,7 @@ def test_corrupt_gz_subprocess_one_line(tmp_path):
     corrupt(tmp_path / "data" / f"{PREFIX}0004{SUFFIX}")
     script = (
         "import sys\n"
-        "from xsvs_bluesky.cli import SUBCOMMANDS, _register, main\n"
-        "if 'analyze' not in SUBCOMMANDS:\n"
-        "    _register('analyze', 'analyze', 'offline analysis')\n"
+        "from xsvs_bluesky.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     proc = subprocess.run(
