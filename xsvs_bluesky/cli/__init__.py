@@ -31,6 +31,7 @@ def _register(name: str, module: str, summary: str) -> None:
     SUBCOMMANDS[name] = (module, summary)
 
 
+_register("demo", "demo", "simulated XSVS acquisition analysed live into Tiled")
 _register("analyze", "analyze", "analyse a legacy pyxsvs INI/EDF series offline")
 _register("results", "results", "show the beta(t_e, q) table of a derived run")
 _register("export", "export", "export a derived run to CSV or NeXus-like HDF5")

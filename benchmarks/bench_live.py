@@ -1,0 +1,289 @@
+"""Live path: a fly scan of the simulated MAXIPIX with and without the analysis.
+
+Run from the repository root::
+
+    python3 -m benchmarks.bench_live               # 5000 frames, 3 repeats
+    python3 -m benchmarks.bench_live --quick       # 1000 frames, 1 repeat
+    python3 -m benchmarks live                     # through the runner
+
+One ophyd-async fly scan (:func:`xsvs_bluesky.sim.xsvs_series`, two
+exposures, 256x256 uint16 frames, mean counts 0.3 and 0.6 per pixel, 9 q
+partitions, flat field given so the estimator is ``mle-weighted``) is run
+through a real RunEngine in these set-ups, interleaved, repeat by repeat:
+
+- ``tiled``: raw TiledWriter to an embedded SimpleTiledServer (baseline);
+- ``tiled+xsvs``: plus the XSVSCallback subscribed directly (derived run to
+  a processed TiledWriter); the RunEngine waits for every histogram;
+- ``tiled+xsvs queued``: the XSVSCallback in a worker thread
+  (:class:`xsvs_bluesky.demo.QueuedCallback`), timed until the derived run
+  is complete;
+- ``no tiled`` and ``no tiled+xsvs``: the same without any Tiled.
+
+Reported: median wall times until the RunEngine returns (``scan``) and
+until the derived run is in Tiled (``stored``), their ratios to the
+baseline of the same family (target <= 1.25), the time spent inside the
+analysis callback (its derived-run writer excluded) and the callback's own
+throughput, frames / that time (target >= 10 kHz), and the time inside the
+derived run's TiledWriter.  Then the recorded documents of one
+scan are replayed into a fresh XSVSCallback under cProfile to say where its
+time goes (frame reading, image average, histograms, fits, derived run).
+The simulated detector draws its frames on the same two cores, so the
+ratios are pessimistic for a beamline where the detector is elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import logging
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import machine_info, print_table
+
+TARGET_RATIO = 1.25
+TARGET_RATE = 10_000.0
+TIMES = [1e-3, 2e-3]
+PARTITIONS = {"q1": 2e-3, "q2": 1e-2, "qs": 1e-3, "dq": 4e-4}
+
+
+class Timed:
+    """A ``(name, doc)`` consumer that adds up the time spent inside it."""
+
+    def __init__(self, consumer: Callable[[str, dict[str, Any]], Any]) -> None:
+        self.consumer = consumer
+        self.busy_s = 0.0
+
+    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        self.consumer(name, doc)
+        self.busy_s += time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=5000, help="frames per scan")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="1000 frames, 1 repeat")
+    parser.add_argument(
+        "--no-tiled-variants",
+        action="store_true",
+        help="skip the two set-ups without Tiled",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.frames, args.repeats = 1000, 1
+    logging.basicConfig(level=logging.WARNING)
+
+    from bluesky import RunEngine
+
+    from xsvs_bluesky.callback import XSVSCallback
+    from xsvs_bluesky.demo import QueuedCallback, sim_detector
+    from xsvs_bluesky.sim import SpeckleModel, xsvs_series
+    from xsvs_bluesky.storage import make_tiled_writer, open_catalogs
+
+    per_exposure = [args.frames // len(TIMES)] * len(TIMES)
+    n_frames = sum(per_exposure)
+    model = SpeckleModel(count_rate=300.0, seed=1)
+    kbar = ", ".join(f"{model.mean_counts(t):.2f}" for t in TIMES)
+    print(machine_info())
+    print(
+        f"fly scan: {n_frames} frames of 256x256 uint16 in {len(TIMES)} exposures, "
+        f"mean counts {kbar} per pixel, {args.repeats} repeat(s)"
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="bench-live-"))
+    t0 = time.perf_counter()
+    cats = open_catalogs(data_dir=tmp / "tiled")
+    print(f"embedded Tiled server started in {time.perf_counter() - t0:.1f} s")
+    RE = RunEngine({})
+    det = sim_detector(cats.external_dir or tmp, model)
+
+    def analysis(emit: Any) -> XSVSCallback:
+        return XSVSCallback(
+            masks=[("beamstop", model.mask)],
+            flat_field=("efficiency", model.efficiency),
+            emit=emit,
+        )
+
+    def plan() -> Any:
+        return xsvs_series(
+            det, TIMES, per_exposure, sample_name="bench", partitions=PARTITIONS
+        )
+
+    recorded: list[tuple[str, dict[str, Any]]] = []
+
+    def scan(tiled: bool, xsvs: str | None) -> tuple[float, float, float, float]:
+        """Time one scan, s: until RE returns, until the derived run is stored,
+        inside the analysis (its writer excluded), inside the derived writer."""
+        subs: list[Any] = []
+        busy: Any = None
+        writer: Timed | None = None
+        queues: list[QueuedCallback] = []
+        if tiled:
+            subs.append(make_tiled_writer(cats.raw))
+        if xsvs is not None:
+            writer = Timed(
+                make_tiled_writer(cats.processed, batch_size=1_000_000)
+                if tiled
+                else (lambda name, doc: None)
+            )
+            if xsvs == "queued":  # as LiveSession: analysis and storage workers
+                stored = QueuedCallback(writer, name="bench-writer")
+                busy = QueuedCallback(analysis(stored))
+                queues = [busy, stored]
+            else:
+                busy = Timed(analysis(writer))
+            subs.append(busy)
+        if not recorded:
+            subs.append(lambda name, doc: recorded.append((name, doc)))
+        tokens = [RE.subscribe(s) for s in subs]
+        try:
+            start = time.perf_counter()
+            RE(plan())
+            scan_s = time.perf_counter() - start
+            for q in queues:
+                q.wait()
+            done_s = time.perf_counter() - start
+        finally:
+            for token in tokens:
+                RE.unsubscribe(token)
+            for q in queues:
+                q.close()
+        written = writer.busy_s if writer is not None else 0.0
+        inside = busy.busy_s if busy is not None else 0.0
+        if xsvs == "sync":
+            inside -= written  # the writer ran inside the callback
+        return scan_s, done_s, inside, written
+
+    setups: dict[str, tuple[bool, str | None]] = {
+        "tiled": (True, None),
+        "tiled+xsvs": (True, "sync"),
+        "tiled+xsvs queued": (True, "queued"),
+    }
+    if not args.no_tiled_variants:
+        setups["no tiled"] = (False, None)
+        setups["no tiled+xsvs"] = (False, "sync")
+    scan(False, "sync")  # warm-up: numba caches, sampler tables, imports
+    results: dict[str, list[tuple[float, float, float, float]]] = {
+        k: [] for k in setups
+    }
+    for r in range(args.repeats):
+        for name, (tiled, xsvs) in setups.items():
+            results[name].append(scan(tiled, xsvs))
+            scan_s, done_s = results[name][-1][:2]
+            print(
+                f"  repeat {r + 1} {name}: scan {scan_s:.2f} s, stored {done_s:.2f} s",
+                flush=True,
+            )
+
+    def med(name: str, i: int) -> float:
+        return statistics.median(v[i] for v in results[name])
+
+    rows = []
+    ok = True
+    for name in results:
+        base = med("tiled" if name.startswith("tiled") else "no tiled", 1)
+        scan_s, done_s, inside, writer = (med(name, i) for i in range(4))
+        is_base = name in ("tiled", "no tiled")
+        if not is_base:
+            ok &= done_s / base <= TARGET_RATIO
+        rows.append(
+            [
+                name,
+                f"{scan_s:.2f}",
+                f"{done_s:.2f}",
+                f"{n_frames / done_s:.0f}",
+                "-" if is_base else f"{scan_s / base:.2f}",
+                "-" if is_base else f"{done_s / base:.2f}",
+                f"{inside:.2f}" if inside else "-",
+                f"{n_frames / inside:.0f}" if inside else "-",
+                f"{writer:.2f}" if writer else "-",
+            ]
+        )
+    print()
+    print_table(
+        [
+            "set-up",
+            "scan [s]",
+            "stored [s]",
+            "frames/s",
+            "ratio scan",
+            "ratio stored",
+            "analysis [s]",
+            "analysis frames/s",
+            "derived writer [s]",
+        ],
+        rows,
+    )
+    print(
+        f"medians of {args.repeats}; ratios against the baseline's 'stored' time; "
+        f"target: ratio <= {TARGET_RATIO}, callback >= {TARGET_RATE:.0f} frames/s"
+    )
+
+    breakdown(recorded, n_frames, analysis)
+    cats.close()
+    _close_engine(RE)
+    return 0 if ok else 1
+
+
+_CATEGORIES = (
+    ("frames read (HDF5, SWMR)", "xsvs_bluesky/_hdf5.py", "read"),
+    ("image average", "core/images.py", "update"),
+    ("histograms", "core/histogram.py", "update"),
+    ("fits (progress + final)", "xsvs_bluesky/_exposure.py", "result"),
+    ("derived run documents", "xsvs_bluesky/derived.py", "_event"),
+    ("derived run stop", "xsvs_bluesky/derived.py", "stop"),
+    ("schema validation (jsonschema)", "jsonschema/validators.py", "validate"),
+)
+
+
+def breakdown(
+    docs: list[tuple[str, dict[str, Any]]],
+    n_frames: int,
+    analysis: Callable[[Any], Any],
+) -> None:
+    """Replay one scan's documents into a fresh callback under cProfile."""
+    cb = analysis(lambda name, doc: None)
+    profiler = cProfile.Profile()
+    t0 = time.perf_counter()
+    profiler.enable()
+    for name, doc in docs:
+        cb(name, doc)
+    profiler.disable()
+    total = time.perf_counter() - t0
+    stats = pstats.Stats(profiler)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    rows = []
+    covered = 0.0
+    for label, path, func in _CATEGORIES:
+        seconds = sum(
+            v[3]
+            for (file, _, fn), v in raw.items()
+            if file.endswith(path) and fn == func
+        )
+        covered += seconds
+        rows.append([label, f"{seconds:.3f}", f"{1e3 * seconds / n_frames:.3f}"])
+    rows.append(["other", f"{max(total - covered, 0):.3f}", ""])
+    print()
+    print(
+        f"replay of the recorded documents into a fresh XSVSCallback (no Tiled, "
+        f"under cProfile): {total:.2f} s, {n_frames / total:.0f} frames/s"
+    )
+    print_table(["where", "s", "ms/frame"], rows)
+
+
+def _close_engine(RE: Any) -> None:
+    loop = RE.loop
+    loop.call_soon_threadsafe(loop.stop)
+    RE._th.join(timeout=10)
+    loop.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

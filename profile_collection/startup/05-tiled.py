@@ -1,0 +1,41 @@
+"""05-tiled: the raw and processed catalogs, and the TiledWriter of raw runs.
+
+With no server named, an embedded Tiled server (SimpleTiledServer) keeps
+everything in ``$XSVS_DATA_DIR`` (the same folder ``xsvs-bluesky demo`` and
+``xsvs-bluesky results --data-dir`` use).  At a facility, name its server:
+
+XSVS_TILED_URI        e.g. https://tiled.facility.org/api (API key from
+                      TILED_API_KEY; never write keys into these files)
+XSVS_EXTERNAL_DIR     where the detector writes its HDF5 files: a folder the
+                      server may read (its readable storage); default
+                      $XSVS_DATA_DIR/external
+XSVS_RAW_CATALOG      raw catalog key (default "raw")
+XSVS_PROCESSED_CATALOG  derived-run catalog key (default "processed")
+
+Names defined: ``catalogs`` (``.raw``, ``.processed``, ``.uri``), ``raw``,
+``processed`` (``raw[-1]``, ``processed[scan_id]`` ...) and ``raw_writer``.
+"""
+
+import atexit
+import os
+
+from xsvs_bluesky.storage import make_tiled_writer, open_catalogs
+
+XSVS_TILED_URI = os.environ.get("XSVS_TILED_URI") or None
+catalogs = open_catalogs(
+    tiled_uri=XSVS_TILED_URI,
+    data_dir=XSVS_DATA_DIR,
+    raw=os.environ.get("XSVS_RAW_CATALOG", "raw"),
+    processed=os.environ.get("XSVS_PROCESSED_CATALOG", "processed"),
+    external_dir=os.environ.get("XSVS_EXTERNAL_DIR")
+    or (XSVS_DATA_DIR / "external" if XSVS_TILED_URI else None),
+)
+atexit.register(catalogs.close)
+raw = catalogs.raw
+processed = catalogs.processed
+
+raw_writer = make_tiled_writer(raw)
+RE.subscribe(raw_writer)
+
+where = f"embedded, data in {catalogs.data_dir}" if catalogs.server else "named"
+print(f"xsvs profile: Tiled at {catalogs.uri} ({where}); raw runs go to {raw.uri}")

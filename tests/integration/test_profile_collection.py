@@ -1,0 +1,114 @@
+"""The IPython profile in profile_collection/ starts and analyses a series live.
+
+Every startup file runs, in order, in one IPython ``InteractiveShell``
+namespace (as ``ipython --profile-dir=profile_collection`` would), against
+the session's Tiled server named through the environment (the facility
+path: XSVS_TILED_URI, TILED_API_KEY, XSVS_EXTERNAL_DIR), then a short
+``xsvs`` series; the derived run must be in the processed catalog with one
+result per exposure and beta close to the simulation's truth.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+STARTUP = Path(__file__).resolve().parents[2] / "profile_collection" / "startup"
+FILES = ("00-base.py", "05-tiled.py", "20-detectors.py", "60-xsvs.py", "80-plans.py")
+
+
+@pytest.fixture
+def shell(tiled_server, tmp_path, monkeypatch) -> Any:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    name = uuid.uuid4().hex[:10]
+    assert tiled_server.external_dir is not None
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("XSVS_DATA_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("XSVS_TILED_URI", tiled_server.uri)
+    monkeypatch.setenv("TILED_API_KEY", tiled_server.api_key)
+    monkeypatch.setenv("XSVS_EXTERNAL_DIR", str(tiled_server.external_dir / name))
+    monkeypatch.setenv("XSVS_RAW_CATALOG", f"raw-{name}")
+    monkeypatch.setenv("XSVS_PROCESSED_CATALOG", f"processed-{name}")
+    monkeypatch.setenv("XSVS_SIM_SEED", "5")
+    monkeypatch.setenv("XSVS_LIVE_PLOT", "1")
+    monkeypatch.setenv("XSVS_LIVE_PLOT_PATH", str(tmp_path / "live.png"))
+    sh = InteractiveShell.instance()
+    try:
+        yield sh
+    finally:
+        ns = sh.user_ns
+        if "xsvs_session" in ns:
+            ns["xsvs_session"].close()
+        if "catalogs" in ns:
+            ns["catalogs"].close()
+        if "RE" in ns:
+            _stop_engine(ns["RE"])
+        InteractiveShell.clear_instance()
+
+
+def _stop_engine(engine: Any) -> None:
+    loop = engine.loop
+    loop.call_soon_threadsafe(loop.stop)
+    engine._th.join(timeout=10)
+    loop.close()
+
+
+@pytest.mark.tiled
+@pytest.mark.slow
+def test_startup_files_run_in_order_and_analyse_a_series(shell, tmp_path, capsys):
+    assert sorted(p.name for p in STARTUP.glob("*.py")) == list(FILES)
+    for name in FILES:
+        shell.safe_execfile(
+            str(STARTUP / name),
+            shell.user_ns,
+            raise_exceptions=True,
+            shell_futures=True,
+        )
+    ns = shell.user_ns
+    for key in ("RE", "catalogs", "raw_writer", "maxipix", "xsvs_callback", "xsvs"):
+        assert key in ns, key
+    assert (tmp_path / "state").is_dir()
+
+    times = [2e-4, 8e-4, 3.2e-3]
+    result = shell.run_cell(
+        f"(raw_uid,) = RE(xsvs({times!r}, frames=150, sample_name='latex'))\n"
+        "wait_for_analysis()\n"
+        "derived = xsvs_last()\n"
+        "table = xsvs_table_of(derived)\n"
+    )
+    result.raise_error()
+    assert ns["RE"].md["scan_id"] == 1  # the JSON metadata store counts scans
+    assert (tmp_path / "state" / "runengine-metadata.json").is_file()
+
+    processed = ns["catalogs"].processed
+    derived = ns["derived"]
+    assert derived is not None
+    start = derived.metadata["start"]
+    assert start["original_run_uid"] == ns["raw_uid"]
+    assert start["sample_name"] == "latex"
+    assert derived.metadata["stop"]["exit_status"] == "success"
+    assert start["uid"] in processed and ns["raw_uid"] in ns["catalogs"].raw
+
+    table = ns["table"]
+    model = ns["maxipix_model"]
+    assert sorted(set(table["exposure_time"])) == pytest.approx(times)
+    assert len(table) == 3 * len(ns["xsvs_partitions"]["centers"])
+    assert set(table["n_frames"]) == {150}
+    beta = table["beta"].to_numpy()
+    err = table["beta_err"].to_numpy()
+    truth = model.beta_true(table["q"].to_numpy(), table["exposure_time"].to_numpy())
+    assert np.all(np.isfinite(beta)) and np.all(err > 0)
+    z = (beta - truth) / err
+    assert np.all(np.abs(z) < 4.5), z
+    assert np.all(np.abs(beta - truth) < 0.02)
+    assert len(ns["xsvs_results"]) == 3  # final results reached on_result
+    out = capsys.readouterr().out
+    assert out.count("[xsvs] exposure ") >= 3  # the live table printed
+    assert "latex" in out and ": success" in out
+    png = (tmp_path / "live.png").read_bytes()  # the live figure, saved
+    assert png[:4] == b"\x89PNG" and len(png) > 10_000

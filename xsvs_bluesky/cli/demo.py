@@ -1,0 +1,492 @@
+r"""Simulate an XSVS series live: RunEngine, MAXIPIX, Tiled and the analysis.
+
+A real bluesky RunEngine runs a fly scan of a simulated ophyd-async MAXIPIX
+(256x256, HDF5 files, Brownian speckle of known contrast) over 8 exposure
+times doubling from 5e-5 s. The raw run goes to Tiled as at a beamline;
+the XSVS callback histograms the frames while they arrive (progress bar and
+a live table per exposure on stderr) and stores its results as a derived
+run. At the end the command prints beta(t_e) per q beside the truth the
+simulation used (stdout), saves a figure and says how to query the runs.
+
+With no server named, an embedded Tiled server keeps everything in a folder
+(default ./xsvs-data, printed at start) that later commands find again.
+
+Typical commands:
+  xsvs-bluesky demo                        (under a minute on two cores)
+  xsvs-bluesky demo --frames 200           (quicker, noisier)
+  xsvs-bluesky demo --estimator moments --figure beta.png
+  TILED_API_KEY=... xsvs-bluesky demo --tiled-uri http://host:8000 \
+      --external-dir /data/shared/xsvs     (a folder the server may read)
+  xsvs-bluesky results --data-dir xsvs-data      (the stored results)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+__all__ = ["DemoOutcome", "add_arguments", "run", "run_demo"]
+
+_PROG = "xsvs-bluesky demo"
+_FIGURE_NAME = "xsvs-demo.png"
+Say = Callable[[str], None]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``xsvs-bluesky demo`` to ``parser``."""
+    from xsvs_bluesky.cli._common import add_catalog_arguments
+    from xsvs_bluesky.core.estimators import ESTIMATORS
+    from xsvs_bluesky.demo import DEMO_FRAMES
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "--frames",
+        type=_positive_int,
+        default=DEMO_FRAMES,
+        metavar="N",
+        help=f"frames per exposure time (default {DEMO_FRAMES})",
+    )
+    parser.add_argument(
+        "--estimator",
+        choices=ESTIMATORS,
+        help="contrast estimator (default mle-weighted: maximum likelihood "
+        "with the simulated flat field as pixel efficiencies)",
+    )
+    parser.add_argument(
+        "--figure",
+        metavar="PATH",
+        help=f"figure file (default {_FIGURE_NAME} in the data folder, or in "
+        "the working directory with --tiled-uri)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of the simulation"
+    )
+    parser.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar and no live table on stderr",
+    )
+    add_catalog_arguments(parser)
+    parser.add_argument(
+        "--external-dir",
+        metavar="DIR",
+        help="where the simulated detector writes its HDF5 files (default "
+        "<data-dir>/external); with --tiled-uri give a folder the server may "
+        "read (its readable storage)",
+    )
+
+
+def _say(message: str) -> None:
+    print(f"{_PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _where(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """Return the data folder (None: named server) and the detector-file folder."""
+    from xsvs_bluesky.storage import DEFAULT_DATA_DIR
+
+    if args.tiled_uri is None:
+        data_dir = Path(args.data_dir or DEFAULT_DATA_DIR).resolve()
+        ext = args.external_dir or data_dir / "external"
+        return data_dir, Path(ext).resolve()
+    return None, Path(args.external_dir or DEFAULT_DATA_DIR / "external").resolve()
+
+
+def _open(args: argparse.Namespace, data_dir: Path | None, external: Path) -> Any:
+    from xsvs_bluesky.cli._common import API_KEY_ENV
+    from xsvs_bluesky.storage import open_catalogs
+
+    names = {"raw": args.raw_catalog, "processed": args.processed_catalog}
+    if data_dir is not None:
+        return open_catalogs(
+            data_dir=data_dir, api_key=args.api_key, external_dir=external, **names
+        )
+    return open_catalogs(
+        tiled_uri=args.tiled_uri,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV),
+        external_dir=external,
+        **names,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``xsvs-bluesky demo``; return the exit code."""
+    from xsvs_bluesky.demo import close_engine
+
+    started = time.perf_counter()
+    data_dir, external = _where(args)
+    assert external is not None
+    if data_dir is not None:
+        _say(f"data folder: {data_dir} (embedded Tiled server, starting)")
+    else:
+        _say(f"Tiled server {args.tiled_uri}; detector files in {external}")
+    # the server starts (partly in a subprocess) while the RunEngine, the
+    # detector and the numba kernels get ready
+    box: dict[str, Any] = {}
+
+    def opener() -> None:
+        try:
+            box["catalogs"] = _open(args, data_dir, external)
+        except BaseException as err:  # re-raised in the main thread
+            box["error"] = err
+
+    thread = threading.Thread(target=opener, name="xsvs-open-catalogs", daemon=True)
+    thread.start()
+    try:
+        rig = _prepare(args.seed, external)
+    finally:
+        thread.join()
+    if "error" in box:
+        close_engine(rig.RE)
+        raise box["error"]
+    catalogs = box["catalogs"]
+    figure = Path(args.figure or (data_dir or Path.cwd()) / _FIGURE_NAME).resolve()
+    with catalogs:
+        _say(f"Tiled ready at {catalogs.uri} ({time.perf_counter() - started:.1f} s)")
+        outcome = run_demo(
+            catalogs,
+            frames=args.frames,
+            estimator=args.estimator,
+            figure=figure,
+            progress=args.progress,
+            say=_say,
+            rig=rig,
+        )
+    sys.stdout.write(outcome.text + "\n")
+    sys.stdout.flush()
+    where = f"--data-dir {data_dir}" if data_dir else f"--tiled-uri {catalogs.uri}"
+    _say(f"figure saved to {figure}")
+    _say(f"raw run {outcome.raw_uid}")
+    _say(f"derived run {outcome.derived_uid} ({outcome.status})")
+    _say(f"query it: xsvs-bluesky results {where} {outcome.derived_uid}")
+    _say(f"done in {time.perf_counter() - started:.1f} s")
+    return 0 if outcome.status == "success" else 1
+
+
+@dataclass(frozen=True, eq=False)
+class _Rig:
+    """RunEngine, simulated physics and detector of one demo."""
+
+    RE: Any
+    model: Any
+    detector: Any
+
+
+def _prepare(seed: int, external: Path) -> _Rig:
+    """Make the RunEngine and the detector; load the numba kernels."""
+    from bluesky import RunEngine
+
+    from xsvs_bluesky.core.histogram import HistogramAccumulator
+    from xsvs_bluesky.demo import DEMO_EXPOSURE_TIMES, demo_model, sim_detector
+
+    RE = RunEngine({})
+    model = demo_model(seed)
+    detector = sim_detector(external, model)
+    frame = model.sampler(DEMO_EXPOSURE_TIMES[0]).sample(1)
+    HistogramAccumulator(model.partitions(0.0015, 0.0025)).update(frame)
+    return _Rig(RE, model, detector)
+
+
+@dataclass(frozen=True)
+class DemoOutcome:
+    """What one demo series produced.
+
+    Attributes
+    ----------
+    raw_uid, derived_uid : str
+        uids of the raw run and of its derived (analysis) run.
+    status : str
+        Exit status of the derived run (``"success"`` or ``"fail"``).
+    text : str
+        The beta(t_e) table beside the truth.
+    table : pandas.DataFrame
+        Its rows: measured (read back from Tiled) and true values per
+        exposure and partition.
+    acquisition_s, analysis_s : float
+        Wall time of the scan, and until the derived run was in Tiled, s.
+    n_frames : int
+        Frames acquired.
+    """
+
+    raw_uid: str
+    derived_uid: str
+    status: str
+    text: str
+    table: Any
+    acquisition_s: float
+    analysis_s: float
+    n_frames: int
+
+
+class _Progress:
+    """Progress bar of the frames acquired (frames/s), from StreamDatum."""
+
+    def __init__(self, show: bool) -> None:
+        self.show = show
+        self.bar: Any = None
+
+    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+        if not self.show:
+            return
+        if name == "start":
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=int(doc.get("num_points") or 0),
+                unit="frame",
+                desc="acquired",
+                file=sys.stderr,
+                mininterval=0.5,
+                dynamic_ncols=True,
+            )
+        elif name == "stream_datum" and self.bar is not None:
+            indices = doc["indices"]
+            self.bar.update(int(indices["stop"]) - int(indices["start"]))
+        elif name == "stop" and self.bar is not None:
+            self.bar.close()
+
+
+class _BarSafeStderr:
+    """A text stream printing lines above the progress bar (``tqdm.write``)."""
+
+    def write(self, text: str) -> int:
+        from tqdm import tqdm
+
+        tqdm.write(text.rstrip("\n"), file=sys.stderr)
+        return len(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def run_demo(
+    catalogs: Any,
+    *,
+    frames: int,
+    estimator: str | None = None,
+    seed: int = 0,
+    figure: Path | None = None,
+    progress: bool = True,
+    say: Say = _say,
+    exposure_times: Sequence[float] | None = None,
+    rig: _Rig | None = None,
+) -> DemoOutcome:
+    """Acquire and analyse the simulated series; compare with the truth.
+
+    Parameters
+    ----------
+    catalogs : xsvs_bluesky.storage.Catalogs
+        Where the raw and derived runs go.
+    frames : int
+        Frames per exposure.
+    estimator : str, optional
+        Contrast estimator (default ``mle-weighted`` with the flat field).
+    seed : int
+        Seed of the simulation.
+    figure : path, optional
+        Where to save the figure (None: none).
+    progress : bool
+        Progress bar and live table on stderr.
+    say : callable
+        Prints one line of news (stderr).
+    exposure_times : sequence of float, optional
+        Default :data:`~xsvs_bluesky.demo.DEMO_EXPOSURE_TIMES`, s.
+    rig : optional
+        RunEngine, model and detector made beforehand (``seed`` is then
+        ignored); default made here, the detector writing into
+        ``catalogs.external_dir``.
+
+    Returns
+    -------
+    DemoOutcome
+
+    Raises
+    ------
+    XSVSError
+        If the scan produced no derived run.
+    """
+    from xsvs_bluesky.demo import (
+        DEMO_EXPOSURE_TIMES,
+        LiveSession,
+        close_engine,
+        series_plan,
+    )
+    from xsvs_bluesky.errors import XSVSError
+    from xsvs_bluesky.live import LiveXSVSTable
+    from xsvs_bluesky.results import RunResults
+
+    times = list(exposure_times or DEMO_EXPOSURE_TIMES)
+    if rig is None:
+        assert catalogs.external_dir is not None
+        rig = _prepare(seed, catalogs.external_dir)
+    model = rig.model
+    derived: list[tuple[str, dict[str, Any]]] = []
+    live: list[Any] = [lambda name, doc: derived.append((name, doc))]
+    if progress:
+        live.append(LiveXSVSTable(cast(IO[str], _BarSafeStderr()), interval_s=2.0))
+    bar = _Progress(progress)
+    session = LiveSession(
+        catalogs,
+        RE=rig.RE,
+        live=live,
+        masks=[("beamstop", model.mask)],
+        flat_field=("efficiency", model.efficiency),
+        estimator=estimator,
+    )
+    token = session.RE.subscribe(bar)
+    try:
+        say(
+            f"acquiring {len(times)} exposures x {frames} frames of "
+            f"{model.geometry.shape[0]}x{model.geometry.shape[1]} px "
+            f"(t_e {times[0]:.0e} .. {times[-1]:.1e} s)"
+        )
+        t0 = time.perf_counter()
+        plan = series_plan(rig.detector, frames=frames, exposure_times=times)
+        uids: Any = session.RE(plan)
+        raw_uid = str(uids[0])
+        t1 = time.perf_counter()
+        record = session.record(raw_uid)
+        t2 = time.perf_counter()
+        if record is None or record.derived_uid is None:
+            raise XSVSError(f"raw run {raw_uid} produced no derived run; see the log")
+        # table and figure from the derived run's documents while the
+        # writer stores them in Tiled
+        results = RunResults.from_documents(derived, record.derived_uid)
+        table = _truth_rows(results, model)
+        if figure is not None:
+            _save_figure(figure, results, model)
+        session.wait()
+        t3 = time.perf_counter()
+    finally:
+        session.RE.unsubscribe(token)
+        session.close()
+        close_engine(session.RE)
+    n = frames * len(times)
+    say(
+        f"acquired {n} frames in {t1 - t0:.1f} s ({n / (t1 - t0):.0f} frames/s); "
+        f"analysis done {t2 - t1:.1f} s later, derived run stored in Tiled "
+        f"{t3 - t1:.1f} s later"
+    )
+    if record.exit_status != "success":
+        say(f"analysis failed: {record.reason}")
+    return DemoOutcome(
+        raw_uid=raw_uid,
+        derived_uid=record.derived_uid,
+        status=record.exit_status,
+        text=_format(table) + _diffusion_line(results, model),
+        table=table,
+        acquisition_s=t1 - t0,
+        analysis_s=t3 - t0,
+        n_frames=n,
+    )
+
+
+def _truth_rows(results: Any, model: Any) -> Any:
+    """Rows of the table: what Tiled holds beside the simulated truth."""
+    import numpy as np
+
+    table = results.table.loc[
+        :,
+        [
+            "exposure",
+            "exposure_time",
+            "partition",
+            "q",
+            "n_frames",
+            "kbar",
+            "beta",
+            "beta_err",
+            "estimator",
+        ],
+    ].copy()
+    truth = model.beta_true(table["q"].to_numpy(), table["exposure_time"].to_numpy())
+    table["beta_true"] = np.asarray(truth, dtype=np.float64)
+    err = table["beta_err"].to_numpy(dtype=np.float64)
+    with np.errstate(all="ignore"):
+        z = (table["beta"].to_numpy(dtype=np.float64) - table["beta_true"]) / err
+    table["z"] = np.where(err > 0, z, np.nan)
+    return table.reset_index(drop=True)
+
+
+def _format(table: Any) -> str:
+    head = (
+        f"{'exp':>3} {'t_e [s]':>9} {'q [1/A]':>9} {'kbar':>7} "
+        f"{'beta +- err':>17} {'beta_true':>9} {'z':>6}"
+    )
+    lines = [head, "-" * len(head)]
+    previous = None
+    for row in table.itertuples(index=False):
+        if previous is not None and row.exposure != previous:
+            lines.append("")
+        previous = row.exposure
+        lines.append(
+            f"{row.exposure:>3d} {row.exposure_time:>9.2e} {row.q:>9.2e} "
+            f"{row.kbar:>7.3f} {row.beta:>8.4f} +- {row.beta_err:<6.4f} "
+            f"{row.beta_true:>9.4f} {row.z:>6.2f}"
+        )
+    z = table["z"].to_numpy(dtype=float)
+    z = z[[math.isfinite(v) for v in z]]
+    if len(table):
+        lines.append("")
+        lines.append(
+            f"estimator {table['estimator'].iloc[0]}; z = (beta - beta_true) / err: "
+            f"{int((abs(z) < 1).sum())} of {z.size} within 1, "
+            f"{int((abs(z) < 2).sum())} within 2 (about 68 % and 95 % expected)"
+        )
+    return "\n".join(lines)
+
+
+def _diffusion_line(results: Any, model: Any) -> str:
+    """Return the fitted ``D`` (Gamma = D q^2) beside the true one, or ''."""
+    fit = results.diffusion or {}
+    d, err = float(fit.get("D", math.nan)), float(fit.get("D_err", math.nan))
+    if not math.isfinite(d):
+        return ""
+    return (
+        f"\nD = {d:.4g} +- {err:.2g} Angstrom^2/s from Gamma = D q^2 "
+        f"(true {model.diffusion:.4g})"
+    )
+
+
+def _save_figure(path: Path, results: Any, model: Any) -> None:
+    """Save the summary figure of the stored run, the truth as dashed lines."""
+    import numpy as np
+
+    from xsvs_bluesky.plots import BETA_SHIFT, plot_summary, save_figure
+
+    fig = plot_summary(results)
+    right = fig.axes[1]
+    t = results.exposure_times
+    grid = np.geomspace(t.min() / 1.5, t.max() * 1.5, 200)
+    for j, q in enumerate(results.q):
+        right.plot(
+            grid,
+            model.beta_true(q, grid) + j * BETA_SHIFT,
+            color="0.3",
+            ls="--",
+            lw=0.8,
+            label="truth" if j == 0 else None,
+        )
+    fig.suptitle(
+        "simulated XSVS series: stored results, fits (lines), truth (dashed)",
+        fontsize="medium",
+    )
+    save_figure(fig, path)
