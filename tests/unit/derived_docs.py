@@ -1,6 +1,6 @@
 """Documents of a small derived XSVS run, made by the real XSVSCallback (helper).
 
-Not a test module: ``test_plots``, ``test_live`` and ``test_results`` import
+Not a test module: ``test_plots``, ``test_live`` and ``test_run_results`` import
 it.  Raw run: inline 64x64 speckle frames of known contrast
 ``beta0 k(Gamma t_e)`` (exponential kernel) at three exposure times, one
 descriptor per exposure with the exposure time in its configuration.
@@ -101,3 +101,14 @@ def derived_run(*consumers: Any, n_frames: int = N_FRAMES) -> Docs:
     for name, doc in raw_run(n_frames):
         cb(name, doc)
     return docs
+
+
+def without_stream(docs: Docs, stream: str) -> Docs:
+    """``docs`` without the descriptor and events of ``stream``."""
+    gone = {d["uid"] for n, d in docs if n == "descriptor" and d["name"] == stream}
+    return [
+        (n, d)
+        for n, d in docs
+        if not (n == "descriptor" and d["uid"] in gone)
+        and not (n == "event" and d["descriptor"] in gone)
+    ]

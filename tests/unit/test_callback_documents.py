@@ -15,6 +15,7 @@ from event_model import compose_run
 from xsvs_bluesky.callback import XSVSCallback
 from xsvs_bluesky.core.dynamics import exponential_kernel
 from xsvs_bluesky.core.geometry import Geometry
+from xsvs_bluesky.core.histogram import HistogramAccumulator
 from xsvs_bluesky.core.synthetic import speckle_frames
 
 GEO = Geometry(1.5, 5000.0, 0.055, 32.5, 32.5, (64, 64))
@@ -500,9 +501,23 @@ def test_flat_field_weighted_estimator_removes_efficiency_bias():
     efficiency /= efficiency.mean()
     frames = speckle_frames(200, SHAPE, 0.5, 0.2, efficiency=efficiency, rng=6)
     out: Docs = []
-    feed(callback(out, flat_field=efficiency), inline_run([(0.001, frames)]))
-    (result,) = stream(out, "results")
+    cb = callback(out, flat_field=efficiency)
+    feed(cb, inline_run([(0.001, frames[:120]), (0.002, frames[120:])]))
+    first, second = stream(out, "results")
     assert out[0][1]["xsvs"]["estimator"] == "mle-weighted"
-    assert_beta(result, 0.2)
+    assert_beta(first, 0.2)
     # the naive estimate is biased by ~s_w^2 (1 + beta)
-    assert np.all(np.asarray(result["beta_moments"]) > 0.2 + 0.02)
+    assert np.all(np.asarray(first["beta_moments"]) > 0.2 + 0.02)
+    # one pass over the efficiency groups also gives the partitions' P(k),
+    # its per-frame std and the trace, exactly; exposures share no state
+    parts = cb.setup_for({}).partitions
+    for result, part in ((first, frames[:120]), (second, frames[120:])):
+        ref = HistogramAccumulator(parts, n_bins=result["n_bins"])
+        ref.update(part)
+        mean, std = ref.probability()
+        k = ref.n_bins
+        np.testing.assert_array_equal(np.asarray(result["counts"])[:, :k], ref.counts)
+        np.testing.assert_array_equal(np.asarray(result["probability"])[:, :k], mean)
+        np.testing.assert_array_equal(np.asarray(result["probability_std"])[:, :k], std)
+        trace = np.asarray(result["trace"])[: result["n_frames"]]
+        np.testing.assert_array_equal(trace, ref.trace)

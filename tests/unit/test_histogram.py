@@ -275,6 +275,117 @@ def test_probability_mean_and_per_frame_std() -> None:
     np.testing.assert_allclose((mean * k).sum(axis=1), acc.kbar, rtol=1e-12)
 
 
+# ------------------------------------------------------------------ parents
+def _efficiency_groups(overlap: bool = False):
+    parts = _rings(overlap=overlap)
+    flat = np.random.default_rng(12).gamma(4.0, 0.25, size=SHAPE)
+    return parts, parts.split_by(flat, n_groups=4), flat
+
+
+def _assert_parent_level(acc: HistogramAccumulator, ref: HistogramAccumulator):
+    """Parent level of ``acc`` == a separate accumulator over the parents."""
+    assert acc.parents is not None
+    _assert_same(acc.parents, ref)
+    np.testing.assert_array_equal(acc.parents.n_pixels, ref.n_pixels)
+    np.testing.assert_array_equal(acc.parents.kbar, ref.kbar)
+    for got, want in zip(acc.parents.probability(), ref.probability(), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+@pytest.mark.parametrize("dtype", [np.uint16, np.int64])  # both numba kernels
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_parent_level_equals_a_separate_accumulator_over_the_parents(
+    backend: Backend, dtype, overlap: bool
+) -> None:
+    parts, groups, flat = _efficiency_groups(overlap)
+    frames = speckle_frames(33, SHAPE, 2.5, 0.3, efficiency=flat, rng=13)
+    frames = frames.astype(dtype)
+    frames[9].ravel()[groups.pixels[3][2]] = 300  # growth mid-stack: 4 -> 512
+    acc = HistogramAccumulator(
+        groups, n_bins=4, backend=backend, keep_frame_histograms=True, parents=parts
+    )
+    acc.update(frames[:7])
+    acc.update(frames[7:])
+    # the numpy backend without parents is the reference for both levels
+    ref = HistogramAccumulator(
+        parts, n_bins=4, backend="numpy", keep_frame_histograms=True
+    )
+    ref.update(frames)
+    own = HistogramAccumulator(
+        groups, n_bins=4, backend="numpy", keep_frame_histograms=True
+    )
+    own.update(frames)
+    assert acc.n_bins == acc.parents.n_bins == ref.n_bins == 512
+    _assert_parent_level(acc, ref)
+    _assert_same(acc, own)  # the group level is unchanged by the parents
+    # per-frame std needs the per-frame parent histograms, not group sums
+    assert not np.array_equal(
+        ref.counts_sq, _sum_by_parent(own.counts_sq, groups.parent, len(parts))
+    )
+    np.testing.assert_array_equal(
+        ref.counts, _sum_by_parent(own.counts, groups.parent, len(parts))
+    )
+
+
+def _sum_by_parent(values: np.ndarray, parent: np.ndarray, n: int) -> np.ndarray:
+    return np.array([values[parent == j].sum(axis=0) for j in range(n)])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_parents_merge_spawn_and_failed_update(backend: Backend) -> None:
+    parts, groups, flat = _efficiency_groups()
+    frames = speckle_frames(20, SHAPE, 1.5, 0.3, efficiency=flat, rng=14)
+    frames = frames.astype(np.int32)
+    first = HistogramAccumulator(groups, n_bins=8, backend=backend, parents=parts)
+    second = first.spawn()
+    assert second.n_frames == 0 and second.parents is not first.parents
+    assert second.same_groups(first) and second.parents.same_groups(_parts_acc(parts))
+    first.update(frames[:12])
+    second.update(frames[12:])
+    assert first.n_frames == 12 and second.n_frames == 8  # no shared state
+    merged = first.merge(second)
+    ref = _parts_acc(parts, backend)
+    ref.update(frames)
+    _assert_parent_level(merged, ref)
+    # a refused frame leaves both levels as they were
+    before = merged.parents.counts_sq, merged.counts_sq
+    bad = frames[:3].copy()
+    bad[1].ravel()[groups.pixels[0][0]] = -1
+    with pytest.raises(ValueError, match="negative count"):
+        merged.update(bad)
+    assert merged.n_frames == merged.parents.n_frames == 20
+    np.testing.assert_array_equal(merged.parents.counts_sq, before[0])
+    np.testing.assert_array_equal(merged.counts_sq, before[1])
+    with pytest.raises(RuntimeError, match="update that accumulator"):
+        merged.parents.update(frames[0])
+    with pytest.raises(ValueError, match="different parents"):
+        merged.merge(HistogramAccumulator(groups, backend=backend))
+
+
+def _parts_acc(parts: Partitions, backend: Backend = "numpy") -> HistogramAccumulator:
+    return HistogramAccumulator(parts, n_bins=8, backend=backend)
+
+
+def test_groups_that_do_not_tile_their_parents_are_refused() -> None:
+    parts, groups, _ = _efficiency_groups()
+    with pytest.raises(GeometryError, match="do not tile"):
+        HistogramAccumulator(groups, parents=_rings(overlap=True))
+    partial = type(
+        groups
+    )(
+        pixels=groups.pixels[1:],  # a group of partition 0 left out
+        parent=groups.parent[1:],
+        weight=groups.weight[1:],
+        shape=groups.shape,
+        n_partitions=groups.n_partitions,
+    )
+    with pytest.raises(GeometryError, match="do not tile"):
+        HistogramAccumulator(partial, parents=parts)
+    with pytest.raises(GeometryError, match="parent indices"):
+        HistogramAccumulator(_Duck(groups.pixels, SHAPE), parents=parts)
+
+
 # ------------------------------------------------------------------ binning
 def test_bin_frames_sums_non_overlapping_groups_and_drops_remainder() -> None:
     frames = speckle_frames(11, (5, 4), 3.0, 0.5, rng=1)

@@ -16,7 +16,10 @@ different memory words, which breaks the store-to-load dependency chain of
 repeated increments of one bin (at ``kbar = 0.1`` nine pixels in ten hit
 bin 0).  The copies are then summed into the per-frame histogram, which is
 added to ``counts``, its square to ``counts_sq`` and its first moment to the
-per-frame sums.
+per-frame sums.  With parents (the q partitions that efficiency groups
+split), the per-frame group histograms are also summed per parent, and the
+parent histogram, its square and its first moment are accumulated the same
+way: both levels from one pass over the pixels.
 
 Out-of-range counts: :func:`accumulate_checked` tests every count against
 ``n_bins`` (a negative count of a signed dtype wraps to a huge unsigned value
@@ -179,9 +182,17 @@ def _complete(a, b, n_bins, n_pixels):
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
-def _commit(a, b, n_bins, f, counts, counts_sq, sums, frame_out):
-    """Add frame ``f``'s histogram (copies ``a + b``) and zero the copies."""
+def _commit(a, b, n_bins, f, group_out, parent_out):
+    """Add frame ``f``'s histogram (copies ``a + b``) and zero the copies.
+
+    With parents (``parent_out[0]`` not empty) the group histograms are also
+    summed per parent into ``parent_out[1]``, which is then added to the
+    parents' arrays and zeroed.
+    """
+    counts, counts_sq, sums, frame_out = group_out
+    parent, p_hist, p_counts, p_counts_sq, p_sums, p_frame_out = parent_out
     keep = frame_out.shape[0] > 0
+    nested = parent.shape[0] > 0
     for g in range(counts.shape[0]):
         total = np.int64(0)
         for k in range(n_bins):
@@ -194,7 +205,22 @@ def _commit(a, b, n_bins, f, counts, counts_sq, sums, frame_out):
             total += k * h
             if keep:
                 frame_out[f, g, k] = h
+            if nested:
+                p_hist[parent[g], k] += h
         sums[f, g] = total
+    if nested:
+        keep = p_frame_out.shape[0] > 0
+        for p in range(p_hist.shape[0]):
+            total = np.int64(0)
+            for k in range(n_bins):
+                h = p_hist[p, k]
+                p_hist[p, k] = 0
+                p_counts[p, k] += h
+                p_counts_sq[p, k] += h * h
+                total += k * h
+                if keep:
+                    p_frame_out[f, p, k] = h
+            p_sums[f, p] = total
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
@@ -217,9 +243,7 @@ def _zero(scratch):
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
-def accumulate_checked(
-    frames, runs, labels, n_bins, scratch, counts, counts_sq, sums, frame_out
-):
+def accumulate_checked(frames, runs, labels, n_bins, scratch, group_out, parent_out):
     """Accumulate a stack of frames into per-group histograms.
 
     Parameters
@@ -236,15 +260,20 @@ def accumulate_checked(
         Number of bins ``K``; valid counts are ``0 .. K - 1``.
     scratch : numpy.ndarray
         ``(4, >= n_groups * K)`` int32, all zero; left all zero.
-    counts, counts_sq : numpy.ndarray
-        ``(n_groups, K)`` int64, incremented in place by the per-frame
-        histograms and their squares.
-    sums : numpy.ndarray
-        ``(n_frames, n_groups)`` int64, receives the per-frame sum of counts
-        of each group.
-    frame_out : numpy.ndarray
-        ``(n_frames, n_groups, K)`` int64 receiving each per-frame histogram,
-        or an array with zero frames to skip that.
+    group_out : tuple of numpy.ndarray
+        int64 ``(counts, counts_sq, sums, frame_out)``: ``counts`` and
+        ``counts_sq`` ``(n_groups, K)`` are incremented in place by the
+        per-frame histograms and their squares; ``sums`` ``(n_frames,
+        n_groups)`` receives the per-frame sum of counts of each group;
+        ``frame_out`` ``(n_frames, n_groups, K)`` each per-frame histogram
+        (an array with zero frames skips that).
+    parent_out : tuple of numpy.ndarray
+        int64 ``(parent, parent_hist, counts, counts_sq, sums, frame_out)``
+        for the parents of the groups: ``parent`` ``(n_groups,)`` the parent
+        of each group (empty: no parents, the rest is ignored),
+        ``parent_hist`` ``(n_parents, K)`` all-zero scratch, left zero, and
+        the parents' arrays as in ``group_out``.  The per-frame histogram of
+        a parent is the sum of those of its groups.
 
     Returns
     -------
@@ -262,32 +291,23 @@ def accumulate_checked(
             if _fill_pair_checked(
                 frames[f], frames[f + 1], runs, labels, limit, s0, s1, s2, s3
             ):
-                _commit(s0, s1, n_bins, f, counts, counts_sq, sums, frame_out)
-                _commit(s2, s3, n_bins, f + 1, counts, counts_sq, sums, frame_out)
+                _commit(s0, s1, n_bins, f, group_out, parent_out)
+                _commit(s2, s3, n_bins, f + 1, group_out, parent_out)
                 f += 2
                 continue
             _zero(scratch)  # one of the two is out of range: redo f alone
         if not _fill_one_checked(frames[f], runs, labels, limit, s0, s1, s2, s3):
             _zero(scratch)
             return f
-        _fold(s0, s1, s2, s3, counts.size)
-        _commit(s0, s1, n_bins, f, counts, counts_sq, sums, frame_out)
+        _fold(s0, s1, s2, s3, group_out[0].size)
+        _commit(s0, s1, n_bins, f, group_out, parent_out)
         f += 1
     return n
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
 def accumulate_raw(
-    frames,
-    runs,
-    labels,
-    n_bins,
-    n_pixels,
-    scratch,
-    counts,
-    counts_sq,
-    sums,
-    frame_out,
+    frames, runs, labels, n_bins, n_pixels, scratch, group_out, parent_out
 ):
     """:func:`accumulate_checked` for ``uint8``/``uint16`` frames only.
 
@@ -305,17 +325,17 @@ def accumulate_raw(
             if _complete(s0, s1, n_bins, n_pixels) and _complete(
                 s2, s3, n_bins, n_pixels
             ):
-                _commit(s0, s1, n_bins, f, counts, counts_sq, sums, frame_out)
-                _commit(s2, s3, n_bins, f + 1, counts, counts_sq, sums, frame_out)
+                _commit(s0, s1, n_bins, f, group_out, parent_out)
+                _commit(s2, s3, n_bins, f + 1, group_out, parent_out)
                 f += 2
                 continue
             _zero(scratch)
         _fill_one_raw(frames[f], runs, labels, s0, s1, s2, s3)
-        _fold(s0, s1, s2, s3, counts.size)
+        _fold(s0, s1, s2, s3, group_out[0].size)
         if not _complete(s0, s1, n_bins, n_pixels):
             _zero(scratch)
             return f
-        _commit(s0, s1, n_bins, f, counts, counts_sq, sums, frame_out)
+        _commit(s0, s1, n_bins, f, group_out, parent_out)
         f += 1
     return n
 

@@ -6,12 +6,17 @@ photon counts, the sum of their squares (for a per-frame standard deviation),
 the per-frame mean count ("trace") and the frame count.  Bins never overflow:
 a count beyond the last bin grows ``n_bins`` to the next power of two above
 it and the frame is histogrammed again, so no count is lost or merged.
-Accumulators over parts of a series merge exactly.
+Accumulators over parts of a series merge exactly.  Given the parents of
+its groups (the q partitions that efficiency groups split), an accumulator
+also sums the per-frame parent histograms in the same pass over the pixels
+(:attr:`HistogramAccumulator.parents`).
 
 The hot loop is a numba kernel (:mod:`xsvs_bluesky.core._kernels`); a numpy
-backend gives bit-identical results when numba is unavailable.  Frame binning
-(:func:`bin_frames`, :class:`FrameBinner`) lives in
-:mod:`xsvs_bluesky.core._binning` and is re-exported here.
+backend gives bit-identical results when numba is unavailable.  Both are
+driven by :mod:`xsvs_bluesky.core._hist_runner`; the summed arrays live in
+:mod:`xsvs_bluesky.core._hist_state`.  Frame binning (:func:`bin_frames`,
+:class:`FrameBinner`) lives in :mod:`xsvs_bluesky.core._binning` and is
+re-exported here.
 
 References
 ----------
@@ -20,45 +25,27 @@ Li et al., J. Synchrotron Rad. 21, 1288 (2014).
 
 from __future__ import annotations
 
+import copy
 import logging
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from xsvs_bluesky.core._binning import FrameBinner, bin_frames
-from xsvs_bluesky.core._hist_layout import GroupLayout, accumulate_numpy, nan_ratio
-from xsvs_bluesky.errors import FrameDataError, GeometryError
+from xsvs_bluesky.core._hist_layout import (
+    GroupLayout,
+    as_groups,
+    nan_ratio,
+    parent_index,
+)
+from xsvs_bluesky.core._hist_runner import Backend, KernelRunner
+from xsvs_bluesky.core._hist_state import HistogramState
+from xsvs_bluesky.errors import FrameDataError
 
 __all__ = ["Backend", "FrameBinner", "HistogramAccumulator", "bin_frames"]
 
 logger = logging.getLogger(__name__)
-
-Backend = Literal["auto", "numba", "numpy"]
-
-N_COPIES = 4  # rows of the numba scratch (_kernels.N_COPIES)
-SCRATCH_TAIL = 1 << 16  # room for unchecked 16-bit counts (_kernels.SCRATCH_TAIL)
-
-
-def _numba_kernels() -> tuple[Any, Any] | None:
-    """Return the numba kernels, or None when numba cannot be imported."""
-    try:
-        from xsvs_bluesky.core._kernels import accumulate_checked, accumulate_raw
-    except ImportError:  # pragma: no cover - numba is a dependency
-        return None
-    return accumulate_raw, accumulate_checked
-
-
-def _as_groups(groups: Any) -> Any:
-    """Accept PixelGroups, Partitions (via ``as_groups``) or look-alikes."""
-    if not hasattr(groups, "parent") and hasattr(groups, "as_groups"):
-        groups = groups.as_groups()
-    if not hasattr(groups, "pixels") or not hasattr(groups, "shape"):
-        raise TypeError(
-            "groups must be PixelGroups or Partitions (objects with .pixels and "
-            f".shape), got {type(groups).__name__}"
-        )
-    return groups
 
 
 class HistogramAccumulator:
@@ -77,10 +64,32 @@ class HistogramAccumulator:
         Hot-loop implementation; "auto" uses numba when it can be imported.
         Both give bit-identical results.
     keep_frame_histograms : bool, default False
-        Also store every per-frame histogram (:attr:`frame_counts`).
+        Also store every per-frame histogram (:attr:`frame_counts`, and that
+        of :attr:`parents`).
     max_bins : int, default 65536
         Refuse (``ValueError``) a count that would need more bins, e.g. an
         unmasked hot or gap pixel; the accumulator is then left unchanged.
+    parents : PixelGroups or Partitions, optional
+        Parents of the groups (e.g. the q partitions that
+        ``Partitions.split_by`` split): group ``g`` lies in parent
+        ``groups.parent[g]``, and the groups of each parent must hold each of
+        its pixels exactly once.  The per-frame histogram of a parent (the
+        sum of those of its groups) is then formed from the group histograms
+        of each frame, and :attr:`parents` accumulates it: one pass over the
+        pixels gives both levels, exactly as a separate accumulator over the
+        parents would.
+
+    Attributes
+    ----------
+    parents : HistogramAccumulator or None
+        The accumulator over the parents (None without ``parents``), filled
+        by this one's :meth:`update`: read it, do not update it.
+
+    Raises
+    ------
+    GeometryError
+        If a group repeats a pixel or indexes outside the detector, or the
+        groups do not tile their parents.
 
     Examples
     --------
@@ -102,32 +111,57 @@ class HistogramAccumulator:
         backend: Backend = "auto",
         keep_frame_histograms: bool = False,
         max_bins: int = 1 << 16,
+        parents: Any = None,
     ) -> None:
-        self.groups = _as_groups(groups)
+        self.groups = as_groups(groups)
         self.shape = (int(self.groups.shape[0]), int(self.groups.shape[1]))
         if int(n_bins) < 1 or int(max_bins) < int(n_bins):
             raise ValueError(
                 f"n_bins={n_bins}, max_bins={max_bins}: need 1 <= n_bins <= max_bins"
             )
-        self._kernel = None
-        if backend in ("auto", "numba"):
-            self._kernel = _numba_kernels()
-            if self._kernel is None and backend == "numba":
-                raise ImportError("backend='numba' requested but numba is missing")
-        elif backend != "numpy":
-            raise ValueError(f"backend={backend!r}; use 'auto', 'numba' or 'numpy'")
-        self.backend: str = "numpy" if self._kernel is None else "numba"
         self.keep_frame_histograms = bool(keep_frame_histograms)
         self.max_bins = int(max_bins)
-        self._layout = GroupLayout.build(self.groups.pixels, self.shape)
-        g = self._layout.n_groups
-        self._k = int(n_bins)
-        self._counts = np.zeros((g, self._k), dtype=np.int64)
-        self._counts_sq = np.zeros((g, self._k), dtype=np.int64)
-        self._sums = np.zeros((0, g), dtype=np.int64)  # capacity grows
-        self._frames = np.zeros((0, g, self._k), dtype=np.int64)
-        self._n = 0
-        self._prepare_kernel()
+        self._n_bins0 = int(n_bins)
+        layout = self._layout = GroupLayout.build(self.groups.pixels, self.shape)
+        self._fed = False  # True for the parents of another accumulator
+        self.parents: HistogramAccumulator | None = None
+        parent = None
+        if parents is not None:
+            self.parents = HistogramAccumulator(
+                parents,
+                n_bins=n_bins,
+                backend=backend,
+                keep_frame_histograms=keep_frame_histograms,
+                max_bins=max_bins,
+            )
+            self.parents._fed = True
+            parent = parent_index(self.groups, layout, self.parents._layout)
+        n_parents = 0 if self.parents is None else self.parents.n_groups
+        self._runner = KernelRunner(layout, backend, parent, n_parents)
+        self.backend: str = self._runner.backend
+        self._init_state()
+
+    def _init_state(self) -> None:
+        """Fresh, empty arrays (the layout and settings are kept)."""
+        self._state = HistogramState(
+            self.n_groups, self._n_bins0, self.keep_frame_histograms
+        )
+        self._runner = self._runner.fresh()
+        self._runner.prepare(self._state.k)
+
+    def spawn(self) -> HistogramAccumulator:
+        """Return a new, empty accumulator with the same groups and settings.
+
+        It shares the (immutable) pixel layout, so making one per exposure
+        costs no layout build; its :attr:`parents` are spawned too.
+        """
+        new = copy.copy(self)
+        new._fed = False
+        if self.parents is not None:
+            new.parents = self.parents.spawn()
+            new.parents._fed = True
+        new._init_state()
+        return new
 
     # ----------------------------------------------------------------- state
     @property
@@ -143,32 +177,33 @@ class HistogramAccumulator:
     @property
     def n_bins(self) -> int:
         """Current number of bins ``K`` (counts ``0 .. K - 1``)."""
-        return self._k
+        return self._state.k
 
     @property
     def n_frames(self) -> int:
         """Number of frames accumulated."""
-        return self._n
+        return self._state.n
 
     @property
     def counts(self) -> NDArray[np.int64]:
         """Sum over frames of the per-frame histograms, ``[G, K]`` (a copy)."""
-        return self._counts.copy()
+        return self._state.counts.copy()
 
     @property
     def counts_sq(self) -> NDArray[np.int64]:
         """Sum over frames of the squared per-frame histograms, ``[G, K]``."""
-        return self._counts_sq.copy()
+        return self._state.counts_sq.copy()
 
     @property
     def frame_sums(self) -> NDArray[np.int64]:
         """Per-frame total count of each group, ``[n_frames, G]`` (exact)."""
-        return self._sums[: self._n].copy()
+        return self._state.sums[: self._state.n].copy()
 
     @property
     def trace(self) -> NDArray[np.float64]:
         """Per-frame mean count of each group, ``[n_frames, G]`` (NaN if empty)."""
-        return nan_ratio(self._sums[: self._n], self._layout.n_pixels[None, :])
+        sums = self._state.sums[: self._state.n]
+        return nan_ratio(sums, self._layout.n_pixels[None, :])
 
     @property
     def frame_counts(self) -> NDArray[np.int64]:
@@ -184,13 +219,14 @@ class HistogramAccumulator:
                 "frame_counts needs HistogramAccumulator(..., "
                 "keep_frame_histograms=True)"
             )
-        return self._frames[: self._n].copy()
+        return self._state.frames[: self._state.n].copy()
 
     @property
     def kbar(self) -> NDArray[np.float64]:
         """Mean count per pixel and frame of each group, ``[G]``."""
-        total = self._sums[: self._n].sum(axis=0)
-        return nan_ratio(total, self._layout.n_pixels * self._n)
+        n = self._state.n
+        total = self._state.sums[:n].sum(axis=0)
+        return nan_ratio(total, self._layout.n_pixels * n)
 
     def probability(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Mean per-frame probability ``P(k)`` and its per-frame spread.
@@ -209,18 +245,19 @@ class HistogramAccumulator:
         ValueError
             If no frame has been accumulated.
         """
-        if self._n == 0:
+        n = self._state.n
+        if n == 0:
             raise ValueError("probability(): no frame accumulated yet")
         npix = self._layout.n_pixels[:, None].astype(np.float64)
-        mean = nan_ratio(self._counts, npix * self._n)
-        second = nan_ratio(self._counts_sq, npix**2 * self._n)
+        mean = nan_ratio(self._state.counts, npix * n)
+        second = nan_ratio(self._state.counts_sq, npix**2 * n)
         std = np.sqrt(np.maximum(second - mean**2, 0.0))  # NaN stays NaN
         return mean, std
 
     def __repr__(self) -> str:
         return (
-            f"HistogramAccumulator(n_groups={self.n_groups}, n_bins={self._k}, "
-            f"n_frames={self._n}, backend={self.backend!r})"
+            f"HistogramAccumulator(n_groups={self.n_groups}, n_bins={self.n_bins}, "
+            f"n_frames={self.n_frames}, backend={self.backend!r})"
         )
 
     # ---------------------------------------------------------------- update
@@ -240,57 +277,42 @@ class HistogramAccumulator:
         ValueError
             On a non-integer dtype, a negative count, or a count needing more
             than ``max_bins`` bins.  The accumulator is then unchanged.
+        RuntimeError
+            If this accumulator is the :attr:`parents` of another one (update
+            that one).
         """
-        arr = np.asarray(frames)
-        if arr.dtype == np.bool_:
-            arr = arr.view(np.uint8)
-        if arr.dtype.kind not in "ui":
-            raise FrameDataError(
-                f"frames must hold integer photon counts, got dtype {arr.dtype}"
+        if self._fed:
+            raise RuntimeError(
+                "this accumulator holds the parents of another one, which "
+                "fills it: update that accumulator"
             )
-        if arr.dtype.kind == "i" and arr.dtype.itemsize < 4 and self._kernel:
-            arr = arr.astype(np.int32)  # int8/int16: two numba compilations fewer
-        if arr.ndim == 2:
-            arr = arr[None]
-        if arr.ndim != 3 or arr.shape[1:] != self.shape:
-            raise GeometryError(
-                f"frame shape {arr.shape[-2:] if arr.ndim >= 2 else arr.shape} "
-                f"does not match the groups' detector shape {self.shape}; give "
-                "(rows, cols) or (n, rows, cols) frames of that shape"
-            )
-        flat = np.ascontiguousarray(arr).reshape(arr.shape[0], -1)
+        flat = self._runner.flat_frames(frames, self.shape)
         n_new = flat.shape[0]
         if n_new == 0:
             return
-        self._reserve(self._n + n_new)
-        saved = (self._k, self._counts.copy(), self._counts_sq.copy())
+        levels = self._levels()
+        at = self._state.n
+        for state in levels:
+            state.reserve(at + n_new)
+        saved = [state.snapshot() for state in levels]
         done = 0
         try:
             while done < n_new:
-                done += self._run(flat[done:], self._n + done)
+                done += self._runner.run(flat[done:], at + done, *levels)
                 if done < n_new:
-                    self._grow_for(flat[done], self._n + done)
+                    self._grow_for(flat[done], at + done)
         except Exception:
-            self._restore(*saved)
+            for state, snapshot in zip(levels, saved, strict=True):
+                state.restore(snapshot)
+            self._runner.prepare(self._state.k)
             raise
-        self._n += n_new
+        for state in levels:
+            state.n += n_new
 
-    def _run(self, flat: NDArray[np.integer], at: int) -> int:
-        """Accumulate from frame ``at`` on; return how many went in."""
-        end = at + flat.shape[0]
-        out = self._frames[at:end] if self.keep_frame_histograms else self._no_frames
-        sums = self._sums[at:end]
-        if self._kernel is None:
-            return accumulate_numpy(
-                self._layout, flat, self._k, self._counts, self._counts_sq, sums, out
-            )
-        raw, checked = self._kernel
-        head = (flat, self._layout.runs, self._labels, self._k)
-        tail = (self._scratch, self._counts, self._counts_sq, sums, out)
-        if flat.dtype.kind == "u" and flat.dtype.itemsize <= 2:
-            # 8/16-bit unsigned counts cannot leave the scratch tail
-            return int(raw(*head, self._layout.n_pixels, *tail))
-        return int(checked(*head, *tail))
+    def _levels(self) -> list[HistogramState]:
+        """Return the states this accumulator fills: its own, then its parents'."""
+        parents = [] if self.parents is None else [self.parents._state]
+        return [self._state, *parents]
 
     def _grow_for(self, frame: NDArray[np.integer], index: int) -> None:
         """Grow ``n_bins`` for a frame holding a count beyond the last bin."""
@@ -300,7 +322,7 @@ class HistogramAccumulator:
                 f"frame {index} holds a negative count ({low}) in a pixel group; "
                 "photon counts must be >= 0 (mask or correct those pixels)"
             )
-        if high < self._k:  # cannot happen: the kernels stop only on such counts
+        if high < self.n_bins:  # cannot happen: the kernels stop only on such counts
             raise RuntimeError(f"frame {index}: histogram kernel stopped in range")
         new_k = 1 << high.bit_length()
         if new_k > self.max_bins:
@@ -310,50 +332,11 @@ class HistogramAccumulator:
                 "raise max_bins"
             )
         logger.debug(
-            "n_bins %d -> %d at frame %d (count %d)", self._k, new_k, index, high
+            "n_bins %d -> %d at frame %d (count %d)", self.n_bins, new_k, index, high
         )
-        self._resize(new_k)
-
-    def _resize(self, new_k: int) -> None:
-        pad = new_k - self._k
-        if pad:
-            self._counts = np.pad(self._counts, ((0, 0), (0, pad)))
-            self._counts_sq = np.pad(self._counts_sq, ((0, 0), (0, pad)))
-            self._frames = np.pad(self._frames, ((0, 0), (0, 0), (0, pad)))
-            self._k = new_k
-            self._prepare_kernel()
-
-    def _restore(
-        self, k: int, counts: NDArray[np.int64], sq: NDArray[np.int64]
-    ) -> None:
-        """Undo a failed :meth:`update` (frames count only once it succeeds)."""
-        self._k = k
-        self._counts, self._counts_sq = counts, sq
-        self._frames = np.ascontiguousarray(self._frames[:, :, :k])
-        self._prepare_kernel()
-
-    def _reserve(self, n: int) -> None:
-        """Make room for ``n`` frames in the per-frame buffers."""
-        if n <= self._sums.shape[0]:
-            return
-        cap = max(n, 2 * self._sums.shape[0], 64)
-        sums = np.zeros((cap, self.n_groups), dtype=np.int64)
-        sums[: self._n] = self._sums[: self._n]
-        self._sums = sums
-        if self.keep_frame_histograms:
-            fr = np.zeros((cap, self.n_groups, self._k), dtype=np.int64)
-            fr[: self._n] = self._frames[: self._n]
-            self._frames = fr
-
-    def _prepare_kernel(self) -> None:
-        g = self.n_groups
-        self._no_frames = np.zeros((0, g, self._k), dtype=np.int64)
-        if self._kernel is not None:
-            if g * self._k >= 2**31:
-                raise ValueError(f"{g} groups x {self._k} bins is too many")
-            self._labels = self._layout.labels(self._k)
-            width = g * self._k + SCRATCH_TAIL + 16  # +16: rows not 4 KiB apart
-            self._scratch = np.zeros((N_COPIES, width), dtype=np.int32)
+        for state in self._levels():
+            state.resize(new_k)
+        self._runner.prepare(self._state.k)
 
     # ----------------------------------------------------------------- merge
     def merge(self, other: HistogramAccumulator) -> HistogramAccumulator:
@@ -363,12 +346,14 @@ class HistogramAccumulator:
         -------
         HistogramAccumulator
             A new accumulator equal to one fed all frames of ``self`` then
-            all frames of ``other`` (``n_bins`` is the larger of the two).
+            all frames of ``other`` (``n_bins`` is the larger of the two;
+            :attr:`parents` are merged too).
 
         Raises
         ------
         ValueError
-            If the groups differ, or only one keeps frame histograms.
+            If the groups or the parents differ, or only one keeps frame
+            histograms.
         """
         if not self.same_groups(other):
             raise ValueError("merge(): the accumulators histogram different groups")
@@ -376,32 +361,27 @@ class HistogramAccumulator:
             raise ValueError(
                 "merge(): both accumulators must have the same keep_frame_histograms"
             )
-        out = HistogramAccumulator(
-            self.groups,
-            n_bins=max(self._k, other._k),
-            backend="numba" if self.backend == "numba" else "numpy",
-            keep_frame_histograms=self.keep_frame_histograms,
-            max_bins=max(self.max_bins, other.max_bins),
-        )
-        n = self._n + other._n
-        out._reserve(n)
-        for acc, at in ((self, 0), (other, self._n)):
-            k = acc._k
-            out._counts[:, :k] += acc._counts
-            out._counts_sq[:, :k] += acc._counts_sq
-            out._sums[at : at + acc._n] = acc._sums[: acc._n]
-            if out.keep_frame_histograms:
-                out._frames[at : at + acc._n, :, :k] = acc._frames[: acc._n]
-        out._n = n
+        mine, theirs = self.parents, other.parents
+        if (mine is None) != (theirs is None) or (
+            mine is not None and theirs is not None and not mine.same_groups(theirs)
+        ):
+            raise ValueError("merge(): the accumulators have different parents")
+        out = self.spawn()
+        out.max_bins = max(self.max_bins, other.max_bins)
+        if out.parents is not None:
+            out.parents.max_bins = out.max_bins
+        new_k = max(self.n_bins, other.n_bins)
+        n = self.n_frames + other.n_frames
+        levels = zip(out._levels(), self._levels(), other._levels(), strict=True)
+        for state, a, b in levels:
+            state.resize(new_k)
+            state.reserve(n)
+            state.absorb(a, 0)
+            state.absorb(b, a.n)
+            state.n = n
+        out._runner.prepare(out._state.k)
         return out
 
     def same_groups(self, other: HistogramAccumulator) -> bool:
         """Whether ``other`` histograms exactly the same pixel groups."""
-        a, b = self._layout, other._layout
-        return (
-            self.shape == other.shape
-            and a.n_pixels.size == b.n_pixels.size
-            and np.array_equal(a.n_pixels, b.n_pixels)
-            and np.array_equal(a.member_pixel, b.member_pixel)
-            and np.array_equal(a.member_group, b.member_group)
-        )
+        return self.shape == other.shape and self._layout.same_as(other._layout)

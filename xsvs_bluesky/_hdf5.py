@@ -1,0 +1,151 @@
+"""Frames a StreamDatum points to in an HDF5 file, read in SWMR mode.
+
+Public names are re-exported by :mod:`xsvs_bluesky._frames`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import h5py
+import numpy as np
+from numpy.typing import NDArray
+
+from xsvs_bluesky.errors import XSVSError
+
+__all__ = ["HDF5FrameReader", "uri_to_path"]
+
+logger = logging.getLogger(__name__)
+
+_HDF5_MIMETYPES = {"application/x-hdf5", "application/x-hdf"}
+
+
+def uri_to_path(uri: str) -> Path:
+    """Local path of a ``file://`` URI (or of a plain path)."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path if parsed.scheme else uri))
+    raise XSVSError(
+        f"stream resource URI {uri!r} is not a local file; give a file:// URI"
+    )
+
+
+class HDF5FrameReader:
+    """Read the frames a StreamDatum points to in an HDF5 dataset.
+
+    The file is opened lazily (at the first read, a StreamResource may come
+    before the file has data) in SWMR read mode when the writer allows it,
+    and the dataset is refreshed before each read so a growing file is seen.
+
+    Parameters
+    ----------
+    stream_resource : mapping
+        A StreamResource document (``mimetype`` ``application/x-hdf5``,
+        ``uri``, ``parameters["dataset"]``).
+    datum_shape : sequence of int
+        Shape of one datum index from the descriptor, e.g. ``(H, W)`` or
+        ``(frames_per_index, H, W)``.
+
+    Raises
+    ------
+    XSVSError
+        On an unsupported mimetype, a multi-file template or a non-local URI.
+    """
+
+    def __init__(
+        self, stream_resource: Mapping[str, Any], datum_shape: Sequence[int]
+    ) -> None:
+        mimetype = stream_resource.get("mimetype", "")
+        params: Mapping[str, Any] = stream_resource.get("parameters", {}) or {}
+        if mimetype not in _HDF5_MIMETYPES or params.get("template"):
+            raise XSVSError(
+                f"stream resource {stream_resource.get('uid')!r}: mimetype "
+                f"{mimetype!r} (template {params.get('template')!r}) is not "
+                "supported; give a single application/x-hdf5 file"
+            )
+        self.path = uri_to_path(str(stream_resource["uri"]))
+        self.dataset_path = str(params.get("dataset") or params.get("path") or "")
+        if not self.dataset_path:
+            raise XSVSError(
+                f"stream resource {stream_resource.get('uid')!r} has no "
+                "parameters['dataset']; give the HDF5 dataset path"
+            )
+        shape = tuple(int(s) for s in datum_shape)
+        if len(shape) < 2:
+            raise XSVSError(
+                f"data key shape {list(datum_shape)} is not a frame shape; give "
+                "[rows, cols] or [frames, rows, cols]"
+            )
+        self.frame_shape: tuple[int, int] = (shape[-2], shape[-1])
+        multiplier = params.get("multiplier")
+        self.frames_per_index = int(multiplier or math.prod(shape[:-2]) or 1)
+        self._file: h5py.File | None = None
+        self._dataset: h5py.Dataset | None = None
+
+    def _open(self) -> h5py.Dataset | None:
+        if self._dataset is not None:
+            return self._dataset
+        if not self.path.is_file():
+            return None
+        try:
+            handle = h5py.File(self.path, "r", swmr=True)
+        except OSError:
+            # a file written without SWMR support (or still locked)
+            try:
+                handle = h5py.File(self.path, "r")
+            except OSError as err:
+                logger.debug("cannot open %s yet: %s", self.path, err)
+                return None
+        if self.dataset_path not in handle:
+            handle.close()
+            return None
+        self._file = handle
+        self._dataset = handle[self.dataset_path]
+        return self._dataset
+
+    def read(self, start: int, stop: int) -> NDArray[Any] | None:
+        """Frames of datum indices ``[start, stop)``, None if not yet written.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            ``(n, rows, cols)`` with ``n = (stop - start) * frames_per_index``.
+        """
+        ds = self._open()
+        if ds is None:
+            return None
+        try:
+            ds.refresh()
+        except (OSError, ValueError, RuntimeError):  # not in SWMR mode
+            pass
+        fpi = self.frames_per_index
+        rows, cols = self.frame_shape
+        if ds.ndim == 3 and ds.shape[1:] == (rows, cols):
+            lo, hi = start * fpi, stop * fpi
+        elif ds.ndim == 4 and ds.shape[2:] == (rows, cols):
+            lo, hi = start, stop
+        elif ds.ndim == 2 and ds.shape == (rows, cols) and (start, stop) == (0, 1):
+            return np.asarray(ds[()])[None]
+        else:
+            raise XSVSError(
+                f"{self.path}:{self.dataset_path} has shape {ds.shape}; expected "
+                f"(n, {rows}, {cols}) frames"
+            )
+        if ds.shape[0] < hi:
+            return None
+        data = np.asarray(ds[lo:hi])
+        return data.reshape(-1, rows, cols)
+
+    def close(self) -> None:
+        """Close the file (a later read reopens it)."""
+        if self._file is not None:
+            try:
+                self._file.close()
+            finally:
+                self._file = None
+                self._dataset = None
