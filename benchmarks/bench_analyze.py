@@ -36,11 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / ".." / "shared" / "data" / "pyxsvs-example"
 TARGET = 1.5
 
-_CLI = (
-    "import sys\n"
-    "from xsvs_bluesky.cli import main\n"
-    "sys.exit(main(sys.argv[1:]))\n"
-)
+_CLI = "import sys\nfrom xsvs_bluesky.cli import main\nsys.exit(main(sys.argv[1:]))\n"
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, float]:

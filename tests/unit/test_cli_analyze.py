@@ -259,9 +259,7 @@ def test_corrupt_gz_subprocess_one_line(tmp_path):
     ini = small_series(tmp_path)
     corrupt(tmp_path / "data" / f"{PREFIX}0004{SUFFIX}")
     script = (
-        "import sys\n"
-        "from xsvs_bluesky.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
+        "import sys\nfrom xsvs_bluesky.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", script, "analyze", str(ini)],

@@ -40,7 +40,6 @@ _register("replay", "replay", "replay a legacy series into Tiled as raw + derive
 _register("reanalyze", "reanalyze", "analyse a raw run from Tiled again, new settings")
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every registered subcommand."""
     parser = argparse.ArgumentParser(
