@@ -20,6 +20,18 @@ __all__ = ["add_catalog_arguments", "catalogs_from_args"]
 API_KEY_ENV = "TILED_API_KEY"
 
 
+def add_uid_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the optional positional UID naming a derived run (default: latest)."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "uid",
+        nargs="?",
+        metavar="UID",
+        help="derived-run uid (or its first >= 5 characters), raw-run uid or "
+        "scan_id; default the latest derived run",
+    )
+
+
 def add_catalog_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--data-dir`` | ``--tiled-uri``, ``--api-key`` and the catalog keys."""
     group = parser.add_argument_group(

@@ -19,21 +19,18 @@ from __future__ import annotations
 
 import argparse
 
-from xsvs_bluesky.cli._common import add_catalog_arguments, catalogs_from_args
+from xsvs_bluesky.cli._common import (
+    add_catalog_arguments,
+    add_uid_argument,
+    catalogs_from_args,
+)
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``xsvs-bluesky report``."""
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument(
-        "uid",
-        nargs="?",
-        metavar="UID",
-        help="derived-run uid (or its first >= 5 characters), raw-run uid or "
-        "scan_id; default the latest derived run",
-    )
+    add_uid_argument(parser)
     parser.add_argument(
         "--out",
         metavar="DIR",
