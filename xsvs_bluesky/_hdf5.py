@@ -86,6 +86,12 @@ class HDF5FrameReader:
         self.frames_per_index = int(multiplier or math.prod(shape[:-2]) or 1)
         self._file: h5py.File | None = None
         self._dataset: h5py.Dataset | None = None
+        # chunk bytes of one leading index when whole unfiltered chunks can be
+        # read directly (see _chunk_bytes), else 0
+        self._direct_bytes = 0
+        self._direct_dtype: np.dtype[Any] | None = None
+        # reused output of direct reads (grown on demand): fresh ~100 kB
+        # arrays cost page faults that dominate small-slice reads
 
     def _open(self) -> h5py.Dataset | None:
         if self._dataset is not None:
@@ -106,6 +112,8 @@ class HDF5FrameReader:
             return None
         self._file = handle
         self._dataset = handle[self.dataset_path]
+        self._direct_bytes = _chunk_bytes(self._dataset)
+        self._direct_dtype = self._dataset.dtype
         return self._dataset
 
     def read(self, start: int, stop: int) -> NDArray[Any] | None:
@@ -114,7 +122,8 @@ class HDF5FrameReader:
         Returns
         -------
         numpy.ndarray or None
-            ``(n, rows, cols)`` with ``n = (stop - start) * frames_per_index``.
+            ``(n, rows, cols)`` with ``n = (stop - start) * frames_per_index``,
+            a new array the caller owns.
         """
         ds = self._open()
         if ds is None:
@@ -125,21 +134,55 @@ class HDF5FrameReader:
             pass
         fpi = self.frames_per_index
         rows, cols = self.frame_shape
-        if ds.ndim == 3 and ds.shape[1:] == (rows, cols):
+        shape = ds.shape  # one query: each ``ds.shape`` asks HDF5 again
+        if len(shape) == 3 and shape[1:] == (rows, cols):
             lo, hi = start * fpi, stop * fpi
-        elif ds.ndim == 4 and ds.shape[2:] == (rows, cols):
+        elif len(shape) == 4 and shape[2:] == (rows, cols):
             lo, hi = start, stop
-        elif ds.ndim == 2 and ds.shape == (rows, cols) and (start, stop) == (0, 1):
+        elif len(shape) == 2 and shape == (rows, cols) and (start, stop) == (0, 1):
             return np.asarray(ds[()])[None]
         else:
             raise XSVSError(
-                f"{self.path}:{self.dataset_path} has shape {ds.shape}; expected "
+                f"{self.path}:{self.dataset_path} has shape {shape}; expected "
                 f"(n, {rows}, {cols}) frames"
             )
-        if ds.shape[0] < hi:
+        if shape[0] < hi:
             return None
-        data = np.asarray(ds[lo:hi])
+        data = self._read_chunks(ds, shape, lo, hi)
+        if data is None:
+            data = np.asarray(ds[lo:hi])
         return data.reshape(-1, rows, cols)
+
+    def _read_chunks(
+        self, ds: h5py.Dataset, shape: tuple[int, ...], lo: int, hi: int
+    ) -> NDArray[Any] | None:
+        """Rows ``[lo, hi)`` of ``ds`` (of ``shape``), read chunk by chunk.
+
+        Only for datasets whose chunks are one whole leading index with no
+        filter (``_direct_bytes > 0``): the raw chunk bytes then are the
+        array in the file's dtype and byte order, as ``ds[lo:hi]`` gives it,
+        and ``read_direct_chunk`` copies them straight into the output,
+        bypassing HDF5's selection and type-conversion machinery.  Returns
+        None (use the normal read) otherwise, e.g. for a chunk not allocated
+        yet, which the normal read gives as its fill value.
+        """
+        nbytes = self._direct_bytes
+        if not nbytes or self._direct_dtype is None:
+            return None
+        n, row = hi - lo, shape[1:]
+        out = np.empty((n, *row), dtype=self._direct_dtype)  # caller owns it
+        raw = out.reshape(n, -1).view(np.uint8)
+        read_chunk = ds.id.read_direct_chunk
+        tail = (0,) * (len(shape) - 1)
+        try:
+            for i in range(lo, hi):
+                mask, got = read_chunk((i, *tail), out=raw[i - lo])
+                if mask or len(got) != nbytes:
+                    return None
+        except (KeyError, OSError, RuntimeError, TypeError, ValueError) as err:
+            logger.debug("direct chunk read of %s failed: %s", self.path, err)
+            return None
+        return out
 
     def close(self) -> None:
         """Close the file (a later read reopens it)."""
@@ -149,3 +192,32 @@ class HDF5FrameReader:
             finally:
                 self._file = None
                 self._dataset = None
+                self._direct_bytes = 0
+                self._direct_dtype = None
+
+
+def _chunk_bytes(ds: h5py.Dataset) -> int:
+    """Bytes of one chunk if a chunk is one whole, unfiltered leading index.
+
+    Such chunks hold the raw array bytes of ``ds[i]``, which
+    ``read_direct_chunk`` copies straight into the output (no selection or
+    type-conversion machinery).  Returns 0 for any other layout: contiguous,
+    virtual, multi-frame or partial-frame chunks, filtered (compressed)
+    data, or a non-numeric dtype.  Filtered data loads :mod:`hdf5plugin` so
+    the Blosc/LZ4 frames written by replay can be decoded.
+    """
+    if ds.id.get_create_plist().get_nfilters():
+        import hdf5plugin  # noqa: F401  (registers the Blosc/LZ4 filters)
+
+        return 0
+    chunks = ds.chunks
+    if (
+        chunks is None
+        or ds.is_virtual
+        or ds.ndim < 2
+        or chunks[0] != 1
+        or tuple(chunks[1:]) != tuple(ds.shape[1:])
+        or ds.dtype.kind not in "biuf"
+    ):
+        return 0
+    return int(ds.dtype.itemsize * math.prod(chunks))
