@@ -448,3 +448,27 @@ def test_binning_static_speckle_keeps_contrast() -> None:
     got, err = _moment_beta(binned, 96 * 96)
     assert abs(got - beta) < 5 * err, (got, beta, err)
     assert abs(got - beta / 4) > 10 * err
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int64])  # both numba kernels
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_counts_whose_bits_reach_past_n_bins_are_still_in_range(
+    backend: Backend, dtype
+) -> None:
+    # the kernels bound a frame's counts by their bitwise OR: 16 | 8 = 24 is
+    # not below n_bins = 24 although every count is, so no growth may happen
+    parts = _rings()
+    frames = np.zeros((5,) + SHAPE, dtype=dtype)
+    frames[0].ravel()[parts.pixels[0][:3]] = 16
+    frames[0].ravel()[parts.pixels[0][3:5]] = 8  # next to the 16s
+    frames[0].ravel()[parts.pixels[1][:2]] = 8
+    frames[1].ravel()[parts.pixels[2][:1]] = 23
+    frames[3].ravel()[parts.pixels[4][:4]] = 17
+    frames[4].ravel()[parts.pixels[3][:2]] = 6
+    acc = HistogramAccumulator(parts, n_bins=24, backend=backend)
+    acc.update(frames[:4])  # two pairs
+    acc.update(frames[4])  # a lone frame
+    assert acc.n_bins == 24
+    ref = _reference(frames, parts.pixels, 24)
+    np.testing.assert_array_equal(acc.counts, ref.sum(axis=0))
+    np.testing.assert_array_equal(acc.counts_sq, (ref**2).sum(axis=0))

@@ -231,3 +231,15 @@ def test_refine_center_failures():
         refine_center(far, start, jackknife_sectors=2)
     with pytest.raises(GeometryError, match="r_range"):
         refine_center(far, start, r_range=(10.0, 5.0))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.int64, np.uint32])
+def test_averager_stack_sum_is_exact_for_every_integer_dtype(dtype):
+    # 61 x 73 pixels: more than one block of the compiled sum, with a tail
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 250, size=(9, 61, 73)).astype(dtype)
+    a = ImageAverager()
+    a.update(frames[:5])
+    a.update(frames[5:])
+    np.testing.assert_array_equal(a.sum, frames.sum(axis=0, dtype=np.float64))
+    assert a.n_frames == 9

@@ -38,7 +38,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-__all__ = ["accumulate_checked", "accumulate_raw", "plain_sum"]
+__all__ = ["accumulate_checked", "accumulate_raw", "add_frames", "plain_sum"]
 
 N_COPIES = 4
 """Rows of ``scratch``: four copies of one frame's histogram, or two each of two."""
@@ -46,16 +46,26 @@ N_COPIES = 4
 SCRATCH_TAIL = 1 << 16
 """Scratch entries after the bins: unchecked 16-bit counts stay inside."""
 
+FAILED = np.uint64(0xFFFFFFFFFFFFFFFF)
+"""What the checked fills return at an out-of-range count (no OR of counts
+below ``n_bins`` reaches it)."""
+
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
 def _fill_one_checked(frame, runs, labels, limit, h0, h1, h2, h3):
-    """Scatter one frame into four copies; False at a count ``>= limit``."""
+    """Scatter one frame into four copies.
+
+    Returns the bitwise OR of the counts (a bound ``>= max``), or
+    :data:`FAILED` at the first count ``>= limit`` (nothing more is
+    scattered).
+    """
     one = np.uint64(1)
     two = np.uint64(2)
     three = np.uint64(3)
     four = np.uint64(4)
     # Unsigned indices: numba then skips the negative-index wraparound test.
     j = np.uint64(0)
+    bound = np.uint64(0)
     for r in range(runs.shape[1]):
         p = np.uint64(runs[0, r])
         stop = np.uint64(runs[1, r])
@@ -64,8 +74,10 @@ def _fill_one_checked(frame, runs, labels, limit, h0, h1, h2, h3):
             v1 = np.uint64(frame[p + one])
             v2 = np.uint64(frame[p + two])
             v3 = np.uint64(frame[p + three])
-            if (v0 | v1 | v2 | v3) >= limit:
-                return False
+            v = v0 | v1 | v2 | v3
+            if v >= limit and max(max(v0, v1), max(v2, v3)) >= limit:
+                return FAILED
+            bound |= v
             h0[np.uint64(labels[j]) + v0] += 1
             h1[np.uint64(labels[j + one]) + v1] += 1
             h2[np.uint64(labels[j + two]) + v2] += 1
@@ -75,19 +87,25 @@ def _fill_one_checked(frame, runs, labels, limit, h0, h1, h2, h3):
         while p < stop:
             v0 = np.uint64(frame[p])
             if v0 >= limit:
-                return False
+                return FAILED
+            bound |= v0
             h0[np.uint64(labels[j]) + v0] += 1
             p += one
             j += one
-    return True
+    return bound
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
 def _fill_pair_checked(fa, fb, runs, labels, limit, a0, a1, b0, b1):
-    """Scatter two frames (sharing the label loads), two copies each."""
+    """Scatter two frames (sharing the label loads), two copies each.
+
+    Returns the bitwise OR of the counts of both, or :data:`FAILED` as
+    :func:`_fill_one_checked`.
+    """
     one = np.uint64(1)
     two = np.uint64(2)
     j = np.uint64(0)
+    bound = np.uint64(0)
     for r in range(runs.shape[1]):
         p = np.uint64(runs[0, r])
         stop = np.uint64(runs[1, r])
@@ -98,8 +116,10 @@ def _fill_pair_checked(fa, fb, runs, labels, limit, a0, a1, b0, b1):
             x1 = np.uint64(fa[p + one])
             y0 = np.uint64(fb[p])
             y1 = np.uint64(fb[p + one])
-            if (x0 | x1 | y0 | y1) >= limit:
-                return False
+            v = x0 | x1 | y0 | y1
+            if v >= limit and max(max(x0, x1), max(y0, y1)) >= limit:
+                return FAILED
+            bound |= v
             a0[l0 + x0] += 1
             a1[l1 + x1] += 1
             b0[l0 + y0] += 1
@@ -110,63 +130,90 @@ def _fill_pair_checked(fa, fb, runs, labels, limit, a0, a1, b0, b1):
             l0 = np.uint64(labels[j])
             x0 = np.uint64(fa[p])
             y0 = np.uint64(fb[p])
-            if (x0 | y0) >= limit:
-                return False
+            v = x0 | y0
+            if v >= limit and max(x0, y0) >= limit:
+                return FAILED
+            bound |= v
             a0[l0 + x0] += 1
             b0[l0 + y0] += 1
             p += one
             j += one
-    return True
+    return bound
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
 def _fill_one_raw(frame, runs, labels, h0, h1, h2, h3):
-    """As :func:`_fill_one_checked` without the test (8/16-bit unsigned)."""
+    """As :func:`_fill_one_checked` without the test (8/16-bit unsigned).
+
+    Returns the bitwise OR of the counts.
+    """
     one = np.uint64(1)
     two = np.uint64(2)
     three = np.uint64(3)
     four = np.uint64(4)
     j = np.uint64(0)
+    bound = np.uint64(0)
     for r in range(runs.shape[1]):
         p = np.uint64(runs[0, r])
         stop = np.uint64(runs[1, r])
         while p + four <= stop:
-            h0[np.uint64(labels[j]) + np.uint64(frame[p])] += 1
-            h1[np.uint64(labels[j + one]) + np.uint64(frame[p + one])] += 1
-            h2[np.uint64(labels[j + two]) + np.uint64(frame[p + two])] += 1
-            h3[np.uint64(labels[j + three]) + np.uint64(frame[p + three])] += 1
+            v0 = np.uint64(frame[p])
+            v1 = np.uint64(frame[p + one])
+            v2 = np.uint64(frame[p + two])
+            v3 = np.uint64(frame[p + three])
+            bound |= v0 | v1 | v2 | v3
+            h0[np.uint64(labels[j]) + v0] += 1
+            h1[np.uint64(labels[j + one]) + v1] += 1
+            h2[np.uint64(labels[j + two]) + v2] += 1
+            h3[np.uint64(labels[j + three]) + v3] += 1
             p += four
             j += four
         while p < stop:
-            h0[np.uint64(labels[j]) + np.uint64(frame[p])] += 1
+            v0 = np.uint64(frame[p])
+            bound |= v0
+            h0[np.uint64(labels[j]) + v0] += 1
             p += one
             j += one
+    return bound
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
 def _fill_pair_raw(fa, fb, runs, labels, a0, a1, b0, b1):
-    """As :func:`_fill_pair_checked` without the test (8/16-bit unsigned)."""
+    """As :func:`_fill_pair_checked` without the test (8/16-bit unsigned).
+
+    Returns the bitwise OR of the counts of both frames.
+    """
     one = np.uint64(1)
     two = np.uint64(2)
     j = np.uint64(0)
+    bound = np.uint64(0)
     for r in range(runs.shape[1]):
         p = np.uint64(runs[0, r])
         stop = np.uint64(runs[1, r])
         while p + two <= stop:
             l0 = np.uint64(labels[j])
             l1 = np.uint64(labels[j + one])
-            a0[l0 + np.uint64(fa[p])] += 1
-            a1[l1 + np.uint64(fa[p + one])] += 1
-            b0[l0 + np.uint64(fb[p])] += 1
-            b1[l1 + np.uint64(fb[p + one])] += 1
+            x0 = np.uint64(fa[p])
+            x1 = np.uint64(fa[p + one])
+            y0 = np.uint64(fb[p])
+            y1 = np.uint64(fb[p + one])
+            bound |= x0 | x1 | y0 | y1
+            a0[l0 + x0] += 1
+            a1[l1 + x1] += 1
+            b0[l0 + y0] += 1
+            b1[l1 + y1] += 1
             p += two
             j += two
         while p < stop:
             l0 = np.uint64(labels[j])
-            a0[l0 + np.uint64(fa[p])] += 1
-            b0[l0 + np.uint64(fb[p])] += 1
+            x0 = np.uint64(fa[p])
+            y0 = np.uint64(fb[p])
+            bound |= x0 | y0
+            a0[l0 + x0] += 1
+            b0[l0 + y0] += 1
             p += one
             j += one
+    return bound
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
@@ -182,12 +229,15 @@ def _complete(a, b, n_bins, n_pixels):
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
-def _commit(a, b, n_bins, f, group_out, parent_out):
+def _commit(a, b, n_bins, used, f, group_out, parent_out):
     """Add frame ``f``'s histogram (copies ``a + b``) and zero the copies.
 
-    With parents (``parent_out[0]`` not empty) the group histograms are also
-    summed per parent into ``parent_out[1]``, which is then added to the
-    parents' arrays and zeroed.
+    Only bins ``0 .. used - 1`` of each group can be non-zero (``used`` is
+    one more than a bound on the frame's counts), so only they are read:
+    the cost per frame follows the counts seen, not ``n_bins`` (at low
+    ``kbar`` a few bins of 32).  With parents (``parent_out[0]`` not empty)
+    the group histograms are also summed per parent into ``parent_out[1]``,
+    which is then added to the parents' arrays and zeroed.
     """
     counts, counts_sq, sums, frame_out = group_out
     parent, p_hist, p_counts, p_counts_sq, p_sums, p_frame_out = parent_out
@@ -195,11 +245,13 @@ def _commit(a, b, n_bins, f, group_out, parent_out):
     nested = parent.shape[0] > 0
     for g in range(counts.shape[0]):
         total = np.int64(0)
-        for k in range(n_bins):
-            i = g * n_bins + k
-            h = np.int64(a[i]) + np.int64(b[i])
-            a[i] = 0
-            b[i] = 0
+        base = g * n_bins
+        for k in range(used):
+            h = np.int64(a[base + k]) + np.int64(b[base + k])
+            if h == 0:
+                continue
+            a[base + k] = 0
+            b[base + k] = 0
             counts[g, k] += h
             counts_sq[g, k] += h * h
             total += k * h
@@ -212,8 +264,10 @@ def _commit(a, b, n_bins, f, group_out, parent_out):
         keep = p_frame_out.shape[0] > 0
         for p in range(p_hist.shape[0]):
             total = np.int64(0)
-            for k in range(n_bins):
+            for k in range(used):
                 h = p_hist[p, k]
+                if h == 0:
+                    continue
                 p_hist[p, k] = 0
                 p_counts[p, k] += h
                 p_counts_sq[p, k] += h * h
@@ -221,6 +275,12 @@ def _commit(a, b, n_bins, f, group_out, parent_out):
                 if keep:
                     p_frame_out[f, p, k] = h
             p_sums[f, p] = total
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def _used(bound, n_bins):
+    """Bins that can be non-zero for counts whose bitwise OR is ``bound``."""
+    return min(bound, np.uint64(n_bins - 1)) + 1
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
@@ -288,19 +348,22 @@ def accumulate_checked(frames, runs, labels, n_bins, scratch, group_out, parent_
     f = 0
     while f < n:
         if f + 1 < n:
-            if _fill_pair_checked(
+            bound = _fill_pair_checked(
                 frames[f], frames[f + 1], runs, labels, limit, s0, s1, s2, s3
-            ):
-                _commit(s0, s1, n_bins, f, group_out, parent_out)
-                _commit(s2, s3, n_bins, f + 1, group_out, parent_out)
+            )
+            if bound != FAILED:
+                used = _used(bound, n_bins)
+                _commit(s0, s1, n_bins, used, f, group_out, parent_out)
+                _commit(s2, s3, n_bins, used, f + 1, group_out, parent_out)
                 f += 2
                 continue
             _zero(scratch)  # one of the two is out of range: redo f alone
-        if not _fill_one_checked(frames[f], runs, labels, limit, s0, s1, s2, s3):
+        bound = _fill_one_checked(frames[f], runs, labels, limit, s0, s1, s2, s3)
+        if bound == FAILED:
             _zero(scratch)
             return f
         _fold(s0, s1, s2, s3, group_out[0].size)
-        _commit(s0, s1, n_bins, f, group_out, parent_out)
+        _commit(s0, s1, n_bins, _used(bound, n_bins), f, group_out, parent_out)
         f += 1
     return n
 
@@ -313,31 +376,76 @@ def accumulate_raw(
 
     No per-pixel test: a count ``>= K`` lands in later groups' bins or in
     the tail of ``scratch`` (which must have ``n_groups * K + 65536``
-    entries per row) and is caught by checking that each group's bins hold
+    entries per row).  When the bitwise OR of the counts is below ``K``
+    every count is; otherwise (rare) each group's bins are checked to hold
     exactly ``n_pixels`` (int64, per group) counts.
     """
+    limit = np.uint64(n_bins)
     s0, s1, s2, s3 = scratch[0], scratch[1], scratch[2], scratch[3]
     n = frames.shape[0]
     f = 0
     while f < n:
         if f + 1 < n:
-            _fill_pair_raw(frames[f], frames[f + 1], runs, labels, s0, s1, s2, s3)
-            if _complete(s0, s1, n_bins, n_pixels) and _complete(
-                s2, s3, n_bins, n_pixels
+            bound = _fill_pair_raw(
+                frames[f], frames[f + 1], runs, labels, s0, s1, s2, s3
+            )
+            if bound < limit or (
+                _complete(s0, s1, n_bins, n_pixels)
+                and _complete(s2, s3, n_bins, n_pixels)
             ):
-                _commit(s0, s1, n_bins, f, group_out, parent_out)
-                _commit(s2, s3, n_bins, f + 1, group_out, parent_out)
+                used = _used(bound, n_bins)
+                _commit(s0, s1, n_bins, used, f, group_out, parent_out)
+                _commit(s2, s3, n_bins, used, f + 1, group_out, parent_out)
                 f += 2
                 continue
             _zero(scratch)
-        _fill_one_raw(frames[f], runs, labels, s0, s1, s2, s3)
+        bound = _fill_one_raw(frames[f], runs, labels, s0, s1, s2, s3)
         _fold(s0, s1, s2, s3, group_out[0].size)
-        if not _complete(s0, s1, n_bins, n_pixels):
+        if bound >= limit and not _complete(s0, s1, n_bins, n_pixels):
             _zero(scratch)
             return f
-        _commit(s0, s1, n_bins, f, group_out, parent_out)
+        _commit(s0, s1, n_bins, _used(bound, n_bins), f, group_out, parent_out)
         f += 1
     return n
+
+
+IMAGE_BLOCK = 2048
+"""Pixels per block of :func:`add_frames` (its partial sums stay in L1)."""
+
+
+@nb.njit(cache=True, nogil=True, boundscheck=False)
+def add_frames(frames, total, partial):
+    """Add a stack of frames pixel by pixel into ``total``.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        C-contiguous ``(n_frames, n_pixels_flat)`` integer counts.
+    total : numpy.ndarray
+        ``(n_pixels_flat,)`` float64, incremented in place.
+    partial : numpy.ndarray
+        ``(IMAGE_BLOCK,)`` scratch whose dtype holds the exact sum of
+        ``n_frames`` counts (uint32 for 16-bit counts and up to 65536
+        frames, int64 otherwise).
+
+    Notes
+    -----
+    Block by block of pixels, every frame is added into ``partial`` (a few
+    KiB, in L1, a vectorised integer add), then ``partial`` into ``total``:
+    the float64 image is read and written once per stack, not once per frame.
+    """
+    n, n_pix = frames.shape
+    block = partial.shape[0]
+    for start in range(0, n_pix, block):
+        width = min(block, n_pix - start)
+        for i in range(width):
+            partial[i] = 0
+        for f in range(n):
+            row = frames[f, start : start + width]
+            for i in range(width):
+                partial[i] += row[i]
+        for i in range(width):
+            total[start + i] += partial[i]
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)

@@ -1,8 +1,9 @@
 """Averaged images, radial profiles and beam-centre refinement.
 
 Pure numerics (no I/O).  :class:`ImageAverager` sits in the live data path:
-its update is one in-place ``numpy.add`` per frame or one reduction per
-stack.
+a stack of integer frames is summed by a compiled, cache-blocked kernel
+(:func:`xsvs_bluesky.core._kernels.add_frames`, exact integer partial sums),
+anything else by one numpy reduction.
 """
 
 from __future__ import annotations
@@ -23,6 +24,24 @@ __all__ = [
     "radial_profile",
     "refine_center",
 ]
+
+
+def _add_stack(arr: NDArray[np.generic], total: NDArray[np.float64]) -> None:
+    """Add the frames of a non-empty ``(n, rows, cols)`` stack into ``total``."""
+    narrow = arr.dtype.kind == "u" and arr.dtype.itemsize <= 2
+    exact = narrow and arr.shape[0] <= 65536
+    if arr.dtype.kind in "ui" and arr.dtype.itemsize <= 8:
+        try:
+            from xsvs_bluesky.core._kernels import IMAGE_BLOCK, add_frames
+        except ImportError:  # pragma: no cover - numba is a dependency
+            pass
+        else:
+            partial = np.zeros(IMAGE_BLOCK, np.uint32 if exact else np.int64)
+            flat = np.ascontiguousarray(arr).reshape(arr.shape[0], -1)
+            add_frames(flat, total.reshape(-1), partial)
+            return
+    # 8/16-bit counts summed exactly in uint32 (faster than float64)
+    total += np.add.reduce(arr, axis=0, dtype=np.uint32 if exact else np.float64)
 
 
 class ImageAverager:
@@ -94,11 +113,7 @@ class ImageAverager:
         elif arr.ndim == 3:
             total = self._buffer(arr.shape[1:])
             if arr.shape[0]:
-                # 8/16-bit counts summed exactly in uint32 (faster than float64)
-                narrow = arr.dtype.kind == "u" and arr.dtype.itemsize <= 2
-                exact = narrow and arr.shape[0] <= 65536
-                acc_dtype = np.uint32 if exact else np.float64
-                total += np.add.reduce(arr, axis=0, dtype=acc_dtype)
+                _add_stack(arr, total)
             self._n += arr.shape[0]
         else:
             raise GeometryError(
