@@ -12,9 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from types import MappingProxyType
 from typing import Any
 
@@ -53,23 +51,6 @@ GROUPED_ESTIMATORS = frozenset({"mle-weighted"})
 """Estimators fitted on the efficiency groups of a partition."""
 _FRAME_ESTIMATORS = frozenset({"mle-frames", "pyxsvs-lsq"})
 _LEGACY_MEAN_FRAMES = 200  # pyxsvs chose its bins from the first 200 frames
-_OVERLAP_FRAMES = 8  # stacks this large sum their image on a second thread
-_image_pool: list[ThreadPoolExecutor] = []
-_image_pool_lock = threading.Lock()
-
-
-def _image_worker() -> ThreadPoolExecutor:
-    """Return the one worker thread that sums images beside the histograms.
-
-    Both compiled kernels release the GIL, so on two cores the image sum of
-    a stack costs no wall time beside its histograms.
-    """
-    with _image_pool_lock:
-        if not _image_pool:
-            _image_pool.append(
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="xsvs-image")
-            )
-        return _image_pool[0]
 
 
 def default_estimator(flat_field: object | None) -> str:
@@ -275,17 +256,9 @@ class ExposureAnalysis:
                     "photon counts"
                 )
             arr = rounded.astype(np.int64)
-        image_job: Future[None] | None = None
         if self._image is not None:
-            if arr.shape[0] >= _OVERLAP_FRAMES:
-                image_job = _image_worker().submit(self._image.update, arr)
-            else:
-                self._image.update(arr)
-        try:
-            self._histogram(arr)
-        finally:
-            if image_job is not None:
-                image_job.result()
+            self._image.update(arr)
+        self._histogram(arr)
         return int(arr.shape[0])
 
     def _histogram(self, arr: NDArray[np.integer]) -> None:

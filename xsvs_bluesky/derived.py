@@ -155,8 +155,10 @@ class DerivedRun:
         self, stream: str, data_keys: dict[str, Any], data: dict[str, Any], **desc: Any
     ) -> None:
         if stream not in self._descriptors:
+            # our layouts are fixed (checked against the schema in the
+            # tests); validating the results descriptor costs ~30 ms
             bundle = self._bundle.compose_descriptor(
-                name=stream, data_keys=data_keys, **desc
+                name=stream, data_keys=data_keys, validate=False, **desc
             )
             self._descriptors[stream] = bundle
             self._emit("descriptor", dict(bundle.descriptor_doc))

@@ -558,3 +558,25 @@ def test_hdf5_frame_reader_returns_the_file_data_exactly(tmp_path):
     np.testing.assert_array_equal(got[:2], frames[:2])
     np.testing.assert_array_equal(got[2], 0)  # the fill value, as h5py reads it
     reader.close()
+
+
+def test_every_derived_document_is_valid_against_the_event_model_schema():
+    # the derived run composes its descriptors and events unvalidated (cost);
+    # this is where their layout is checked, every stream included
+    from event_model import DocumentNames, schema_validators
+
+    out: Docs = []
+    cb = callback(out)
+    exposures = [
+        (t, frames_for(0.3, n=60, seed=i)) for i, t in enumerate([1e-3, 2e-3, 4e-3])
+    ]
+    feed(cb, inline_run(exposures))
+    names = Counter(name for name, _ in out)
+    assert names["start"] == names["stop"] == 1
+    assert {d["name"] for n, d in out if n == "descriptor"} >= {
+        "progress",
+        "results",
+        "dynamics",
+    }
+    for name, doc in out:
+        schema_validators[getattr(DocumentNames, name)].validate(doc)

@@ -411,6 +411,8 @@ def accumulate_raw(
 
 IMAGE_BLOCK = 2048
 """Pixels per block of :func:`add_frames` (its partial sums stay in L1)."""
+IMAGE_FRAMES = 16
+"""Frames summed per pass over a block (few enough streams for the prefetcher)."""
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
@@ -430,22 +432,26 @@ def add_frames(frames, total, partial):
 
     Notes
     -----
-    Block by block of pixels, every frame is added into ``partial`` (a few
-    KiB, in L1, a vectorised integer add), then ``partial`` into ``total``:
-    the float64 image is read and written once per stack, not once per frame.
+    Sixteen frames at a time, block by block of pixels, the frames are
+    added into ``partial`` (a few KiB, in L1, a vectorised integer add),
+    then ``partial`` into ``total``: the float64 image is read and written
+    once per sixteen frames, not once per frame, and the frames are read as
+    few enough sequential streams for the hardware prefetcher.
     """
     n, n_pix = frames.shape
     block = partial.shape[0]
-    for start in range(0, n_pix, block):
-        width = min(block, n_pix - start)
-        for i in range(width):
-            partial[i] = 0
-        for f in range(n):
-            row = frames[f, start : start + width]
+    for first in range(0, n, IMAGE_FRAMES):
+        last = min(n, first + IMAGE_FRAMES)
+        for start in range(0, n_pix, block):
+            width = min(block, n_pix - start)
             for i in range(width):
-                partial[i] += row[i]
-        for i in range(width):
-            total[start + i] += partial[i]
+                partial[i] = 0
+            for f in range(first, last):
+                row = frames[f, start : start + width]
+                for i in range(width):
+                    partial[i] += row[i]
+            for i in range(width):
+                total[start + i] += partial[i]
 
 
 @nb.njit(cache=True, nogil=True, boundscheck=False)
