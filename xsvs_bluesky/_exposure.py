@@ -258,11 +258,6 @@ class ExposureAnalysis:
             arr = rounded.astype(np.int64)
         if self._image is not None:
             self._image.update(arr)
-        self._histogram(arr)
-        return int(arr.shape[0])
-
-    def _histogram(self, arr: NDArray[np.integer]) -> None:
-        """Add integer frames ``(n, rows, cols)`` to the histograms."""
         counts = arr
         if self._flat is not None and self.flat_field_mode == "divide-round":
             divided = arr / self._flat
@@ -275,6 +270,7 @@ class ExposureAnalysis:
             self._acc.update(counts)
         if self._group_acc is not None:
             self._group_acc.update(counts)  # and the partitions when nested
+        return int(arr.shape[0])
 
     def _estimate(self, estimator: str, *, quiet: bool) -> tuple[ContrastEstimate, ...]:
         acc = self._acc

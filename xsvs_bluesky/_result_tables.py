@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -272,6 +272,24 @@ def _number(value: float, fmt: str) -> str:
     return fmt.format(value) if math.isfinite(value) else "nan"
 
 
+def exposure_lines(
+    head: str, table: pd.DataFrame, line: Callable[[Any], str]
+) -> list[str]:
+    """Return the lines of a text table, one exposure block after the other.
+
+    ``head``, a rule, then ``line(row)`` for each row of ``table``, with a
+    blank line wherever its ``exposure`` column changes.
+    """
+    lines = [head, "-" * len(head)]
+    previous = None
+    for row in table.itertuples(index=False):
+        if previous is not None and row.exposure != previous:
+            lines.append("")
+        previous = row.exposure
+        lines.append(line(row))
+    return lines
+
+
 def format_table(table: pd.DataFrame) -> str:
     """Readable fixed-width text of a results table, one line per row.
 
@@ -283,18 +301,16 @@ def format_table(table: pd.DataFrame) -> str:
         f"{'exp':>4} {'t_e [s]':>10} {'q [1/A]':>10} {'kbar':>9} "
         f"{'beta +- err':>19} {'frames':>7}  flags"
     )
-    lines = [head, "-" * len(head)]
-    previous = None
-    for row in table.itertuples(index=False):
-        if previous is not None and row.exposure != previous:
-            lines.append("")
-        previous = row.exposure
-        lines.append(
+    lines = exposure_lines(
+        head,
+        table,
+        lambda row: (
             f"{int(row.exposure):>4d} {_number(row.exposure_time, '{:.3e}'):>10} "
             f"{_number(row.q, '{:.3e}'):>10} {_number(row.kbar, '{:.4g}'):>9} "
             f"{_pm(row.beta, row.beta_err):>19} {int(row.n_frames):>7d}  "
             f"{','.join(row.flags)}".rstrip()
-        )
+        ),
+    )
     if len(table) == 0:
         lines.append("(no results)")
     return "\n".join(lines)

@@ -1,8 +1,11 @@
-"""Command-line options shared by the subcommands that use the Tiled catalogs.
+"""Command-line pieces shared by the subcommands.
 
 Every subcommand that reads or writes runs calls :func:`add_catalog_arguments`
 on its parser and :func:`catalogs_from_args` in ``run``, so they all accept
-the same ``--data-dir`` / ``--tiled-uri`` / ``--api-key`` options.
+the same ``--data-dir`` / ``--tiled-uri`` / ``--api-key`` options.  The long
+jobs (analyze, replay, reanalyze) share the progress options and bar
+(:func:`add_progress_arguments`, :func:`progress_bar`) and print the warnings
+they record as one line each (:func:`flush_warnings`).
 """
 
 from __future__ import annotations
@@ -10,12 +13,25 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from xsvs_bluesky.errors import XSVSError
 
-__all__ = ["add_catalog_arguments", "catalogs_from_args"]
+__all__ = [
+    "add_catalog_arguments",
+    "add_progress_arguments",
+    "catalogs_from_args",
+    "flush_warnings",
+    "positive_int",
+    "progress_bar",
+    "recorded_warnings",
+    "show_progress",
+    "warn",
+]
 
 API_KEY_ENV = "TILED_API_KEY"
 
@@ -108,3 +124,82 @@ def catalogs_from_args(args: argparse.Namespace, *, create: bool = False) -> Any
         )
     print(f"starting the embedded Tiled server over {data_dir}", file=sys.stderr)
     return open_catalogs(data_dir=data_dir, api_key=args.api_key, **names)
+
+
+def add_progress_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--progress``/``--no-progress`` (default: a bar when stderr is a tty)."""
+    progress = parser.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=None,
+        help="no progress bar (default: shown when stderr is a terminal)",
+    )
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        help="show the progress bar even when stderr is not a terminal",
+    )
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Whether to draw the bar: the option, else whether stderr is a terminal."""
+    return sys.stderr.isatty() if args.progress is None else bool(args.progress)
+
+
+def progress_bar(show: bool, total: int | None, unit: str) -> Any:
+    """Make a tqdm bar on stderr (or None) and its ``progress(done, total)``."""
+    if not show:
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=total,
+        unit=unit,
+        file=sys.stderr,
+        desc=f"{unit}s",
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
+
+    def progress(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    return bar, progress
+
+
+def warn(prog: str, message: str) -> None:
+    """Print a one-line warning on stderr."""
+    print(f"{prog}: warning: {' '.join(message.split())}", file=sys.stderr)
+
+
+def flush_warnings(prog: str, caught: list[warnings.WarningMessage]) -> None:
+    """Print the user-facing warnings recorded so far, one line each."""
+    for item in caught:
+        if issubclass(item.category, UserWarning):
+            warn(prog, str(item.message))
+    caught.clear()
+
+
+@contextmanager
+def recorded_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Record warnings (every UserWarning, each time) for :func:`flush_warnings`."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        warnings.simplefilter("always", UserWarning)
+        yield caught
+
+
+def positive_int(text: str) -> int:
+    """Argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value

@@ -24,23 +24,22 @@ import argparse
 import json
 import os
 import sys
-import warnings
 from typing import Any
+
+from xsvs_bluesky.cli._common import (
+    add_progress_arguments,
+    flush_warnings,
+    positive_int,
+    progress_bar,
+    recorded_warnings,
+    show_progress,
+    warn,
+)
 
 __all__ = ["add_arguments", "run"]
 
 _PROG = "xsvs-bluesky analyze"
 _MAX_LISTED = 10
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--center-frames",
-        type=_positive_int,
+        type=positive_int,
         default=360,
         metavar="N",
         help="frames of the longest exposures averaged for --refine-center "
@@ -106,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--frames-per-exposure",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="analyse only the first N frames of each exposure (quick look)",
@@ -118,32 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="frame decoding threads (default: 2, or 1 on one core; 0: none)",
     )
-    progress = parser.add_mutually_exclusive_group()
-    progress.add_argument(
-        "--no-progress",
-        dest="progress",
-        action="store_false",
-        default=None,
-        help="no progress bar (default: shown when stderr is a terminal)",
-    )
-    progress.add_argument(
-        "--progress",
-        dest="progress",
-        action="store_true",
-        help="show the progress bar even when stderr is not a terminal",
-    )
-
-
-def _warn(message: str) -> None:
-    print(f"{_PROG}: warning: {' '.join(message.split())}", file=sys.stderr)
-
-
-def _flush(caught: list[warnings.WarningMessage]) -> None:
-    """Print the user-facing warnings recorded so far, one line each."""
-    for item in caught:
-        if issubclass(item.category, UserWarning):
-            _warn(str(item.message))
-    caught.clear()
+    add_progress_arguments(parser)
 
 
 def _center_line(fit: Any, cenx: float, ceny: float) -> str:
@@ -172,10 +146,8 @@ def run(args: argparse.Namespace) -> int:
     from xsvs_bluesky.errors import XSVSError
     from xsvs_bluesky.offline import LegacyAnalysis
 
-    show = sys.stderr.isatty() if args.progress is None else bool(args.progress)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")
-        warnings.simplefilter("always", UserWarning)
+    show = show_progress(args)
+    with recorded_warnings() as caught:
         job = LegacyAnalysis(
             args.ini,
             estimator=args.estimator,
@@ -184,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             frames_per_exposure=args.frames_per_exposure,
             threads=max(int(args.threads), 0),
         )
-        _flush(caught)
+        flush_warnings(_PROG, caught)
         if args.dynamics and len(job.config.exposures) < 2:
             raise XSVSError(
                 f"{job.config.path}: --dynamics needs >= 2 exposures, the INI "
@@ -193,34 +165,24 @@ def run(args: argparse.Namespace) -> int:
         if args.refine_center:
             fit = job.refine_center(max_files=args.center_frames)
             print(_center_line(fit, job.config.cenx, job.config.ceny), file=sys.stderr)
-            _flush(caught)
+            flush_warnings(_PROG, caught)
         result = _run_with_progress(job, show)
-        _flush(caught)
+        flush_warnings(_PROG, caught)
         if result.skipped:
-            _warn(_skipped_line(result.skipped))
+            warn(_PROG, _skipped_line(result.skipped))
         output = _render(result, args)
     sys.stdout.write(output if output.endswith("\n") else output + "\n")
     return 0
 
 
 def _run_with_progress(job: Any, show: bool) -> Any:
-    if not show:
+    bar, progress = progress_bar(show, job.reader.n_files, "frame")
+    if bar is None:
         return job.run()
-    from tqdm import tqdm
-
-    with tqdm(
-        total=job.reader.n_files,
-        unit="frame",
-        file=sys.stderr,
-        desc="frames",
-        dynamic_ncols=True,
-        mininterval=0.5,
-    ) as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.update(done - bar.n)
-
+    try:
         result = job.run(progress)
+    finally:
+        bar.close()
     rate = result.files_read / max(result.seconds, 1e-9)
     print(
         f"{_PROG}: {result.files_read} frame files of {len(result.results)} "

@@ -40,26 +40,16 @@ _FIGURE_NAME = "xsvs-demo.png"
 Say = Callable[[str], None]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``xsvs-bluesky demo`` to ``parser``."""
-    from xsvs_bluesky.cli._common import add_catalog_arguments
+    from xsvs_bluesky.cli._common import add_catalog_arguments, positive_int
     from xsvs_bluesky.core.estimators import ESTIMATORS
     from xsvs_bluesky.demo import DEMO_FRAMES
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
         "--frames",
-        type=_positive_int,
+        type=positive_int,
         default=DEMO_FRAMES,
         metavar="N",
         help=f"frames per exposure time (default {DEMO_FRAMES})",
@@ -427,21 +417,21 @@ def _truth_rows(results: Any, model: Any) -> Any:
 
 
 def _format(table: Any) -> str:
+    from xsvs_bluesky._result_tables import exposure_lines
+
     head = (
         f"{'exp':>3} {'t_e [s]':>9} {'q [1/A]':>9} {'kbar':>7} "
         f"{'beta +- err':>17} {'beta_true':>9} {'z':>6}"
     )
-    lines = [head, "-" * len(head)]
-    previous = None
-    for row in table.itertuples(index=False):
-        if previous is not None and row.exposure != previous:
-            lines.append("")
-        previous = row.exposure
-        lines.append(
+    lines = exposure_lines(
+        head,
+        table,
+        lambda row: (
             f"{row.exposure:>3d} {row.exposure_time:>9.2e} {row.q:>9.2e} "
             f"{row.kbar:>7.3f} {row.beta:>8.4f} +- {row.beta_err:<6.4f} "
             f"{row.beta_true:>9.4f} {row.z:>6.2f}"
-        )
+        ),
+    )
     z = table["z"].to_numpy(dtype=float)
     z = z[[math.isfinite(v) for v in z]]
     if len(table):

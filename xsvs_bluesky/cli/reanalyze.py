@@ -28,15 +28,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 
-from xsvs_bluesky.cli._common import add_catalog_arguments, catalogs_from_args
-from xsvs_bluesky.cli.replay import (
-    add_output_arguments,
+from xsvs_bluesky.cli._common import (
+    add_catalog_arguments,
+    catalogs_from_args,
     flush_warnings,
-    print_results,
     progress_bar,
+    recorded_warnings,
+    show_progress,
 )
+from xsvs_bluesky.cli.replay import add_output_arguments, print_results
 
 __all__ = ["add_arguments", "run"]
 
@@ -104,11 +105,9 @@ def run(args: argparse.Namespace) -> int:
     """Run ``xsvs-bluesky reanalyze``; return the exit code."""
     from xsvs_bluesky.reanalyze import reanalyze
 
-    show = sys.stderr.isatty() if args.progress is None else bool(args.progress)
+    show = show_progress(args)
     partitions = {k: getattr(args, k) for k in ("q1", "q2", "qs", "dq")}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")
-        warnings.simplefilter("always", UserWarning)
+    with recorded_warnings() as caught:
         with catalogs_from_args(args) as cats:
             bar, progress = progress_bar(show, None, "frame")
             try:

@@ -29,10 +29,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 from typing import Any
 
-from xsvs_bluesky.cli._common import add_catalog_arguments, catalogs_from_args
+from xsvs_bluesky.cli._common import (
+    add_catalog_arguments,
+    add_progress_arguments,
+    catalogs_from_args,
+    flush_warnings,
+    progress_bar,
+    recorded_warnings,
+    show_progress,
+    warn,
+)
 
 __all__ = ["add_arguments", "add_output_arguments", "print_results", "run"]
 
@@ -48,20 +56,7 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
         help="beta table on stdout: readable table (default, after the run uids), "
         "or csv / json records (run uids in every record)",
     )
-    progress = parser.add_mutually_exclusive_group()
-    progress.add_argument(
-        "--no-progress",
-        dest="progress",
-        action="store_false",
-        default=None,
-        help="no progress bar (default: shown when stderr is a terminal)",
-    )
-    progress.add_argument(
-        "--progress",
-        dest="progress",
-        action="store_true",
-        help="show the progress bar even when stderr is not a terminal",
-    )
+    add_progress_arguments(parser)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -121,19 +116,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_catalog_arguments(parser)
 
 
-def warn(prog: str, message: str) -> None:
-    """Print a one-line warning on stderr."""
-    print(f"{prog}: warning: {' '.join(message.split())}", file=sys.stderr)
-
-
-def flush_warnings(prog: str, caught: list[warnings.WarningMessage]) -> None:
-    """Print the user-facing warnings recorded so far, one line each."""
-    for item in caught:
-        if issubclass(item.category, UserWarning):
-            warn(prog, str(item.message))
-    caught.clear()
-
-
 def print_results(
     results: Any, run_uid: str | None, raw_uid: str, fmt: str, prog: str
 ) -> None:
@@ -157,37 +139,12 @@ def print_results(
         print(f"{prog}: raw run {raw_uid}, derived run {run_uid}", file=sys.stderr)
 
 
-def progress_bar(show: bool, total: int | None, unit: str) -> Any:
-    """Make a tqdm bar on stderr (or None) and its ``progress(done, total)``."""
-    if not show:
-        return None, None
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=total,
-        unit=unit,
-        file=sys.stderr,
-        desc=f"{unit}s",
-        dynamic_ncols=True,
-        mininterval=0.5,
-    )
-
-    def progress(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.update(done - bar.n)
-
-    return bar, progress
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``xsvs-bluesky replay``; return the exit code."""
     from xsvs_bluesky.replay import LegacyReplay
 
-    show = sys.stderr.isatty() if args.progress is None else bool(args.progress)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")
-        warnings.simplefilter("always", UserWarning)
+    show = show_progress(args)
+    with recorded_warnings() as caught:
         job = LegacyReplay(
             args.ini,
             estimator=args.estimator,
