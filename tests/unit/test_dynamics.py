@@ -492,3 +492,26 @@ def test_stretched_series_recovers_exponent():
     # the exponential model does not describe a stretched decay
     expo = fit_visibility(T_EXP, beta[:, 0], err[:, 0])
     assert expo.chi2 > fits[0].chi2 + 9
+
+
+@pytest.mark.parametrize("exponent", [1.0, 0.7, 1.6])
+def test_point_kernel_equals_visibility_kernel(exponent: float) -> None:
+    """The least-squares shortcut for contiguous points gives the same values."""
+    from xsvs_bluesky.core._fit_dyn import _point_kernel
+
+    t = np.array([5e-5, 1e-4, 2e-4, 4e-4, 1e-3, 2e-3])
+    nf = np.array([1.0, 1.0, 3.0, 1.0, 2.0, 1.0])
+    period = np.where(nf > 1, t, t * 1.5)  # dead time only on single frames
+    for rate in (0.0, 37.0, 2.5e3, 4e6):
+        general = visibility_kernel(
+            t, rate, exponent=exponent, frame_period=period, n_frames=nf
+        )
+        fast = _point_kernel(t, period, nf, lambda r, g: None)(rate, exponent)
+        np.testing.assert_array_equal(fast, general)
+    # frames summed with dead time: the general kernel is kept
+    with_dead = np.where(nf > 1, t * 1.5, t)
+
+    def general_kernel(r: float, g: float) -> np.ndarray:
+        return np.asarray(visibility_kernel(t, r, exponent=g, n_frames=nf))
+
+    assert _point_kernel(t, with_dead, nf, general_kernel) is general_kernel

@@ -472,3 +472,46 @@ def test_counts_whose_bits_reach_past_n_bins_are_still_in_range(
     ref = _reference(frames, parts.pixels, 24)
     np.testing.assert_array_equal(acc.counts, ref.sum(axis=0))
     np.testing.assert_array_equal(acc.counts_sq, (ref**2).sum(axis=0))
+
+
+@pytest.mark.parametrize("n_lanes", [2, 3])
+@pytest.mark.parametrize("dtype", [np.uint16, np.int64])  # both numba kernels
+def test_lanes_on_several_threads_equal_the_numpy_backend(
+    monkeypatch: pytest.MonkeyPatch, dtype, n_lanes: int
+) -> None:
+    # force the several-core kernel whatever the machine's core count; the
+    # growths fall in the first, a middle and the last lane of a stack
+    from xsvs_bluesky.core import _lanes
+
+    monkeypatch.setattr(_lanes, "lanes", lambda n: n_lanes)
+    parts, groups, flat = _efficiency_groups(overlap=True)
+    frames = speckle_frames(41, SHAPE, 2.5, 0.3, efficiency=flat, rng=21)
+    frames = frames.astype(dtype)
+    frames[3].ravel()[groups.pixels[1][4]] = 40  # lane 0: 4 -> 64 bins
+    frames[22].ravel()[groups.pixels[5][0]] = 700  # a later lane: -> 1024
+    frames[39].ravel()[groups.pixels[2][3]] = 2000  # the last lane: -> 2048
+    acc = HistogramAccumulator(
+        groups, n_bins=4, backend="numba", keep_frame_histograms=True, parents=parts
+    )
+    acc.update(frames[:2])  # fewer frames than lanes
+    acc.update(frames[2:])
+    ref = HistogramAccumulator(
+        groups, n_bins=4, backend="numpy", keep_frame_histograms=True, parents=parts
+    )
+    for frame in frames:
+        ref.update(frame)
+    assert acc.n_bins == 2048 and acc.n_frames == 41
+    _assert_same(acc, ref)
+    _assert_same(acc.parents, ref.parents)
+    np.testing.assert_array_equal(
+        acc.frame_counts, _reference(frames, groups.pixels, 2048)
+    )
+    # a negative count in the last lane: refused, nothing of the stack kept
+    before = acc.counts.copy(), acc.parents.counts_sq.copy()
+    bad = frames[:12].astype(np.int64)
+    bad[11].ravel()[groups.pixels[0][0]] = -3
+    with pytest.raises(ValueError, match="negative count"):
+        acc.update(bad)
+    assert acc.n_frames == acc.parents.n_frames == 41
+    np.testing.assert_array_equal(acc.counts, before[0])
+    np.testing.assert_array_equal(acc.parents.counts_sq, before[1])

@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import optimize, stats
 
 from xsvs_bluesky.core._deadtime_dyn import visibility_kernel
+from xsvs_bluesky.core._kernels_dyn import _stretched_u, exponential_kernel
 from xsvs_bluesky.errors import FitError
 
 __all__ = ["EXPONENT_BOUNDS", "MODELS", "DynamicsFit", "fit_visibility"]
@@ -151,6 +152,30 @@ def _profile_grid(
     return float(b0[best]), float(rr[best]), float(gg[best])
 
 
+def _point_kernel(
+    t: NDArray, period: NDArray, nf: NDArray, general: Callable[..., NDArray]
+) -> Callable[[float, float], NDArray]:
+    """``k(t_e; rate, exponent)`` at the points, for one scalar rate/exponent.
+
+    The least-squares loop calls it a few hundred times per partition: for
+    contiguous acquisitions (one frame, or no dead time) it evaluates
+    :func:`visibility_kernel`'s contiguous branch directly, without its
+    broadcasting and checks (same formulas, same values); otherwise it is
+    ``general``.
+    """
+    if not np.all((nf == 1) | (period <= t * (1 + 1e-12))):
+        return general
+    duration = t * nf
+
+    def contiguous(rate: float, g: float) -> NDArray:
+        x = duration * rate
+        if g == 1.0:
+            return np.asarray(exponential_kernel(x), dtype=float)
+        return _stretched_u(x, np.full_like(x, g))
+
+    return contiguous
+
+
 def fit_visibility(
     exposure_times: ArrayLike,
     beta: ArrayLike,
@@ -263,9 +288,11 @@ def fit_visibility(
     )
     b0_start, r_start, g_start = _profile_grid(kernel_of, b, w, rates, grid_exps)
 
+    point_kernel = _point_kernel(t, period, nf, kernel_of)
+
     def residuals(p: NDArray) -> NDArray:
         g = p[2] if model == "stretched" else 1.0
-        return (p[0] * kernel_of(math.exp(p[1]), g) - b) / s
+        return (p[0] * point_kernel(math.exp(p[1]), g) - b) / s
 
     # rates beyond these bounds are indistinguishable from 0 or infinity
     x0 = [b0_start, math.log(r_start)]
