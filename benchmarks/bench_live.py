@@ -40,6 +40,7 @@ import argparse
 import cProfile
 import logging
 import pstats
+import shutil
 import statistics
 import sys
 import tempfile
@@ -101,140 +102,145 @@ def main(argv: list[str] | None = None) -> int:
         f"mean counts {kbar} per pixel, {args.repeats} repeat(s)"
     )
     tmp = Path(tempfile.mkdtemp(prefix="bench-live-"))
-    t0 = time.perf_counter()
-    cats = open_catalogs(data_dir=tmp / "tiled")
-    print(f"embedded Tiled server started in {time.perf_counter() - t0:.1f} s")
-    RE = RunEngine({})
-    det = sim_detector(cats.external_dir or tmp, model)
+    try:
+        t0 = time.perf_counter()
+        cats = open_catalogs(data_dir=tmp / "tiled")
+        print(f"embedded Tiled server started in {time.perf_counter() - t0:.1f} s")
+        RE = RunEngine({})
+        det = sim_detector(cats.external_dir or tmp, model)
 
-    def analysis(emit: Any) -> XSVSCallback:
-        return XSVSCallback(
-            masks=[("beamstop", model.mask)],
-            flat_field=("efficiency", model.efficiency),
-            emit=emit,
-        )
-
-    def plan() -> Any:
-        return xsvs_series(
-            det, TIMES, per_exposure, sample_name="bench", partitions=PARTITIONS
-        )
-
-    recorded: list[tuple[str, dict[str, Any]]] = []
-
-    def scan(tiled: bool, xsvs: str | None) -> tuple[float, float, float, float]:
-        """Time one scan, s: until RE returns, until the derived run is stored,
-        inside the analysis (its writer excluded), inside the derived writer."""
-        subs: list[Any] = []
-        busy: Any = None
-        writer: Timed | None = None
-        queues: list[QueuedCallback] = []
-        if tiled:
-            subs.append(make_tiled_writer(cats.raw))
-        if xsvs is not None:
-            writer = Timed(
-                make_tiled_writer(cats.processed, batch_size=1_000_000)
-                if tiled
-                else (lambda name, doc: None)
-            )
-            if xsvs == "queued":  # as LiveSession: analysis and storage workers
-                stored = QueuedCallback(writer, name="bench-writer")
-                busy = QueuedCallback(analysis(stored))
-                queues = [busy, stored]
-            else:
-                busy = Timed(analysis(writer))
-            subs.append(busy)
-        if not recorded:
-            subs.append(lambda name, doc: recorded.append((name, doc)))
-        tokens = [RE.subscribe(s) for s in subs]
-        try:
-            start = time.perf_counter()
-            RE(plan())
-            scan_s = time.perf_counter() - start
-            for q in queues:
-                q.wait()
-            done_s = time.perf_counter() - start
-        finally:
-            for token in tokens:
-                RE.unsubscribe(token)
-            for q in queues:
-                q.close()
-        written = writer.busy_s if writer is not None else 0.0
-        inside = busy.busy_s if busy is not None else 0.0
-        if xsvs == "sync":
-            inside -= written  # the writer ran inside the callback
-        return scan_s, done_s, inside, written
-
-    setups: dict[str, tuple[bool, str | None]] = {
-        "tiled": (True, None),
-        "tiled+xsvs": (True, "sync"),
-        "tiled+xsvs queued": (True, "queued"),
-    }
-    if not args.no_tiled_variants:
-        setups["no tiled"] = (False, None)
-        setups["no tiled+xsvs"] = (False, "sync")
-    scan(False, "sync")  # warm-up: numba caches, sampler tables, imports
-    results: dict[str, list[tuple[float, float, float, float]]] = {
-        k: [] for k in setups
-    }
-    for r in range(args.repeats):
-        for name, (tiled, xsvs) in setups.items():
-            results[name].append(scan(tiled, xsvs))
-            scan_s, done_s = results[name][-1][:2]
-            print(
-                f"  repeat {r + 1} {name}: scan {scan_s:.2f} s, stored {done_s:.2f} s",
-                flush=True,
+        def analysis(emit: Any) -> XSVSCallback:
+            return XSVSCallback(
+                masks=[("beamstop", model.mask)],
+                flat_field=("efficiency", model.efficiency),
+                emit=emit,
             )
 
-    def med(name: str, i: int) -> float:
-        return statistics.median(v[i] for v in results[name])
+        def plan() -> Any:
+            return xsvs_series(
+                det, TIMES, per_exposure, sample_name="bench", partitions=PARTITIONS
+            )
 
-    rows = []
-    ok = True
-    for name in results:
-        base = med("tiled" if name.startswith("tiled") else "no tiled", 1)
-        scan_s, done_s, inside, writer = (med(name, i) for i in range(4))
-        is_base = name in ("tiled", "no tiled")
-        if not is_base:
-            ok &= done_s / base <= TARGET_RATIO
-        rows.append(
+        recorded: list[tuple[str, dict[str, Any]]] = []
+
+        def scan(tiled: bool, xsvs: str | None) -> tuple[float, float, float, float]:
+            """Time one scan, s: until RE returns, until the derived run is stored,
+            inside the analysis (its writer excluded), inside the derived writer."""
+            subs: list[Any] = []
+            busy: Any = None
+            writer: Timed | None = None
+            queues: list[QueuedCallback] = []
+            if tiled:
+                subs.append(make_tiled_writer(cats.raw))
+            if xsvs is not None:
+                writer = Timed(
+                    make_tiled_writer(cats.processed, batch_size=1_000_000)
+                    if tiled
+                    else (lambda name, doc: None)
+                )
+                if xsvs == "queued":  # as LiveSession: analysis and storage workers
+                    stored = QueuedCallback(writer, name="bench-writer")
+                    busy = QueuedCallback(analysis(stored))
+                    queues = [busy, stored]
+                else:
+                    busy = Timed(analysis(writer))
+                subs.append(busy)
+            if not recorded:
+                subs.append(lambda name, doc: recorded.append((name, doc)))
+            tokens = [RE.subscribe(s) for s in subs]
+            try:
+                start = time.perf_counter()
+                RE(plan())
+                scan_s = time.perf_counter() - start
+                for q in queues:
+                    q.wait()
+                done_s = time.perf_counter() - start
+            finally:
+                for token in tokens:
+                    RE.unsubscribe(token)
+                for q in queues:
+                    q.close()
+                _drop_frames(cats.external_dir or tmp, recorded)
+            written = writer.busy_s if writer is not None else 0.0
+            inside = busy.busy_s if busy is not None else 0.0
+            if xsvs == "sync":
+                inside -= written  # the writer ran inside the callback
+            return scan_s, done_s, inside, written
+
+        setups: dict[str, tuple[bool, str | None]] = {
+            "tiled": (True, None),
+            "tiled+xsvs": (True, "sync"),
+            "tiled+xsvs queued": (True, "queued"),
+        }
+        if not args.no_tiled_variants:
+            setups["no tiled"] = (False, None)
+            setups["no tiled+xsvs"] = (False, "sync")
+        scan(False, "sync")  # warm-up: numba caches, sampler tables, imports
+        results: dict[str, list[tuple[float, float, float, float]]] = {
+            k: [] for k in setups
+        }
+        for r in range(args.repeats):
+            for name, (tiled, xsvs) in setups.items():
+                results[name].append(scan(tiled, xsvs))
+                scan_s, done_s = results[name][-1][:2]
+                print(
+                    f"  repeat {r + 1} {name}: scan {scan_s:.2f} s, "
+                    f"stored {done_s:.2f} s",
+                    flush=True,
+                )
+
+        def med(name: str, i: int) -> float:
+            return statistics.median(v[i] for v in results[name])
+
+        rows = []
+        ok = True
+        for name in results:
+            base = med("tiled" if name.startswith("tiled") else "no tiled", 1)
+            scan_s, done_s, inside, writer = (med(name, i) for i in range(4))
+            is_base = name in ("tiled", "no tiled")
+            if not is_base:
+                ok &= done_s / base <= TARGET_RATIO
+            rows.append(
+                [
+                    name,
+                    f"{scan_s:.2f}",
+                    f"{done_s:.2f}",
+                    f"{n_frames / done_s:.0f}",
+                    "-" if is_base else f"{scan_s / base:.2f}",
+                    "-" if is_base else f"{done_s / base:.2f}",
+                    f"{inside:.2f}" if inside else "-",
+                    f"{n_frames / inside:.0f}" if inside else "-",
+                    f"{writer:.2f}" if writer else "-",
+                ]
+            )
+        print()
+        print_table(
             [
-                name,
-                f"{scan_s:.2f}",
-                f"{done_s:.2f}",
-                f"{n_frames / done_s:.0f}",
-                "-" if is_base else f"{scan_s / base:.2f}",
-                "-" if is_base else f"{done_s / base:.2f}",
-                f"{inside:.2f}" if inside else "-",
-                f"{n_frames / inside:.0f}" if inside else "-",
-                f"{writer:.2f}" if writer else "-",
-            ]
+                "set-up",
+                "scan [s]",
+                "stored [s]",
+                "frames/s",
+                "ratio scan",
+                "ratio stored",
+                "analysis [s]",
+                "analysis frames/s",
+                "derived writer [s]",
+            ],
+            rows,
         )
-    print()
-    print_table(
-        [
-            "set-up",
-            "scan [s]",
-            "stored [s]",
-            "frames/s",
-            "ratio scan",
-            "ratio stored",
-            "analysis [s]",
-            "analysis frames/s",
-            "derived writer [s]",
-        ],
-        rows,
-    )
-    print(
-        f"medians of {args.repeats}; ratios against the baseline's 'stored' time; "
-        f"target: ratio <= {TARGET_RATIO}, callback >= {TARGET_RATE:.0f} frames/s"
-    )
+        print(
+            f"medians of {args.repeats}; ratios against the baseline's 'stored' time; "
+            f"target: ratio <= {TARGET_RATIO}, callback >= {TARGET_RATE:.0f} frames/s"
+        )
 
-    rate = capacity(recorded, n_frames, analysis, max(args.repeats, 3))
-    ok &= rate >= TARGET_RATE
-    breakdown(recorded, n_frames, analysis)
-    cats.close()
-    _close_engine(RE)
-    return 0 if ok else 1
+        rate = capacity(recorded, n_frames, analysis, max(args.repeats, 3))
+        ok &= rate >= TARGET_RATE
+        breakdown(recorded, n_frames, analysis)
+        cats.close()
+        _close_engine(RE)
+        return 0 if ok else 1
+    finally:  # ~0.65 GB of HDF5 per scan
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 _CATEGORIES = (
@@ -331,6 +337,20 @@ def breakdown(
         f"under cProfile): {total:.2f} s, {n_frames / total:.0f} frames/s"
     )
     print_table(["where", "s", "ms/frame"], rows)
+
+
+def _drop_frames(folder: Path, keep: list[tuple[str, dict[str, Any]]]) -> None:
+    """Delete the scans' HDF5 files except those the recorded documents use."""
+    from xsvs_bluesky._hdf5 import uri_to_path
+
+    used = {
+        uri_to_path(doc["uri"]).resolve()
+        for name, doc in keep
+        if name == "stream_resource"
+    }
+    for path in Path(folder).rglob("*.h5"):
+        if path.resolve() not in used:
+            path.unlink(missing_ok=True)
 
 
 def _close_engine(RE: Any) -> None:

@@ -243,18 +243,3 @@ def test_averager_stack_sum_is_exact_for_every_integer_dtype(dtype):
     a.update(frames[5:])
     np.testing.assert_array_equal(a.sum, frames.sum(axis=0, dtype=np.float64))
     assert a.n_frames == 9
-
-
-@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.uint64])
-def test_averager_sum_on_several_threads_is_exact(monkeypatch, dtype):
-    # force the several-core image kernel (pixel blocks spread over threads)
-    from xsvs_bluesky.core import _lanes
-
-    monkeypatch.setattr(_lanes, "lanes", lambda n: 2)
-    rng = np.random.default_rng(4)
-    frames = rng.integers(0, 60000, size=(37, 61, 73)).astype(dtype)
-    a = ImageAverager()
-    a.update(frames[:20])
-    a.update(frames[20:])
-    np.testing.assert_array_equal(a.sum, frames.sum(axis=0, dtype=np.float64))
-    assert a.n_frames == 37

@@ -39,13 +39,6 @@ def _numba_kernels() -> tuple[Any, Any] | None:
     return accumulate_raw, accumulate_checked
 
 
-def _lane_kernel() -> tuple[Any, Any, Any]:
-    """Return the several-core kernel, its lane count rule and launch lock."""
-    from xsvs_bluesky.core._lanes import LAUNCH, accumulate_lanes, lanes
-
-    return accumulate_lanes, lanes, LAUNCH
-
-
 class KernelRunner:
     """Accumulate frames of a :class:`GroupLayout` into histogram states.
 
@@ -208,32 +201,12 @@ class KernelRunner:
             )
         if self.kernels is None:
             return accumulate_numpy(self.layout, flat, self._k, group_out, parent_out)
-        # 8/16-bit unsigned counts cannot leave the scratch tail
-        narrow = flat.dtype.kind == "u" and flat.dtype.itemsize <= 2
-        head = (flat, self.layout.runs, self._labels, self._k)
-        parallel, lanes, launch = _lane_kernel()
-        n_lanes = lanes(flat.shape[0])
-        scratch = self._scratch_rows(n_lanes * N_COPIES)
-        if n_lanes > 1:
-            with launch:
-                return int(
-                    parallel(
-                        *head,
-                        self.layout.n_pixels,
-                        narrow,
-                        scratch,
-                        group_out,
-                        parent_out,
-                    )
-                )
+        if self._scratch is None:
+            self._scratch = np.zeros((N_COPIES, self._width()), dtype=np.int32)
         raw, checked = self.kernels
-        tail = (scratch, group_out, parent_out)
-        if narrow:
+        head = (flat, self.layout.runs, self._labels, self._k)
+        tail = (self._scratch, group_out, parent_out)
+        if flat.dtype.kind == "u" and flat.dtype.itemsize <= 2:
+            # 8/16-bit unsigned counts cannot leave the scratch tail
             return int(raw(*head, self.layout.n_pixels, *tail))
         return int(checked(*head, *tail))
-
-    def _scratch_rows(self, rows: int) -> NDArray[np.int32]:
-        """Return the first ``rows`` zeroed scratch rows (allocated on first use)."""
-        if self._scratch is None or self._scratch.shape[0] < rows:
-            self._scratch = np.zeros((rows, self._width()), dtype=np.int32)
-        return self._scratch[:rows]

@@ -33,17 +33,12 @@ def _add_stack(arr: NDArray[np.generic], total: NDArray[np.float64]) -> None:
     if arr.dtype.kind in "ui" and arr.dtype.itemsize <= 8:
         try:
             from xsvs_bluesky.core._kernels import IMAGE_BLOCK, add_frames
-            from xsvs_bluesky.core._lanes import LAUNCH, add_frames_lanes, lanes
         except ImportError:  # pragma: no cover - numba is a dependency
             pass
         else:
             partial = np.zeros(IMAGE_BLOCK, np.uint32 if exact else np.int64)
             flat = np.ascontiguousarray(arr).reshape(arr.shape[0], -1)
-            if lanes(arr.shape[0]) > 1:
-                with LAUNCH:
-                    add_frames_lanes(flat, total.reshape(-1), partial)
-            else:
-                add_frames(flat, total.reshape(-1), partial)
+            add_frames(flat, total.reshape(-1), partial)
             return
     # 8/16-bit counts summed exactly in uint32 (faster than float64)
     total += np.add.reduce(arr, axis=0, dtype=np.uint32 if exact else np.float64)
