@@ -36,6 +36,31 @@ __all__ = [
 API_KEY_ENV = "TILED_API_KEY"
 
 
+def add_estimator_arguments(parser: argparse.ArgumentParser, *, of: str) -> None:
+    """Add ``--estimator`` and ``--flat-field`` (analyze, replay, reanalyze).
+
+    ``of`` names whose flat field it is ("the INI's", "the run's").
+    """
+    from xsvs_bluesky.core.estimators import ESTIMATORS
+    from xsvs_bluesky.offline import FLAT_FIELD_CHOICES
+
+    parser.add_argument(
+        "--estimator",
+        choices=ESTIMATORS,
+        default=None,
+        help="contrast estimator (default: mle-weighted with a flat field used as "
+        "weights, else mle)",
+    )
+    parser.add_argument(
+        "--flat-field",
+        choices=FLAT_FIELD_CHOICES,
+        default="weights",
+        help=f"how {of} flat field is used: weights (default; integer counts, "
+        "the flat field as pixel efficiencies in the likelihood), divide-round "
+        "(legacy pyxsvs frame/flat, rounded: biased) or none",
+    )
+
+
 def add_uid_argument(parser: argparse.ArgumentParser) -> None:
     """Add the optional positional UID naming a derived run (default: latest)."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter

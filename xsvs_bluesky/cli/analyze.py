@@ -27,6 +27,7 @@ import sys
 from typing import Any
 
 from xsvs_bluesky.cli._common import (
+    add_estimator_arguments,
     add_progress_arguments,
     flush_warnings,
     positive_int,
@@ -44,26 +45,9 @@ _MAX_LISTED = 10
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``xsvs-bluesky analyze`` to ``parser``."""
-    from xsvs_bluesky.core.estimators import ESTIMATORS
-    from xsvs_bluesky.offline import FLAT_FIELD_CHOICES
-
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("ini", metavar="INI", help="the pyxsvs INI input file")
-    parser.add_argument(
-        "--estimator",
-        choices=ESTIMATORS,
-        default=None,
-        help="contrast estimator (default: mle-weighted with a flat field used "
-        "as weights, else mle)",
-    )
-    parser.add_argument(
-        "--flat-field",
-        choices=FLAT_FIELD_CHOICES,
-        default="weights",
-        help="weights: integer counts, flat field as pixel efficiencies in the "
-        "likelihood (default); divide-round: legacy pyxsvs frame/flat rounded "
-        "(biased); none: ignore the flat field",
-    )
+    add_estimator_arguments(parser, of="the INI's")
     parser.add_argument(
         "--format",
         choices=("table", "csv", "json"),

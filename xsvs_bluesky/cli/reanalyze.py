@@ -31,6 +31,7 @@ import sys
 
 from xsvs_bluesky.cli._common import (
     add_catalog_arguments,
+    add_estimator_arguments,
     catalogs_from_args,
     flush_warnings,
     progress_bar,
@@ -56,9 +57,7 @@ def _q(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``xsvs-bluesky reanalyze`` to ``parser``."""
-    from xsvs_bluesky.core.estimators import ESTIMATORS
     from xsvs_bluesky.reanalyze import FRAME_SOURCES
-    from xsvs_bluesky.replay import FLAT_FIELD_CHOICES
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
@@ -66,20 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="RAW_UID",
         help="raw run: uid, unique uid prefix (>= 5 characters), scan_id or -1",
     )
-    parser.add_argument(
-        "--estimator",
-        choices=ESTIMATORS,
-        default=None,
-        help="contrast estimator (default: mle-weighted with a flat field used as "
-        "weights, else mle)",
-    )
-    parser.add_argument(
-        "--flat-field",
-        choices=FLAT_FIELD_CHOICES,
-        default="weights",
-        help="how the run's flat field is used: weights (default), divide-round "
-        "(legacy pyxsvs, biased) or none",
-    )
+    add_estimator_arguments(parser, of="the run's")
     group = parser.add_argument_group(
         "q partitions", "1/Angstrom; each one not given keeps the run's value"
     )

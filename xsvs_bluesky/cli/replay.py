@@ -33,6 +33,7 @@ from typing import Any
 
 from xsvs_bluesky.cli._common import (
     add_catalog_arguments,
+    add_estimator_arguments,
     add_progress_arguments,
     catalogs_from_args,
     flush_warnings,
@@ -61,25 +62,11 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``xsvs-bluesky replay`` to ``parser``."""
-    from xsvs_bluesky.core.estimators import ESTIMATORS
-    from xsvs_bluesky.replay import COMPRESSIONS, FLAT_FIELD_CHOICES
+    from xsvs_bluesky.replay import COMPRESSIONS
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("ini", metavar="INI", help="the pyxsvs INI input file")
-    parser.add_argument(
-        "--estimator",
-        choices=ESTIMATORS,
-        default=None,
-        help="contrast estimator of the derived run (default: mle-weighted with a "
-        "flat field used as weights, else mle)",
-    )
-    parser.add_argument(
-        "--flat-field",
-        choices=FLAT_FIELD_CHOICES,
-        default="weights",
-        help="how the derived run uses the INI's flat field: weights (default), "
-        "divide-round (legacy pyxsvs, biased) or none",
-    )
+    add_estimator_arguments(parser, of="the INI's")
     parser.add_argument(
         "--force",
         action="store_true",

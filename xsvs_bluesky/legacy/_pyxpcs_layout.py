@@ -69,13 +69,5 @@ def read_pyxpcs(
         mode="XSVS",
         exposures=(exposure,),
         mask_one_is_bad=False,
-        q1=g["q1"],
-        q2=g["q2"],
-        qs=g["qs"],
-        dq=g["dq"],
-        wavelength=g["wavelength"],
-        cenx=g["cenx"],
-        ceny=g["ceny"],
-        pix=g["pix"],
-        sddist=g["sddist"],
+        **g,  # q range, beam and detector keys (read_geometry)
     )

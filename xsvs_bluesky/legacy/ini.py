@@ -25,6 +25,7 @@ import configparser
 import logging
 from os import PathLike
 from pathlib import Path
+from typing import TypedDict
 
 from xsvs_bluesky.errors import InputFileError
 from xsvs_bluesky.legacy._ini_values import SectionValues, one_line
@@ -150,34 +151,48 @@ def _parse(ini: Path) -> configparser.RawConfigParser:
     return parser
 
 
+class IniGeometry(TypedDict):
+    """The q range [1/A], beam [A, px] and detector [mm] keys of an INI."""
+
+    q1: float
+    q2: float
+    qs: float
+    dq: float
+    wavelength: float
+    cenx: float
+    ceny: float
+    pix: float
+    sddist: float
+
+
 def read_geometry(
     q_sec: SectionValues, beam_sec: SectionValues, detector_sec: SectionValues
-) -> dict[str, float]:
+) -> IniGeometry:
     """Read the q range [1/A], beam [A, px] and detector [mm] keys.
 
     The [Main] layout has them all in [Main]; the pyxpcs layout spreads
     them over [Analysis], [Beam] and [Detector].
     """
-    values = {
-        "q1": q_sec.number("q1", _WHAT["q1"], non_negative=True),
-        "qs": q_sec.number("qs", _WHAT["qs"], positive=True),
-        "q2": q_sec.number("q2", _WHAT["q2"], non_negative=True),
-    }
-    if values["q2"] < values["q1"]:
+    q1 = q_sec.number("q1", _WHAT["q1"], non_negative=True)
+    qs = q_sec.number("qs", _WHAT["qs"], positive=True)
+    q2 = q_sec.number("q2", _WHAT["q2"], non_negative=True)
+    if q2 < q1:
         raise q_sec.error(
             "q2",
             q_sec.raw("q2", _WHAT["q2"]),
-            f"smaller than q1 = {values['q1']:g}; expected q2 >= q1",
+            f"smaller than q1 = {q1:g}; expected q2 >= q1",
         )
-    values["dq"] = q_sec.number("dq", _WHAT["dq"], positive=True)
-    values["wavelength"] = beam_sec.number(
-        "wavelength", _WHAT["wavelength"], positive=True
+    return IniGeometry(
+        q1=q1,
+        q2=q2,
+        qs=qs,
+        dq=q_sec.number("dq", _WHAT["dq"], positive=True),
+        wavelength=beam_sec.number("wavelength", _WHAT["wavelength"], positive=True),
+        cenx=beam_sec.number("cenx", _WHAT["cenx"]),
+        ceny=beam_sec.number("ceny", _WHAT["ceny"]),
+        pix=detector_sec.number("pix", _WHAT["pix"], positive=True),
+        sddist=detector_sec.number("sddist", _WHAT["sddist"], positive=True),
     )
-    for key in ("cenx", "ceny"):
-        values[key] = beam_sec.number(key, _WHAT[key])
-    for key in ("pix", "sddist"):
-        values[key] = detector_sec.number(key, _WHAT[key], positive=True)
-    return values
 
 
 def read_exposure(
@@ -278,15 +293,7 @@ def _read_pyxsvs(
         exposures=exposures,
         bin_factors=bin_factors,
         mask_one_is_bad=True,
-        q1=g["q1"],
-        q2=g["q2"],
-        qs=g["qs"],
-        dq=g["dq"],
-        wavelength=g["wavelength"],
-        cenx=g["cenx"],
-        ceny=g["ceny"],
-        pix=g["pix"],
-        sddist=g["sddist"],
+        **g,  # q range, beam and detector keys (read_geometry)
     )
 
 
