@@ -23,7 +23,6 @@ Typical commands:
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import threading
@@ -32,6 +31,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
+
+from xsvs_bluesky.cli._demo_output import (
+    diffusion_line,
+    format_truth_table,
+    save_truth_figure,
+    truth_rows,
+)
 
 __all__ = ["DemoOutcome", "add_arguments", "run", "run_demo"]
 
@@ -360,9 +366,9 @@ def run_demo(
         # table and figure from the derived run's documents while the
         # writer stores them in Tiled
         results = RunResults.from_documents(derived, record.derived_uid)
-        table = _truth_rows(results, model)
+        table = truth_rows(results, model)
         if figure is not None:
-            _save_figure(figure, results, model)
+            save_truth_figure(figure, results, model)
         session.wait()
         t3 = time.perf_counter()
     finally:
@@ -381,102 +387,9 @@ def run_demo(
         raw_uid=raw_uid,
         derived_uid=record.derived_uid,
         status=record.exit_status,
-        text=_format(table) + _diffusion_line(results, model),
+        text=format_truth_table(table) + diffusion_line(results, model),
         table=table,
         acquisition_s=t1 - t0,
         analysis_s=t3 - t0,
         n_frames=n,
     )
-
-
-def _truth_rows(results: Any, model: Any) -> Any:
-    """Rows of the table: what Tiled holds beside the simulated truth."""
-    import numpy as np
-
-    table = results.table.loc[
-        :,
-        [
-            "exposure",
-            "exposure_time",
-            "partition",
-            "q",
-            "n_frames",
-            "kbar",
-            "beta",
-            "beta_err",
-            "estimator",
-        ],
-    ].copy()
-    truth = model.beta_true(table["q"].to_numpy(), table["exposure_time"].to_numpy())
-    table["beta_true"] = np.asarray(truth, dtype=np.float64)
-    err = table["beta_err"].to_numpy(dtype=np.float64)
-    with np.errstate(all="ignore"):
-        z = (table["beta"].to_numpy(dtype=np.float64) - table["beta_true"]) / err
-    table["z"] = np.where(err > 0, z, np.nan)
-    return table.reset_index(drop=True)
-
-
-def _format(table: Any) -> str:
-    from xsvs_bluesky._result_tables import exposure_lines
-
-    head = (
-        f"{'exp':>3} {'t_e [s]':>9} {'q [1/A]':>9} {'kbar':>7} "
-        f"{'beta +- err':>17} {'beta_true':>9} {'z':>6}"
-    )
-    lines = exposure_lines(
-        head,
-        table,
-        lambda row: (
-            f"{row.exposure:>3d} {row.exposure_time:>9.2e} {row.q:>9.2e} "
-            f"{row.kbar:>7.3f} {row.beta:>8.4f} +- {row.beta_err:<6.4f} "
-            f"{row.beta_true:>9.4f} {row.z:>6.2f}"
-        ),
-    )
-    z = table["z"].to_numpy(dtype=float)
-    z = z[[math.isfinite(v) for v in z]]
-    if len(table):
-        lines.append("")
-        lines.append(
-            f"estimator {table['estimator'].iloc[0]}; z = (beta - beta_true) / err: "
-            f"{int((abs(z) < 1).sum())} of {z.size} within 1, "
-            f"{int((abs(z) < 2).sum())} within 2 (about 68 % and 95 % expected)"
-        )
-    return "\n".join(lines)
-
-
-def _diffusion_line(results: Any, model: Any) -> str:
-    """Return the fitted ``D`` (Gamma = D q^2) beside the true one, or ''."""
-    fit = results.diffusion or {}
-    d, err = float(fit.get("D", math.nan)), float(fit.get("D_err", math.nan))
-    if not math.isfinite(d):
-        return ""
-    return (
-        f"\nD = {d:.4g} +- {err:.2g} Angstrom^2/s from Gamma = D q^2 "
-        f"(true {model.diffusion:.4g})"
-    )
-
-
-def _save_figure(path: Path, results: Any, model: Any) -> None:
-    """Save the summary figure of the stored run, the truth as dashed lines."""
-    import numpy as np
-
-    from xsvs_bluesky.plots import BETA_SHIFT, plot_summary, save_figure
-
-    fig = plot_summary(results)
-    right = fig.axes[1]
-    t = results.exposure_times
-    grid = np.geomspace(t.min() / 1.5, t.max() * 1.5, 200)
-    for j, q in enumerate(results.q):
-        right.plot(
-            grid,
-            model.beta_true(q, grid) + j * BETA_SHIFT,
-            color="0.3",
-            ls="--",
-            lw=0.8,
-            label="truth" if j == 0 else None,
-        )
-    fig.suptitle(
-        "simulated XSVS series: stored results, fits (lines), truth (dashed)",
-        fontsize="medium",
-    )
-    save_figure(fig, path)
