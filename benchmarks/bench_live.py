@@ -272,11 +272,18 @@ def capacity(
     from xsvs_bluesky._hdf5 import HDF5FrameReader
 
     resources = {d["uid"]: d for n, d in docs if n == "stream_resource"}
+    shapes = {
+        key: v["shape"]
+        for n, d in docs
+        if n == "descriptor"
+        for key, v in d["data_keys"].items()
+    }
     datums = [d for n, d in docs if n == "stream_datum"]
     walls, reads = [], []
     for _ in range(repeats):
         readers = {
-            uid: HDF5FrameReader(doc, [256, 256]) for uid, doc in resources.items()
+            uid: HDF5FrameReader(doc, shapes[doc["data_key"]])
+            for uid, doc in resources.items()
         }
         t0 = time.perf_counter()
         for d in datums:

@@ -130,13 +130,14 @@ class HDF5FrameReader:
         if ds is None:
             return None
         shape = self._shape
-        if shape is None or self._rows(shape, start, stop)[1] > shape[0]:
+        lo, hi = (0, 0) if shape is None else self._rows(shape, start, stop)
+        if shape is None or hi > shape[0]:
             try:
                 ds.refresh()
             except (OSError, ValueError, RuntimeError):  # not in SWMR mode
                 pass
             shape = self._shape = ds.shape  # each ``ds.shape`` asks HDF5
-        lo, hi = self._rows(shape, start, stop)
+            lo, hi = self._rows(shape, start, stop)
         if hi < 0:
             return np.asarray(ds[()])[None]
         if shape[0] < hi:

@@ -23,7 +23,9 @@ from xsvs_bluesky.errors import XSVSError
 
 __all__ = [
     "add_catalog_arguments",
+    "add_estimator_arguments",
     "add_progress_arguments",
+    "add_uid_argument",
     "catalogs_from_args",
     "flush_warnings",
     "positive_int",

@@ -25,7 +25,7 @@ from xsvs_bluesky.core._kernels_dyn import (
     exponential_kernel,
 )
 
-__all__ = ["dead_time_kernel", "visibility_kernel"]
+__all__ = ["contiguous_kernel", "dead_time_kernel", "visibility_kernel"]
 
 
 def _check_acquisition(exposure: float, period: float, n_frames: float) -> int:
@@ -176,6 +176,20 @@ def dead_time_kernel(
     return out[()]
 
 
+def contiguous_kernel(x: NDArray, exponent: NDArray) -> NDArray[np.float64]:
+    """``beta / beta0`` of contiguous exposures, no checks (arrays of one shape).
+
+    ``x`` is the whole duration times ``Gamma``; the exponential kernel where
+    ``exponent == 1``, the stretched one elsewhere.  Shared by
+    :func:`visibility_kernel` and the least-squares loop of the dynamics fits.
+    """
+    out = np.empty(x.shape)
+    plain = exponent == 1.0
+    out[plain] = exponential_kernel(x[plain])
+    out[~plain] = _stretched_u(x[~plain], exponent[~plain])
+    return out
+
+
 def visibility_kernel(
     exposure: ArrayLike,
     rate: ArrayLike,
@@ -237,12 +251,7 @@ def visibility_kernel(
     out = np.empty(t.shape)
     if np.any(contiguous):
         x = t[contiguous] * n[contiguous] * r[contiguous]
-        gc = g[contiguous]
-        plain = gc == 1.0
-        values = np.empty(x.shape)
-        values[plain] = exponential_kernel(x[plain])
-        values[~plain] = _stretched_u(x[~plain], gc[~plain])
-        out[contiguous] = values
+        out[contiguous] = contiguous_kernel(x, g[contiguous])
     if not np.all(contiguous):
         sel = ~contiguous
         out[sel] = dead_time_kernel(

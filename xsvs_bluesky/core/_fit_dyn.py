@@ -19,8 +19,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import optimize, stats
 
-from xsvs_bluesky.core._deadtime_dyn import visibility_kernel
-from xsvs_bluesky.core._kernels_dyn import _stretched_u, exponential_kernel
+from xsvs_bluesky.core._deadtime_dyn import contiguous_kernel, visibility_kernel
 from xsvs_bluesky.errors import FitError
 
 __all__ = ["EXPONENT_BOUNDS", "MODELS", "DynamicsFit", "fit_visibility"]
@@ -159,19 +158,16 @@ def _point_kernel(
 
     The least-squares loop calls it a few hundred times per partition: for
     contiguous acquisitions (one frame, or no dead time) it evaluates
-    :func:`visibility_kernel`'s contiguous branch directly, without its
-    broadcasting and checks (same formulas, same values); otherwise it is
-    ``general``.
+    :func:`visibility_kernel`'s contiguous branch
+    (:func:`contiguous_kernel`) directly, without its broadcasting and
+    checks; otherwise it is ``general``.
     """
     if not np.all((nf == 1) | (period <= t * (1 + 1e-12))):
         return general
     duration = t * nf
 
     def contiguous(rate: float, g: float) -> NDArray:
-        x = duration * rate
-        if g == 1.0:
-            return np.asarray(exponential_kernel(x), dtype=float)
-        return _stretched_u(x, np.full_like(x, g))
+        return contiguous_kernel(duration * rate, np.full_like(duration, g))
 
     return contiguous
 

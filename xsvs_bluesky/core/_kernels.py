@@ -427,8 +427,8 @@ def add_frames(frames, total, partial):
         ``(n_pixels_flat,)`` float64, incremented in place.
     partial : numpy.ndarray
         ``(IMAGE_BLOCK,)`` scratch whose dtype holds the exact sum of
-        ``n_frames`` counts (uint32 for 16-bit counts and up to 65536
-        frames, int64 otherwise).
+        :data:`IMAGE_FRAMES` counts (uint32 for 8/16-bit counts, int64
+        otherwise).
 
     Notes
     -----

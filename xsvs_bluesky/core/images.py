@@ -29,18 +29,20 @@ __all__ = [
 def _add_stack(arr: NDArray[np.generic], total: NDArray[np.float64]) -> None:
     """Add the frames of a non-empty ``(n, rows, cols)`` stack into ``total``."""
     narrow = arr.dtype.kind == "u" and arr.dtype.itemsize <= 2
-    exact = narrow and arr.shape[0] <= 65536
     if arr.dtype.kind in "ui" and arr.dtype.itemsize <= 8:
         try:
             from xsvs_bluesky.core._kernels import IMAGE_BLOCK, add_frames
         except ImportError:  # pragma: no cover - numba is a dependency
             pass
         else:
-            partial = np.zeros(IMAGE_BLOCK, np.uint32 if exact else np.int64)
+            # the partial holds IMAGE_FRAMES frames: exact in uint32 for
+            # 8/16-bit counts, whatever the stack length
+            partial = np.zeros(IMAGE_BLOCK, np.uint32 if narrow else np.int64)
             flat = np.ascontiguousarray(arr).reshape(arr.shape[0], -1)
             add_frames(flat, total.reshape(-1), partial)
             return
     # 8/16-bit counts summed exactly in uint32 (faster than float64)
+    exact = narrow and arr.shape[0] <= 65536
     total += np.add.reduce(arr, axis=0, dtype=np.uint32 if exact else np.float64)
 
 
