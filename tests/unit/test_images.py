@@ -69,6 +69,11 @@ def test_averager_large_counts_do_not_overflow():
     a.update(np.stack([frame] * 4))
     a.update(frame)
     assert a.sum[0, 0] == 300000.0
+    # 70 full-scale 16-bit frames: two whole 32-frame passes of the compiled
+    # sum (its int32 partial at its largest) and a 6-frame tail
+    b = ImageAverager()
+    b.update(np.full((70, 3, 5), 65535, dtype=np.uint16))
+    np.testing.assert_array_equal(b.sum, np.full((3, 5), 70 * 65535.0))
 
 
 # ----------------------------------------------------------------- radial_profile

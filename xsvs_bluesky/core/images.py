@@ -35,9 +35,9 @@ def _add_stack(arr: NDArray[np.generic], total: NDArray[np.float64]) -> None:
         except ImportError:  # pragma: no cover - numba is a dependency
             pass
         else:
-            # the partial holds IMAGE_FRAMES frames: exact in uint32 for
+            # the partial holds IMAGE_FRAMES (32) frames: exact in int32 for
             # 8/16-bit counts, whatever the stack length
-            partial = np.zeros(IMAGE_BLOCK, np.uint32 if narrow else np.int64)
+            partial = np.zeros(IMAGE_BLOCK, np.int32 if narrow else np.int64)
             flat = np.ascontiguousarray(arr).reshape(arr.shape[0], -1)
             add_frames(flat, total.reshape(-1), partial)
             return
