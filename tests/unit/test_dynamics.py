@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import integrate
 
+from xsvs_bluesky.core._kernels_dyn import exponential_slope
 from xsvs_bluesky.core.dynamics import (
     DiffusionFit,
     DynamicsFit,
@@ -68,6 +69,23 @@ def test_exponential_kernel_vector_limits_and_errors():
     assert below == pytest.approx(above, rel=1e-13)
     with pytest.raises(ValueError, match="Gamma"):
         exponential_kernel([0.5, -1.0])
+
+
+@pytest.mark.parametrize("x", [1e-9, 1e-4, 0.01, 0.0499, 0.0501, 0.3, 1.0, 5.0, 1e3])
+def test_exponential_slope_matches_high_precision_derivative(x):
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 40
+
+    def k(lx):  # the kernel as a function of log x
+        y = 2 * mpmath.exp(lx)
+        return 2 * (mpmath.exp(-y) - 1 + y) / y**2
+
+    expected = float(mpmath.diff(k, mpmath.log(mpmath.mpf(x))))
+    assert exponential_slope(np.array([x]))[0] == pytest.approx(expected, rel=1e-11)
+    # the two branches meet at y = 2x = 0.1, the slope is 0 at x = 0
+    below, above = exponential_slope(np.array([0.05 * (1 - 1e-12), 0.05 * (1 + 1e-12)]))
+    assert below == pytest.approx(above, rel=1e-12)
+    assert exponential_slope(np.array([0.0]))[0] == 0.0
 
 
 @pytest.mark.parametrize(("args", "expected"), STRETCHED_CHECK)
