@@ -282,7 +282,7 @@ def capacity(
     walls, reads = [], []
     for _ in range(repeats):
         readers = {
-            uid: HDF5FrameReader(doc, shapes[doc["data_key"]])
+            uid: HDF5FrameReader(doc, shapes[doc["data_key"]], reuse_buffer=True)
             for uid, doc in resources.items()
         }
         t0 = time.perf_counter()

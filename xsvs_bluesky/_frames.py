@@ -70,7 +70,11 @@ class StreamInfo:
 
 @dataclass(frozen=True, eq=False)
 class FrameBatch:
-    """Frames of one stream and exposure time, ``(n, rows, cols)``."""
+    """Frames of one stream and exposure time, ``(n, rows, cols)``.
+
+    ``frames`` may be the HDF5 reader's buffer: valid only until the
+    ``on_frames`` call that receives the batch returns (copy to keep it).
+    """
 
     stream: str
     exposure_time: float | None
@@ -191,7 +195,7 @@ class RunFrames:
             return
         reader = self._readers.get(resource["uid"])
         if reader is None:
-            reader = HDF5FrameReader(resource, info.datum_shape)
+            reader = HDF5FrameReader(resource, info.datum_shape, reuse_buffer=True)
             self._readers[resource["uid"]] = reader
         indices = doc["indices"]
         self._pending.append(
