@@ -232,6 +232,23 @@ def test_duck_typed_groups_and_empty_group_give_nan_without_warning() -> None:
     assert np.isnan(mean[1]).all() and np.isnan(acc.trace[0, 1])
 
 
+@pytest.mark.parametrize("n_frames", [1, 2, 3])  # the one- and two-frame fills
+def test_groups_larger_than_a_16_bit_bin_count_exactly(n_frames: int) -> None:
+    # 400 x 400 all-zero frames: one bin of the big group gets 160000 counts
+    # per frame, ~80000 in each copy of the kernel's scratch (past 16 bits)
+    shape = (400, 400)
+    size = shape[0] * shape[1]
+    groups = _Duck((np.arange(size), np.arange(0, size, 7)), shape)
+    frames = np.zeros((n_frames, *shape), dtype=np.uint16)
+    frames[-1, 0, :3] = [2, 1, 1]
+    acc = HistogramAccumulator(groups, n_bins=4, backend="numba")
+    acc.update(frames)
+    ref = _reference(frames, groups.pixels, 4)
+    assert ref[0, 0, 0] >= 159997
+    np.testing.assert_array_equal(acc.counts, ref.sum(axis=0))
+    np.testing.assert_array_equal(acc.counts_sq, (ref**2).sum(axis=0))
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_merge_equals_one_accumulator_over_all_frames(backend: Backend) -> None:
     parts = _rings(overlap=True)
