@@ -88,20 +88,33 @@ def exponential_kernel(x: ArrayLike) -> NDArray[np.float64]:
     >>> round(float(exponential_kernel(1.0)), 8)
     0.56766764
     """
-    xa = _floats("x (Gamma * T)", x)
-    y = 2.0 * xa
+    y = 2.0 * _floats("x (Gamma * T)", x)
+    return _series_or_closed(y, _EXP_SERIES_COEFFS, _exp_closed)[()]
+
+
+def _exp_closed(y: NDArray) -> NDArray:
+    """Exponential kernel ``2 (exp(-y) - 1 + y) / y^2`` for ``y >= 0.1``."""
+    return 2.0 / y + 2.0 * np.expm1(-y) / (y * y)
+
+
+def _series_or_closed(
+    y: NDArray, coefficients: tuple[float, ...], closed: Callable[[NDArray], NDArray]
+) -> NDArray:
+    """Series ``sum_n c_n (-y)^n`` below ``y = 0.1``, else ``closed(y)``.
+
+    ``coefficients`` in Horner order; one split shared by the exponential
+    kernel and its slope.
+    """
     out = np.empty_like(y)
     small = y < _EXP_SERIES_Y
     ys = y[small]
-    # Horner evaluation of 2 sum_{n=0}^{11} (-y)^n / (n+2)!
     acc = np.zeros_like(ys)
-    for coefficient in _EXP_SERIES_COEFFS:
+    for coefficient in coefficients:
         acc = acc * (-ys) + coefficient
     out[small] = acc
-    yb = y[~small]
     with np.errstate(over="ignore"):
-        out[~small] = 2.0 / yb + 2.0 * np.expm1(-yb) / (yb * yb)
-    return out[()]
+        out[~small] = closed(y[~small])
+    return out
 
 
 #: ``2 n / (n+2)!`` for n = 11 .. 0 (Horner order): series of ``y dk/dy``.
@@ -118,18 +131,11 @@ def exponential_slope(x: NDArray) -> NDArray[np.float64]:
     ``2 sum_n n (-y)^n / (n+2)!`` avoids the cancellation of the two terms.
     """
     y = 2.0 * np.asarray(x, dtype=float)
-    out = np.empty_like(y)
-    small = y < _EXP_SERIES_Y
-    ys = y[small]
-    acc = np.zeros_like(ys)
-    for coefficient in _EXP_SLOPE_COEFFS:
-        acc = acc * (-ys) + coefficient
-    out[small] = acc
-    yb = y[~small]
-    with np.errstate(over="ignore"):
-        k = 2.0 / yb + 2.0 * np.expm1(-yb) / (yb * yb)
-        out[~small] = -2.0 * np.expm1(-yb) / yb - 2.0 * k
-    return out
+    return _series_or_closed(
+        y,
+        _EXP_SLOPE_COEFFS,
+        lambda yb: -2.0 * np.expm1(-yb) / yb - 2.0 * _exp_closed(yb),
+    )
 
 
 def _stretched_u(u: NDArray, exponent: NDArray) -> NDArray:
