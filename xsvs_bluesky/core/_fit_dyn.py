@@ -152,11 +152,6 @@ def _profile_grid(
     return float(b0[best]), float(rr[best]), float(gg[best])
 
 
-def _contiguous(t: NDArray, period: NDArray, nf: NDArray) -> bool:
-    """Whether every point is one frame or frames without dead time."""
-    return bool(np.all((nf == 1) | (period <= t * (1 + 1e-12))))
-
-
 def _exponential_jacobian(
     t: NDArray, nf: NDArray, s: NDArray
 ) -> Callable[[NDArray], NDArray]:
@@ -190,7 +185,7 @@ def _point_kernel(
     (:func:`contiguous_kernel`) directly, without its broadcasting and
     checks; otherwise it is ``general``.
     """
-    if not _contiguous(t, period, nf):
+    if not np.all((nf == 1) | (period <= t * (1 + 1e-12))):
         return general
     duration = t * nf
 
@@ -319,7 +314,7 @@ def fit_visibility(
         return (p[0] * point_kernel(math.exp(p[1]), g) - b) / s
 
     jacobian: Callable[[NDArray], NDArray] | str = "3-point"
-    if model == "exponential" and _contiguous(t, period, nf):
+    if model == "exponential" and point_kernel is not kernel_of:  # contiguous
         jacobian = _exponential_jacobian(t, nf, s)
 
     # rates beyond these bounds are indistinguishable from 0 or infinity
