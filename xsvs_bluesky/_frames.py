@@ -251,9 +251,12 @@ class RunFrames:
             # pieces whose memory the allocator reuses (a fresh 30 MB array
             # per datum costs a page fault per 4 KiB, as much as the read)
             stop = min(b, a + max(1, PIECE_FRAMES // reader.frames_per_index))
-            frames = reader.read(a, stop)
+            # partial: the reader may stop early where the frames stop lying
+            # one after the other in the file (a view of them needs no copy)
+            frames = reader.read(a, stop, partial=True)
             if frames is None:
                 break
+            stop = a + max(1, frames.shape[0] // reader.frames_per_index)
             if stop < b:
                 self._pending[0] = (reader, info, stop, b)
             else:

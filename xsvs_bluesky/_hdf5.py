@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 from numpy.typing import NDArray
 
+from xsvs_bluesky._chunk_map import ChunkMap, open_chunk_map
 from xsvs_bluesky.errors import XSVSError
 
 __all__ = ["HDF5FrameReader", "uri_to_path"]
@@ -51,10 +52,12 @@ class HDF5FrameReader:
         Shape of one datum index from the descriptor, e.g. ``(H, W)`` or
         ``(frames_per_index, H, W)``.
     reuse_buffer : bool
-        If True, whole-chunk reads go into one buffer the reader keeps and
-        :meth:`read` returns a view of it, valid until the next read (a new
-        4 MiB array per read costs page faults and cache misses: ~6 % of the
-        live callback's time).  Default False: every read a new array.
+        If True, :meth:`read` returns frames valid until the next read only:
+        where the layout allows it a view of the file mapped in memory (see
+        :mod:`xsvs_bluesky._chunk_map`: no copy at all), else a view of one
+        buffer the reader keeps (a new 4 MiB array per read costs page
+        faults and cache misses: ~6 % of the live callback's time).  Default
+        False: every read a new array.
 
     Raises
     ------
@@ -104,6 +107,10 @@ class HDF5FrameReader:
         self._shape: tuple[int, ...] | None = None
         self._reuse = reuse_buffer
         self._buffer: NDArray[Any] | None = None
+        # the mapped file (reuse_buffer only); None until tried or if it
+        # cannot be used, _map_tried after the first try
+        self._map: ChunkMap | None = None
+        self._map_tried = False
 
     def _open(self) -> h5py.Dataset | None:
         if self._dataset is not None:
@@ -128,15 +135,28 @@ class HDF5FrameReader:
         self._direct_dtype = self._dataset.dtype
         return self._dataset
 
-    def read(self, start: int, stop: int) -> NDArray[Any] | None:
+    def read(
+        self, start: int, stop: int, *, partial: bool = False
+    ) -> NDArray[Any] | None:
         """Frames of datum indices ``[start, stop)``, None if not yet written.
+
+        Parameters
+        ----------
+        start, stop : int
+            Datum indices.
+        partial : bool
+            Allow the frames of fewer indices, ``[start, s)`` with
+            ``start < s < stop`` (never none), when that saves a copy: with
+            ``reuse_buffer``, the frames that lie one after the other in the
+            mapped file.  The caller reads the rest with another call.
 
         Returns
         -------
         numpy.ndarray or None
-            ``(n, rows, cols)`` with ``n = (stop - start) * frames_per_index``:
-            a new array the caller owns, or with ``reuse_buffer`` possibly a
-            view of the reader's buffer, overwritten by the next read.
+            ``(n, rows, cols)`` with ``n = (s - start) * frames_per_index``
+            (``s = stop`` unless ``partial``): a new array the caller owns,
+            or with ``reuse_buffer`` a view of the mapped file or of the
+            reader's buffer, valid until the next read.
         """
         ds = self._open()
         if ds is None:
@@ -154,7 +174,11 @@ class HDF5FrameReader:
             return np.asarray(ds[()])[None]
         if shape[0] < hi:
             return None
-        data = self._read_chunks(ds, shape, lo, hi)
+        data = None
+        if self._reuse:
+            data = self._read_mapped(ds, shape, (lo, hi), start, partial)
+        if data is None:
+            data = self._read_chunks(ds, shape, lo, hi)
         if data is None:
             data = np.asarray(ds[lo:hi])
         return data.reshape(-1, *self.frame_shape)
@@ -213,6 +237,38 @@ class HDF5FrameReader:
             return None
         return out
 
+    def _read_mapped(
+        self,
+        ds: h5py.Dataset,
+        shape: tuple[int, ...],
+        rows: tuple[int, int],
+        start: int,
+        partial: bool,
+    ) -> NDArray[Any] | None:
+        """Rows ``rows = [lo, hi)`` as a view of the mapped file, or None.
+
+        With ``partial``, the rows of the first indices from ``start`` on
+        that lie one after the other in the file, if not all do.
+        """
+        nbytes = self._direct_bytes
+        if not nbytes:
+            return None
+        if not self._map_tried:
+            self._map_tried = True
+            self._map = open_chunk_map(ds, self.path, nbytes)
+        if self._map is None:
+            return None
+        lo, hi = rows
+        mapped = self._map.frames(lo, hi, shape[0])
+        if mapped is None:
+            return None
+        if mapped.shape[0] == hi - lo:
+            return mapped
+        # rows per datum index: a piece must end at an index boundary
+        unit = self._rows(shape, start, start + 1)[1] - lo
+        whole = mapped.shape[0] - mapped.shape[0] % unit
+        return mapped[:whole] if partial and whole else None
+
     def _output(
         self, n: int, row: tuple[int, ...], dtype: np.dtype[Any]
     ) -> NDArray[Any]:
@@ -241,6 +297,10 @@ class HDF5FrameReader:
                 self._direct_dtype = None
                 self._shape = None
                 self._buffer = None
+                if self._map is not None:
+                    self._map.close()
+                self._map = None
+                self._map_tried = False
 
 
 def _chunk_bytes(ds: h5py.Dataset) -> int:
