@@ -107,13 +107,15 @@ def _series_or_closed(
     """
     out = np.empty_like(y)
     small = y < _EXP_SERIES_Y
-    ys = y[small]
-    acc = np.zeros_like(ys)
-    for coefficient in coefficients:
-        acc = acc * (-ys) + coefficient
-    out[small] = acc
-    with np.errstate(over="ignore"):
-        out[~small] = closed(y[~small])
+    if small.any():  # the dynamics fits call this with a few points, mostly
+        ys = y[small]  # all on one side: skip the other branch's ufuncs
+        acc = np.zeros_like(ys)
+        for coefficient in coefficients:
+            acc = acc * (-ys) + coefficient
+        out[small] = acc
+    if not small.all():
+        with np.errstate(over="ignore"):
+            out[~small] = closed(y[~small])
     return out
 
 
