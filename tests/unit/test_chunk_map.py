@@ -29,21 +29,34 @@ def frames_of(n: int, seed: int = 3) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 60000, (n, *SHAPE), np.uint16)
 
 
+def swmr_writer(path: Path) -> tuple[h5py.File, h5py.Dataset]:
+    """An empty, growable frame dataset in SWMR mode, as a detector opens it."""
+    f = h5py.File(path, "w", libver="latest")
+    ds = f.create_dataset(
+        "d",
+        shape=(0, *SHAPE),
+        maxshape=(None, *SHAPE),
+        chunks=(1, *SHAPE),
+        dtype="<u2",
+    )
+    f.swmr_mode = True
+    return f, ds
+
+
+def append(ds: h5py.Dataset, frames: np.ndarray) -> None:
+    """Grow, write, flush: one batch, as a detector writes it."""
+    at = ds.shape[0]
+    ds.resize(at + len(frames), axis=0)
+    ds[at:] = frames
+    ds.flush()
+
+
 def swmr_file(path: Path, frames: np.ndarray, batch: int = 10) -> None:
-    """Written as a detector does: grow, write, flush, one batch at a time."""
-    with h5py.File(path, "w", libver="latest") as f:
-        ds = f.create_dataset(
-            "d",
-            shape=(0, *SHAPE),
-            maxshape=(None, *SHAPE),
-            chunks=(1, *SHAPE),
-            dtype="<u2",
-        )
-        f.swmr_mode = True
+    """A whole file written ``batch`` frames at a time."""
+    f, ds = swmr_writer(path)
+    with f:
         for i in range(0, len(frames), batch):
-            ds.resize(i + batch, axis=0)
-            ds[i:] = frames[i : i + batch]
-            ds.flush()
+            append(ds, frames[i : i + batch])
 
 
 def chunk_offsets(path: Path) -> np.ndarray:
@@ -107,21 +120,11 @@ def test_partial_reads_cover_every_frame_once_and_full_reads_copy(tmp_path):
 def test_a_growing_file_is_walked_again_and_read_exactly(tmp_path):
     frames = frames_of(120)
     path = tmp_path / "g.h5"
-    writer = h5py.File(path, "w", libver="latest")
-    ds = writer.create_dataset(
-        "d",
-        shape=(0, *SHAPE),
-        maxshape=(None, *SHAPE),
-        chunks=(1, *SHAPE),
-        dtype="<u2",
-    )
-    writer.swmr_mode = True
+    writer, ds = swmr_writer(path)
     reader = reader_of(path)
     try:
         for i in range(0, 120, 40):
-            ds.resize(i + 40, axis=0)
-            ds[i:] = frames[i : i + 40]
-            ds.flush()
+            append(ds, frames[i : i + 40])
             np.testing.assert_array_equal(reader.read(i, i + 40), frames[i : i + 40])
         assert reader._map is not None and reader._map._offsets.shape[0] == 120
         assert reader._buffer is None  # nothing was copied
@@ -134,25 +137,13 @@ def test_a_writer_thread_and_the_reader_share_the_hdf5_library(tmp_path):
     """The walk holds h5py's lock: a writer in another thread is safe."""
     frames = frames_of(400)
     path = tmp_path / "t.h5"
-    writer = h5py.File(path, "w", libver="latest")
-    ds = writer.create_dataset(
-        "d",
-        shape=(0, *SHAPE),
-        maxshape=(None, *SHAPE),
-        chunks=(1, *SHAPE),
-        dtype="<u2",
-    )
-    writer.swmr_mode = True
-    ds.resize(8, axis=0)
-    ds[:8] = frames[:8]
-    ds.flush()
+    writer, ds = swmr_writer(path)
+    append(ds, frames[:8])
     written = [8]
 
     def write() -> None:
         for i in range(8, 400, 8):
-            ds.resize(i + 8, axis=0)
-            ds[i:] = frames[i : i + 8]
-            ds.flush()
+            append(ds, frames[i : i + 8])
             written.append(i + 8)
 
     thread = threading.Thread(target=write)
