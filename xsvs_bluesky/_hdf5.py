@@ -146,7 +146,7 @@ class HDF5FrameReader:
             Datum indices.
         partial : bool
             Allow the frames of fewer indices, ``[start, s)`` with
-            ``start < s < stop`` (never none), when that saves a copy: with
+            ``start < s <= stop`` (never none), when that saves a copy: with
             ``reuse_buffer``, the frames that lie one after the other in the
             mapped file.  The caller reads the rest with another call.
 
