@@ -13,11 +13,11 @@ HDF5 library h5py has loaded, with a compiled callback (~0.2 us per chunk,
 under h5py's lock, so a writer thread of the same process is safe).  A walk
 visits every chunk of the dataset, so it is only made when the new frames
 are worth it (:data:`WALK_RATIO`); a frame whose offset is unknown is read
-through HDF5 as before.  When the library, the file driver or the layout do
-not allow it (no ``/proc/self/maps``, a user block, another driver, HDF5
-older than 1.14), or the first or last written frame seen through the map
-differs from what HDF5 reads, :func:`open_chunk_map` returns None and the
-frames are read through HDF5.
+through HDF5 as before.  When the library, the file driver or the layout
+do not allow it (no ``/proc/self/maps``, a network filesystem, a user
+block, another driver, HDF5 older than 1.14), or the first or last written
+frame seen through the map differs from what HDF5 reads,
+:func:`open_chunk_map` returns None and the frames are read through HDF5.
 
 A mapped view stays valid as long as it is referenced, but the callback's
 contract is the reused buffer's (valid during ``on_frames`` only): the
@@ -119,6 +119,36 @@ def _h5py_library() -> str | None:
     return names[0] if len(names) == 1 else None
 
 
+LOCAL_FILESYSTEMS = frozenset(
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "tmpfs", "overlay"}
+)
+"""Filesystems whose files are mapped.  On a network filesystem another host
+may cut a file short without this one's size check seeing it in time, and
+a mapped page past the end of a file kills the process (SIGBUS): such
+files are read through HDF5."""
+
+
+def filesystem_type(path: Path) -> str:
+    """Type of the filesystem holding ``path`` (Linux), or ``""``."""
+    try:
+        target = os.path.realpath(path)
+        with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+            mounts = fh.read().splitlines()
+    except OSError:
+        return ""
+    best, kind = "", ""
+    for line in mounts:
+        fields = line.split()
+        if "-" not in fields[6:]:
+            continue
+        # mount points escape blanks and backslashes as octal (\040)
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[fields.index("-", 6) + 1]
+    return kind
+
+
 class ChunkMap:
     """Offsets of a dataset's frame chunks and the file mapped in memory.
 
@@ -179,7 +209,7 @@ class ChunkMap:
             return False
         table = np.full(n_rows + 2, _UNKNOWN, dtype=np.int64)
         table[0], table[1] = self._nbytes, n_rows
-        with h5py._objects.phil:  # noqa: SLF001  (h5py's lock on the library)
+        with h5py._objects.phil:  # h5py's lock on the library
             status = walker(self._ds.id.id, 0, _callback.address, table.ctypes.data)
         if status < 0:
             logger.debug("H5Dchunk_iter failed on %s", self._path)
@@ -222,8 +252,9 @@ def open_chunk_map(ds: h5py.Dataset, path: Path, nbytes: int) -> ChunkMap | None
     """Return a :class:`ChunkMap` of ``ds`` if its file can be read in place.
 
     ``nbytes`` is the bytes of one whole-frame, unfiltered chunk (the
-    caller's check).  None unless the file uses the default driver with no
-    user block, ``H5Dchunk_iter`` is available, and the first and last
+    caller's check).  None unless the file is on a local filesystem
+    (:data:`LOCAL_FILESYSTEMS`), uses the default driver with no user
+    block, ``H5Dchunk_iter`` is available, and the first and last
     frames written so far read through the map equal those HDF5 reads.
     """
     try:
@@ -231,6 +262,8 @@ def open_chunk_map(ds: h5py.Dataset, path: Path, nbytes: int) -> ChunkMap | None
         if ds.file.driver != "sec2" or plist.get_userblock() != 0:
             return None
     except (AttributeError, OSError, ValueError):
+        return None
+    if filesystem_type(path) not in LOCAL_FILESYSTEMS:
         return None
     if _chunk_walker() is None or not ds.shape or ds.shape[0] < 1:
         return None
