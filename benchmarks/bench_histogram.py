@@ -50,7 +50,7 @@ from benchmarks._common import (  # noqa: E402
     print_table,
     ratio,
 )
-from xsvs_bluesky.core._kernels import plain_sum  # noqa: E402
+from xsvs_bluesky.core._image_kernels import plain_sum  # noqa: E402
 from xsvs_bluesky.core.geometry import Partitions  # noqa: E402
 from xsvs_bluesky.core.histogram import Backend, HistogramAccumulator  # noqa: E402
 from xsvs_bluesky.core.synthetic import speckle_frames  # noqa: E402

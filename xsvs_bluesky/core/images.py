@@ -2,7 +2,7 @@
 
 Pure numerics (no I/O).  :class:`ImageAverager` sits in the live data path:
 a stack of integer frames is summed by a compiled, cache-blocked kernel
-(:func:`xsvs_bluesky.core._kernels.add_frames`, exact integer partial sums),
+(:func:`xsvs_bluesky.core._image_kernels.add_frames`, exact integer partial sums),
 anything else by one numpy reduction.
 """
 
@@ -31,7 +31,7 @@ def _add_stack(arr: NDArray[np.generic], total: NDArray[np.float64]) -> None:
     narrow = arr.dtype.kind == "u" and arr.dtype.itemsize <= 2
     if arr.dtype.kind in "ui" and arr.dtype.itemsize <= 8:
         try:
-            from xsvs_bluesky.core._kernels import IMAGE_BLOCK, add_frames
+            from xsvs_bluesky.core._image_kernels import IMAGE_BLOCK, add_frames
         except ImportError:  # pragma: no cover - numba is a dependency
             pass
         else:
