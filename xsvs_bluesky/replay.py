@@ -16,6 +16,10 @@ document as ``xsvs_replay["content_hash"]``; a series already replayed with
 success is found by it (:func:`find_replays`) and not replayed again unless
 ``force=True``.  See ``docs/how-to/replay-legacy.md``.
 
+Helpers live in private modules (``_replay_scan``, ``_replay_docs``,
+``_replay_write``, ``_replay_catalog``, ``_replay_result``); their public
+names are re-exported here.
+
 Examples
 --------
 >>> from xsvs_bluesky.replay import LegacyReplay  # doctest: +SKIP
@@ -29,23 +33,25 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from xsvs_bluesky._replay_catalog import derived_runs, find_replays, next_scan_id
 from xsvs_bluesky._replay_docs import (
     COMPRESSIONS,
     DETECTOR,
     REPLAY_KEY,
-    ExposureFile,
+    Emitter,
     RawRunComposer,
     stream_names,
 )
+from xsvs_bluesky._replay_result import ReplayResult
 from xsvs_bluesky._replay_scan import scan_inputs
+from xsvs_bluesky._replay_write import Progress, write_series
 from xsvs_bluesky._version import __version__
 from xsvs_bluesky.errors import InputFileError, XSVSError
 
@@ -71,77 +77,6 @@ _FLAT_MODES = {
 FLAT_FIELD_CHOICES: tuple[str, ...] = tuple(_FLAT_MODES)
 """``flat_field`` choices, as for ``xsvs-bluesky analyze``."""
 _BIG_BATCH = 1_000_000  # the writers register data once, at the stop document
-
-Progress = Callable[[int, int], None]
-"""``progress(files_done, files_total)``."""
-Emitter = Callable[[str, dict[str, Any]], Any]
-
-
-@dataclass(frozen=True, eq=False)
-class ReplayResult:
-    """What a replay did.
-
-    Attributes
-    ----------
-    raw_uid : str
-        uid of the raw run (the existing one when ``duplicate``).
-    derived_uids : tuple of str
-        Derived runs of it: the new one, or those found for a duplicate.
-    content_hash : str
-        SHA-256 of the inputs (hex).
-    duplicate : bool
-        True when the series had been replayed already: nothing was written.
-    files : tuple of Path
-        HDF5 files written, one per exposure.
-    n_frames : tuple of int
-        Frames written per exposure.
-    skipped : tuple of (str, str, str)
-        ``(exposure, file, reason)`` of the bad frame files left out.
-    results : tuple of ExposureResult
-        Final results of the new derived run (empty for a duplicate).
-    seconds : float
-        Wall time, s.
-    analysis_status, analysis_reason : str
-        Exit status and reason of the new derived run ("" for a duplicate).
-    """
-
-    raw_uid: str
-    derived_uids: tuple[str, ...]
-    content_hash: str
-    duplicate: bool
-    files: tuple[Path, ...] = ()
-    n_frames: tuple[int, ...] = ()
-    skipped: tuple[tuple[str, str, str], ...] = ()
-    results: tuple[Any, ...] = ()
-    seconds: float = 0.0
-    analysis_status: str = ""
-    analysis_reason: str = ""
-
-    @property
-    def derived_uid(self) -> str | None:
-        """The latest derived run's uid, or None."""
-        return self.derived_uids[-1] if self.derived_uids else None
-
-
-def find_replays(raw_catalog: Any, content_hash: str) -> list[str]:
-    """Uids of the successful raw runs of ``raw_catalog`` with this content hash.
-
-    Runs stopped with ``exit_status`` other than ``"success"`` (failed or
-    interrupted replays) do not count.
-    """
-    from tiled.queries import Key
-
-    found = raw_catalog.search(Key(f"{REPLAY_KEY}.content_hash") == content_hash)
-    found = found.search(Key("stop.exit_status") == "success")
-    return [str(uid) for uid in found.keys()]
-
-
-def derived_runs(processed: Any, raw_uid: str) -> tuple[str, ...]:
-    """Uids of the derived runs of raw run ``raw_uid`` in ``processed``."""
-    from tiled.queries import Key
-
-    found = processed.search(Key("original_run_uid") == raw_uid)
-    return tuple(str(k) for k in found.keys())
 
 
 class LegacyReplay:
@@ -363,7 +298,7 @@ class LegacyReplay:
         composer = RawRunComposer(
             self,
             [raw_writer, *extra_targets, callback],
-            scan_id=_next_scan_id(catalogs.raw) if scan_id is None else scan_id,
+            scan_id=next_scan_id(catalogs.raw) if scan_id is None else scan_id,
         )
         run_dir = folder / composer.uid
         try:
@@ -373,7 +308,7 @@ class LegacyReplay:
                 f"cannot create {run_dir} ({exc}); give a writable output folder"
             ) from None
         try:
-            n_frames = self._replay(composer, run_dir, progress)
+            n_frames = write_series(self, composer, run_dir, progress)
             composer.stop("success", composer.skipped_reason())
         except BaseException as err:
             status = "abort" if isinstance(err, KeyboardInterrupt) else "fail"
@@ -402,64 +337,6 @@ class LegacyReplay:
             analysis_status=record.exit_status if record is not None else "fail",
             analysis_reason=record.reason if record is not None else "no analysis",
         )
-
-    def _replay(
-        self, composer: RawRunComposer, run_dir: Path, progress: Progress | None
-    ) -> list[int]:
-        from xsvs_bluesky.legacy import FrameSeries
-
-        composer.start()
-        total = sum(len(e.files) for e in self.config.exposures)
-        done = 0
-        n_frames: list[int] = []
-        for index, spec in enumerate(self.config.exposures):
-            out = ExposureFile(
-                run_dir / f"{composer.streams[index]}.h5",
-                self.shape,
-                self.dtype,
-                exposure_time=spec.exposure_time,
-                chunk_frames=self.frames_per_datum,
-                compression=self.compression,
-                attrs={"ini_file": str(self.config.path), "section": spec.name},
-            )
-            try:
-                composer.begin_exposure(index, out)
-                series = FrameSeries(
-                    self.scan.usable(spec),
-                    skip_bad=self.skip_bad,
-                    threads=self.threads,
-                    expected_shape=self.shape,
-                    expected_dtype=self.dtype,
-                )
-                for path, frame in series.items():
-                    if out.add(frame, path.name, self.scan.frame_info(path)):
-                        composer.datum(index, out.flush())
-                        if progress is not None:
-                            progress(done + out.n_frames, total)
-                if out.pending:
-                    composer.datum(index, out.flush())
-            finally:
-                out.close()
-            for path, reason in series.skipped:
-                self.scan.skip(path, reason)
-            done += len(spec.files)
-            n_frames.append(out.n_frames)
-            if progress is not None:
-                progress(done, total)
-        composer.skipped.extend(self.scan.skipped_records())
-        return n_frames
-
-
-def _next_scan_id(raw: Any) -> int:
-    """One more than the scan_id of the last run of ``raw`` (1 when none)."""
-    try:
-        if len(raw):
-            last = raw.values()[-1].metadata["start"].get("scan_id")
-            if isinstance(last, int):
-                return last + 1
-    except Exception:  # a scan_id is a convenience, never a reason to fail
-        logger.debug("no scan_id found in the raw catalog", exc_info=True)
-    return 1
 
 
 def replay_legacy(
