@@ -162,6 +162,9 @@ class ChunkMap:
         self._dtype = ds.dtype
         self._row = tuple(int(s) for s in ds.shape[1:])
         self._offsets: NDArray[np.int64] = np.empty(0, np.int64)
+        # rows that do not follow the row before them in the file (or whose
+        # offset is unknown), found once per walk, not once per piece
+        self._breaks: NDArray[np.intp] = np.empty(0, np.intp)
         self._fd = -1
         self._map: mmap.mmap | None = None
         self._bytes: NDArray[np.uint8] = np.empty(0, np.uint8)
@@ -177,12 +180,13 @@ class ChunkMap:
         """
         if hi > self._offsets.shape[0] and not self._walk(n_rows):
             hi = min(hi, self._offsets.shape[0])
-        offsets = self._offsets[lo:hi]
-        if offsets.shape[0] == 0 or offsets[0] < 0:
+        if lo >= hi or self._offsets[lo] < 0:
             return None
-        breaks = np.flatnonzero(np.diff(offsets) != self._nbytes)
-        n = int(breaks[0]) + 1 if breaks.shape[0] else offsets.shape[0]
-        first = int(offsets[0])
+        after = np.searchsorted(self._breaks, lo, side="right")
+        if after < self._breaks.shape[0]:
+            hi = min(hi, int(self._breaks[after]))
+        n = hi - lo
+        first = int(self._offsets[lo])
         end = first + n * self._nbytes
         # a file cut shorter than a mapped page would kill the process with
         # SIGBUS when the page is read: check the size before every view
@@ -215,6 +219,9 @@ class ChunkMap:
             logger.debug("H5Dchunk_iter failed on %s", self._path)
             return False
         self._offsets = table[2:]
+        off = self._offsets
+        apart = (np.diff(off) != self._nbytes) | (off[1:] < 0) | (off[:-1] < 0)
+        self._breaks = np.flatnonzero(apart) + 1
         return True
 
     def _size(self) -> int:
