@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import optimize, stats
 
 from xsvs_bluesky.core._deadtime_dyn import contiguous_kernel, visibility_kernel
-from xsvs_bluesky.core._kernels_dyn import exponential_kernel, exponential_slope
+from xsvs_bluesky.core._kernels_dyn import exponential_slope
 from xsvs_bluesky.errors import FitError
 
 __all__ = ["EXPONENT_BOUNDS", "MODELS", "DynamicsFit", "fit_visibility"]
@@ -153,25 +153,41 @@ def _profile_grid(
 
 
 def _exponential_jacobian(
-    t: NDArray, nf: NDArray, s: NDArray
+    t: NDArray, nf: NDArray, s: NDArray, kernel: Callable[[float, float], NDArray]
 ) -> Callable[[NDArray], NDArray]:
     """Analytic Jacobian of the exponential model's weighted residuals.
 
     For contiguous exposures of duration ``T``: ``d r / d beta0 = k / s`` and
     ``d r / d log Gamma = beta0 x k'(x) / s`` with ``x = Gamma T``
-    (:func:`exponential_slope`): two kernel evaluations per Jacobian instead
-    of the four of central differences, and no step-size error.
+    (:func:`exponential_slope`): one slope evaluation per Jacobian instead
+    of the four kernels of central differences, and no step-size error.
+    ``kernel(rate, 1.0)`` is the residuals' (scipy asks for the Jacobian at
+    the point whose residuals it has just computed: see :func:`_last_call`).
     """
     duration = t * nf
 
     def jacobian(p: NDArray) -> NDArray:
-        x = duration * math.exp(p[1])
+        rate = math.exp(p[1])
         out = np.empty((t.size, 2))
-        out[:, 0] = exponential_kernel(x) / s
-        out[:, 1] = p[0] * exponential_slope(x) / s
+        out[:, 0] = kernel(rate, 1.0) / s
+        out[:, 1] = p[0] * exponential_slope(duration * rate) / s
         return out
 
     return jacobian
+
+
+def _last_call(
+    kernel: Callable[[float, float], NDArray],
+) -> Callable[[float, float], NDArray]:
+    """``kernel`` remembering its last result (callers must not modify it)."""
+    last: list[Any] = [None, None]
+
+    def remembered(rate: float, g: float) -> NDArray:
+        if last[0] != (rate, g):
+            last[0], last[1] = (rate, g), kernel(rate, g)
+        return last[1]
+
+    return remembered
 
 
 def _point_kernel(
@@ -308,14 +324,14 @@ def fit_visibility(
     b0_start, r_start, g_start = _profile_grid(kernel_of, b, w, rates, grid_exps)
 
     point_kernel = _point_kernel(t, period, nf, kernel_of)
+    jacobian: Callable[[NDArray], NDArray] | str = "3-point"
+    if model == "exponential" and point_kernel is not kernel_of:  # contiguous
+        point_kernel = _last_call(point_kernel)
+        jacobian = _exponential_jacobian(t, nf, s, point_kernel)
 
     def residuals(p: NDArray) -> NDArray:
         g = p[2] if model == "stretched" else 1.0
         return (p[0] * point_kernel(math.exp(p[1]), g) - b) / s
-
-    jacobian: Callable[[NDArray], NDArray] | str = "3-point"
-    if model == "exponential" and point_kernel is not kernel_of:  # contiguous
-        jacobian = _exponential_jacobian(t, nf, s)
 
     # rates beyond these bounds are indistinguishable from 0 or infinity
     x0 = [b0_start, math.log(r_start)]
