@@ -273,8 +273,8 @@ def capacity(
     import h5py
     import numpy as np
 
-    from xsvs_bluesky._frames import PIECE_FRAMES
-    from xsvs_bluesky._hdf5 import uri_to_path
+    from xsvs_bluesky.callback._frames import PIECE_FRAMES
+    from xsvs_bluesky.callback._hdf5 import uri_to_path
 
     resources = {d["uid"]: d for n, d in docs if n == "stream_resource"}
     datums = [d for n, d in docs if n == "stream_datum"]
@@ -364,7 +364,7 @@ def breakdown(
 
 def _drop_frames(folder: Path, keep: list[tuple[str, dict[str, Any]]]) -> None:
     """Delete the scans' HDF5 files except those the recorded documents use."""
-    from xsvs_bluesky._hdf5 import uri_to_path
+    from xsvs_bluesky.callback._hdf5 import uri_to_path
 
     used = {
         uri_to_path(doc["uri"]).resolve()

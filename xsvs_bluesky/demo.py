@@ -19,8 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from xsvs_bluesky._live_session import LiveSession, close_engine
-from xsvs_bluesky._queued_callback import QueuedCallback
+from xsvs_bluesky.live import LiveSession, QueuedCallback, close_engine
 from xsvs_bluesky.sim.speckle import SpeckleModel
 
 __all__ = [

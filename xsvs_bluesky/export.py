@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xsvs_bluesky._result_tables import to_csv
 from xsvs_bluesky._version import __version__
 from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.results import to_csv
 
 if TYPE_CHECKING:
     import h5py

@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xsvs_bluesky._result_tables import _number, _pm
 from xsvs_bluesky._version import __version__
 from xsvs_bluesky.export import write_atomic
+from xsvs_bluesky.results import as_text, pm_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -51,7 +51,7 @@ def _esc(value: Any) -> str:
 
 
 def _img(fig: Figure, alt: str) -> str:
-    from xsvs_bluesky._plot_base import figure_png
+    from xsvs_bluesky.plots import figure_png
 
     data = base64.b64encode(figure_png(fig, dpi=90)).decode("ascii")
     return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
@@ -91,7 +91,7 @@ def _metadata_rows(res: RunResults) -> list[tuple[str, str]]:
             )
         )
     parts = md.get("partitions") or {}
-    half = _number(float(parts.get("half_width", math.nan)), "{:.3g}")
+    half = as_text(float(parts.get("half_width", math.nan)), "{:.3g}")
     if res.q.size:
         rows.append(
             (
@@ -117,7 +117,7 @@ def _metadata_rows(res: RunResults) -> list[tuple[str, str]]:
         rows.append(("dynamics model", md["dynamics_model"]))
     if res.diffusion:
         d, e = res.diffusion.get("D", math.nan), res.diffusion.get("D_err", math.nan)
-        rows.append(("D (Gamma = D q^2)", f"{_pm(d, e, '{:.4g}')} Angstrom^2/s"))
+        rows.append(("D (Gamma = D q^2)", f"{pm_text(d, e, '{:.4g}')} Angstrom^2/s"))
     return [(k, str(v)) for k, v in rows]
 
 
@@ -148,13 +148,13 @@ def _results_table(res: RunResults) -> str:
     rows = [
         [
             str(r.exposure),
-            _number(r.exposure_time, "{:.4g}"),
-            _number(r.q, "{:.4g}"),
+            as_text(r.exposure_time, "{:.4g}"),
+            as_text(r.q, "{:.4g}"),
             str(r.n_pixels),
             str(r.n_frames),
-            _pm(r.kbar, r.kbar_err, "{:.4g}"),
-            _pm(r.beta, r.beta_err),
-            _pm(r.M, r.M_err, "{:.4g}"),
+            pm_text(r.kbar, r.kbar_err, "{:.4g}"),
+            pm_text(r.beta, r.beta_err),
+            pm_text(r.M, r.M_err, "{:.4g}"),
             ", ".join(r.flags),
         ]
         for r in res.table.itertuples(index=False)
@@ -182,11 +182,11 @@ def _dynamics_table(res: RunResults) -> str:
         rows.append(
             [
                 str(r.partition),
-                _number(r.q, "{:.4g}"),
+                as_text(r.q, "{:.4g}"),
                 str(r.model),
-                _pm(r.gamma, r.gamma_err, "{:.4g}"),
-                _pm(r.beta0, r.beta0_err),
-                _number(red, "{:.3g}"),
+                pm_text(r.gamma, r.gamma_err, "{:.4g}"),
+                pm_text(r.beta0, r.beta0_err),
+                as_text(red, "{:.3g}"),
                 ", ".join(getattr(r, "flags", []) or []),
             ]
         )

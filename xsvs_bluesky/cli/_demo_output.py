@@ -41,7 +41,7 @@ def truth_rows(results: Any, model: Any) -> Any:
 
 def format_truth_table(table: Any) -> str:
     """Return the beta table beside the truth, exposure by exposure, with z."""
-    from xsvs_bluesky._result_tables import exposure_lines
+    from xsvs_bluesky.results import exposure_lines
 
     head = (
         f"{'exp':>3} {'t_e [s]':>9} {'q [1/A]':>9} {'kbar':>7} "

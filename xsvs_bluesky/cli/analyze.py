@@ -177,8 +177,8 @@ def _run_with_progress(job: Any, show: bool) -> Any:
 
 
 def _render(result: Any, args: argparse.Namespace) -> str:
-    from xsvs_bluesky import _result_tables as tables
-    from xsvs_bluesky._offline_tables import beta_table, dynamics_table
+    from xsvs_bluesky import results as tables
+    from xsvs_bluesky.offline import beta_table, dynamics_table
 
     table = beta_table(result.results)
     dyn = None

@@ -107,7 +107,7 @@ def print_results(
     results: Any, run_uid: str | None, raw_uid: str, fmt: str, prog: str
 ) -> None:
     """Print the beta table of ``results`` (ExposureResults) in format ``fmt``."""
-    from xsvs_bluesky._offline_tables import beta_table
+    from xsvs_bluesky.offline import beta_table
     from xsvs_bluesky.results import format_table, to_csv, to_json
 
     table = beta_table(results)

@@ -9,6 +9,12 @@ Examples
 ...         ...
 """
 
+from xsvs_bluesky.legacy._inputs import (
+    LegacyInputs,
+    file_sha256,
+    read_inputs,
+    refine_beam_center,
+)
 from xsvs_bluesky.legacy.config import (
     ExposureSpec,
     LegacyConfig,
@@ -34,7 +40,9 @@ __all__ = [
     "ExposureSpec",
     "FrameSeries",
     "LegacyConfig",
+    "LegacyInputs",
     "check_files_exist",
+    "file_sha256",
     "frame_file_names",
     "header_metadata",
     "header_value",
@@ -43,6 +51,8 @@ __all__ = [
     "read_frame",
     "read_header",
     "read_ini",
+    "read_inputs",
     "read_mask",
+    "refine_beam_center",
     "xpcs_bin_factors",
 ]

@@ -20,8 +20,13 @@ from __future__ import annotations
 import configparser
 from pathlib import Path
 
+from xsvs_bluesky.legacy._ini_sections import (
+    WHAT,
+    read_exposure,
+    read_geometry,
+    section,
+)
 from xsvs_bluesky.legacy.config import LegacyConfig
-from xsvs_bluesky.legacy.ini import _WHAT, read_exposure, read_geometry, section
 
 __all__ = ["read_pyxpcs"]
 
@@ -37,7 +42,7 @@ def read_pyxpcs(
     beam = section(ini, parser, sections["beam"])
     detector = section(ini, parser, sections["detector"])
 
-    data_dir = dirs.path("data dir", _WHAT["data dir"], base)
+    data_dir = dirs.path("data dir", WHAT["data dir"], base)
     save_dir = dirs.optional_path("save dir", base) or base
     mask = dirs.path("mask", "the mask EDF file (pyxpcs layout: 1 = good pixel)", base)
     flat_field = dirs.optional_path("flat field", base)

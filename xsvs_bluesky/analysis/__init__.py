@@ -1,0 +1,39 @@
+"""The analysis of one exposure: frames in, contrast per q partition out.
+
+:class:`ExposureAnalysis` is the one object both the live callback
+(:class:`xsvs_bluesky.callback.XSVSCallback`) and the offline ``analyze``
+command feed with frames.  It histograms every frame as it arrives (one
+:meth:`HistogramAccumulator.update` per stack), keeps the time-averaged image
+and fits the contrast only when asked (:meth:`ExposureAnalysis.result`), so
+the cost per frame stays that of a histogram.
+
+The code lives in private modules re-exported here: :class:`ExposureResult`
+in ``_exposure_result``, :class:`ExposureAnalysis` in ``_exposure``,
+:class:`AnalysisSetup` and the input identities in ``_setup``.  None of them
+imports a bluesky, tiled or I/O library.
+
+References
+----------
+Li et al., J. Synchrotron Rad. 21, 1288 (2014).
+"""
+
+from xsvs_bluesky.analysis._exposure import (
+    DEFAULT_EXTRA_ESTIMATORS,
+    FLAT_FIELD_MODES,
+    ExposureAnalysis,
+    default_estimator,
+)
+from xsvs_bluesky.analysis._result import FLAG_FIT_FAILED, ExposureResult
+from xsvs_bluesky.analysis._setup import AnalysisSetup, LabelledArray, array_identity
+
+__all__ = [
+    "DEFAULT_EXTRA_ESTIMATORS",
+    "FLAG_FIT_FAILED",
+    "FLAT_FIELD_MODES",
+    "AnalysisSetup",
+    "ExposureAnalysis",
+    "ExposureResult",
+    "LabelledArray",
+    "array_identity",
+    "default_estimator",
+]

@@ -1,0 +1,398 @@
+"""Accumulation of the frames of one exposure: :class:`ExposureAnalysis`.
+
+Public names are re-exported by :mod:`xsvs_bluesky.analysis`.
+
+References
+----------
+Li et al., J. Synchrotron Rad. 21, 1288 (2014).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from xsvs_bluesky.analysis._result import ExposureResult, failed_estimates
+from xsvs_bluesky.core.estimators import (
+    ContrastEstimate,
+    check_estimator,
+    estimate_contrast,
+)
+from xsvs_bluesky.core.geometry import Partitions, PixelGroups
+from xsvs_bluesky.core.histogram import Backend, HistogramAccumulator
+from xsvs_bluesky.core.images import ImageAverager, radial_profile
+from xsvs_bluesky.errors import GeometryError, XSVSError
+
+__all__ = [
+    "DEFAULT_EXTRA_ESTIMATORS",
+    "FLAT_FIELD_MODES",
+    "GROUPED_ESTIMATORS",
+    "ExposureAnalysis",
+    "checked_flat",
+    "default_estimator",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EXTRA_ESTIMATORS: tuple[str, ...] = ("moments", "low-count", "r-1")
+"""Cheap closed-form estimators reported next to the main one."""
+
+FLAT_FIELD_MODES: tuple[str, ...] = ("weighted", "divide-round", "record-only")
+"""How a flat field is used (see :class:`ExposureAnalysis`)."""
+
+GROUPED_ESTIMATORS = frozenset({"mle-weighted"})
+"""Estimators fitted on the efficiency groups of a partition."""
+_FRAME_ESTIMATORS = frozenset({"mle-frames", "pyxsvs-lsq"})
+_LEGACY_MEAN_FRAMES = 200  # pyxsvs chose its bins from the first 200 frames
+
+
+def default_estimator(flat_field: object | None) -> str:
+    """Return the default estimator: "mle-weighted" with a flat field, else "mle"."""
+    return "mle" if flat_field is None else "mle-weighted"
+
+
+class ExposureAnalysis:
+    """Accumulate the frames of one exposure and estimate the contrast.
+
+    Build it directly or with :meth:`AnalysisSetup.new_exposure`.
+
+    Parameters
+    ----------
+    partitions : Partitions
+        q partitions (masked pixels already excluded).
+    stream : str, optional
+        Raw stream name, carried into the results.
+    exposure_time : float, optional
+        Exposure time of one frame in s (NaN when unknown).
+    estimator : str, optional
+        Main estimator (see ``xsvs_bluesky.core.estimators.estimate_contrast``);
+        default :func:`default_estimator`.
+    extra_estimators : sequence of str, optional
+        Estimators also evaluated at the end of the exposure.
+    flat_field : array_like, optional
+        Pixel efficiency map (mean 1) of the detector shape.
+    flat_field_mode : {"weighted", "divide-round", "record-only"}
+        ``"weighted"`` (default): counts stay integer; with the
+        ``"mle-weighted"`` estimator each partition is split into
+        ``n_groups`` efficiency groups.  ``"divide-round"``: the legacy
+        pyxsvs correction, each frame divided by the flat field and rounded
+        (biased; to reproduce old results).  ``"record-only"``: the flat
+        field only scales ``I(q)``.
+    groups : PixelGroups, optional
+        Efficiency groups to use instead of splitting ``partitions``.
+    n_groups : int, optional
+        Efficiency groups per partition in ``"weighted"`` mode.
+    n_bins : int, optional
+        Initial number of histogram bins (they grow, nothing is dropped).
+    backend : str, optional
+        Histogram backend, ``"auto"``, ``"numba"`` or ``"numpy"``.
+    estimator_options : mapping, optional
+        Extra keyword arguments for the main estimator.
+    keep_image : bool, optional
+        Keep the time-averaged image (default True).
+    source : str, optional
+        Free text carried into the results (raw run uid, file name).
+
+    Raises
+    ------
+    GeometryError
+        If the flat field's shape differs from the partitions'.
+    ValueError
+        On an unknown ``flat_field_mode``.
+    """
+
+    def __init__(
+        self,
+        partitions: Partitions,
+        *,
+        stream: str = "primary",
+        exposure_time: float = math.nan,
+        estimator: str | None = None,
+        extra_estimators: Sequence[str] = DEFAULT_EXTRA_ESTIMATORS,
+        flat_field: ArrayLike | None = None,
+        flat_field_mode: str = "weighted",
+        groups: PixelGroups | None = None,
+        n_groups: int = 16,
+        n_bins: int = 32,
+        backend: Backend = "auto",
+        estimator_options: Mapping[str, Any] | None = None,
+        keep_image: bool = True,
+        source: str = "",
+    ) -> None:
+        if flat_field_mode not in FLAT_FIELD_MODES:
+            raise ValueError(
+                f"flat_field_mode = {flat_field_mode!r}; give one of {FLAT_FIELD_MODES}"
+            )
+        self.partitions = partitions
+        self.stream = str(stream)
+        self.exposure_time = float(exposure_time)
+        self.estimator = check_estimator(estimator or default_estimator(flat_field))
+        self.extra_estimators = tuple(
+            check_estimator(e) for e in extra_estimators if e != self.estimator
+        )
+        self.estimator_options = dict(estimator_options or {})
+        self.source = source
+        self.flat_field_mode = flat_field_mode
+        self._flat = checked_flat(flat_field, partitions.shape)
+        # the flat-field aware estimator needs histograms per efficiency group;
+        # when the groups tile the partitions, their accumulator also sums the
+        # partition histograms (P(k), its per-frame std, the trace) in the
+        # same pass over the pixels, else a second accumulator does
+        self._group_acc: HistogramAccumulator | None = None
+        if (
+            self._flat is not None
+            and flat_field_mode == "weighted"
+            and self.estimator in GROUPED_ESTIMATORS
+        ):
+            if groups is None:
+                groups = partitions.split_by(self._flat, n_groups=n_groups)
+            self._group_acc = _group_accumulator(groups, partitions, n_bins, backend)
+        if self._group_acc is not None and self._group_acc.parents is not None:
+            self._acc = self._group_acc.parents
+        else:
+            self._acc = HistogramAccumulator(
+                partitions,
+                n_bins=n_bins,
+                backend=backend,
+                keep_frame_histograms=self.estimator in _FRAME_ESTIMATORS,
+            )
+        self._image = ImageAverager(partitions.shape) if keep_image else None
+        # legacy bins: mean of frame / flat (not rounded) over the first frames
+        self._legacy_sum: NDArray[np.float64] | None = None
+        if (
+            self.estimator == "pyxsvs-lsq"
+            and self._flat is not None
+            and flat_field_mode == "divide-round"
+            and "legacy_mean" not in self.estimator_options
+        ):
+            self._legacy_sum = np.zeros(partitions.shape)
+        self._legacy_n = 0
+
+    def spawn(
+        self, stream: str, exposure_time: float = math.nan, *, source: str = ""
+    ) -> ExposureAnalysis:
+        """Return a fresh analysis with these settings and no frame yet.
+
+        Constant work is shared, not redone: partitions, flat field,
+        efficiency groups and the pixel layouts of the histograms.
+
+        Parameters
+        ----------
+        stream, exposure_time, source : see :class:`ExposureAnalysis`.
+
+        Returns
+        -------
+        ExposureAnalysis
+        """
+        new = copy.copy(self)  # every mutable attribute is replaced below
+        new.stream = str(stream)
+        new.exposure_time = float(exposure_time)
+        new.source = source
+        new.estimator_options = dict(self.estimator_options)
+        new._group_acc = None if self._group_acc is None else self._group_acc.spawn()
+        if new._group_acc is not None and new._group_acc.parents is not None:
+            new._acc = new._group_acc.parents
+        else:
+            new._acc = self._acc.spawn()
+        if self._image is not None:
+            new._image = ImageAverager(self.partitions.shape)
+        if self._legacy_sum is not None:
+            new._legacy_sum = np.zeros(self.partitions.shape)
+        new._legacy_n = 0
+        return new
+
+    @property
+    def n_frames(self) -> int:
+        """Frames accumulated so far."""
+        return int(self._acc.n_frames)
+
+    @property
+    def accumulator(self) -> HistogramAccumulator:
+        """The per-partition histogram accumulator."""
+        return self._acc
+
+    def update(self, frames: ArrayLike) -> int:
+        """Add one frame ``(rows, cols)`` or a stack ``(n, rows, cols)``.
+
+        Parameters
+        ----------
+        frames : array_like
+            Photon counts.  Floating-point frames must hold whole numbers.
+
+        Returns
+        -------
+        int
+            Number of frames added.
+
+        Raises
+        ------
+        GeometryError
+            If the frame shape differs from the detector shape.
+        XSVSError
+            If floating-point frames hold non-integer counts.
+        """
+        arr = np.asarray(frames)
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3 or arr.shape[1:] != self.partitions.shape:
+            raise GeometryError(
+                f"frames of shape {arr.shape} do not match the detector shape "
+                f"{self.partitions.shape}; give (n, rows, cols) photon counts"
+            )
+        if arr.shape[0] == 0:
+            return 0
+        if arr.dtype.kind not in "iu":
+            rounded = np.rint(arr)
+            if not np.array_equal(rounded, arr):
+                raise XSVSError(
+                    f"frames of dtype {arr.dtype} hold non-integer values; give "
+                    "photon counts"
+                )
+            arr = rounded.astype(np.int64)
+        if self._image is not None:
+            self._image.update(arr)
+        counts = arr
+        if self._flat is not None and self.flat_field_mode == "divide-round":
+            divided = arr / self._flat
+            take = min(arr.shape[0], _LEGACY_MEAN_FRAMES - self._legacy_n)
+            if self._legacy_sum is not None and take > 0:
+                self._legacy_sum += divided[:take].sum(axis=0)
+                self._legacy_n += take
+            counts = np.rint(divided).astype(np.int64)
+        if self._group_acc is None or self._group_acc.parents is not self._acc:
+            self._acc.update(counts)
+        if self._group_acc is not None:
+            self._group_acc.update(counts)  # and the partitions when nested
+        return int(arr.shape[0])
+
+    def _estimate(self, estimator: str, *, quiet: bool) -> tuple[ContrastEstimate, ...]:
+        acc = self._acc
+        if estimator in GROUPED_ESTIMATORS and self._group_acc is not None:
+            acc = self._group_acc
+        options = dict(self.estimator_options) if estimator == self.estimator else {}
+        if (
+            estimator == "pyxsvs-lsq"
+            and self._legacy_sum is not None
+            and self._legacy_n
+        ):
+            image = (self._legacy_sum / self._legacy_n).ravel()
+            options["legacy_mean"] = [
+                float(image[p].mean()) if p.size else np.nan
+                for p in self.partitions.pixels
+            ]
+        n = len(self.partitions)
+        try:
+            with np.errstate(all="ignore"):
+                out = tuple(estimate_contrast(acc, estimator, **options))
+        except XSVSError as err:
+            log = logger.debug if quiet else logger.warning
+            log("estimator %r failed on stream %r: %s", estimator, self.stream, err)
+            return failed_estimates(n, estimator, np.asarray(self._acc.kbar, float))
+        if len(out) != n:
+            raise XSVSError(
+                f"estimator {estimator!r} returned {len(out)} estimates for "
+                f"{n} partitions"
+            )
+        return out
+
+    def result(self, *, final: bool = True) -> ExposureResult:
+        """Estimate the contrast from the frames so far.
+
+        Parameters
+        ----------
+        final : bool, optional
+            True (default): the full result, with the extra estimators.
+            False: a progress snapshot, main estimator only (estimator
+            failures on few frames are logged at debug level only).
+
+        Returns
+        -------
+        ExposureResult
+        """
+        acc = self._acc
+        n_q = len(self.partitions)
+        estimates = self._estimate(self.estimator, quiet=not final)
+        extra: dict[str, tuple[ContrastEstimate, ...]] = {}
+        if final:
+            for name in self.extra_estimators:
+                extra[name] = self._estimate(name, quiet=False)
+        if acc.n_frames:
+            prob, prob_std = acc.probability()
+        else:
+            prob = np.zeros((n_q, acc.n_bins))
+            prob_std = prob.copy()
+        q = np.array(self.partitions.centers, dtype=np.float64)
+        mean_image = None
+        intensity = np.full(q.shape, np.nan)
+        intensity_err = np.full(q.shape, np.nan)
+        if self._image is not None and self._image.n_frames:
+            mean_image = self._image.mean()
+            corrected = mean_image if self._flat is None else mean_image / self._flat
+            with np.errstate(all="ignore"):
+                _, intensity, intensity_err = radial_profile(corrected, self.partitions)
+        return ExposureResult(
+            stream=self.stream,
+            exposure_time=self.exposure_time,
+            final=final,
+            n_frames=self.n_frames,
+            q=q,
+            q_half_width=float(self.partitions.half_width),
+            n_pixels=np.asarray(self.partitions.n_pixels, dtype=np.int64),
+            estimator=self.estimator,
+            estimates=estimates,
+            extra_estimates=MappingProxyType(extra),
+            counts=np.asarray(acc.counts, dtype=np.int64).reshape(n_q, -1),
+            probability=np.asarray(prob, dtype=np.float64).reshape(n_q, -1),
+            probability_std=np.asarray(prob_std, dtype=np.float64).reshape(n_q, -1),
+            trace=np.asarray(acc.trace, dtype=np.float64).reshape(self.n_frames, n_q),
+            mean_image=mean_image,
+            intensity=np.asarray(intensity, dtype=np.float64),
+            intensity_err=np.asarray(intensity_err, dtype=np.float64),
+            source=self.source,
+        )
+
+
+def _group_accumulator(
+    groups: PixelGroups, partitions: Partitions, n_bins: int, backend: Backend
+) -> HistogramAccumulator:
+    """Accumulator over efficiency groups, with the partitions as parents.
+
+    Without parents when the groups do not tile the partitions exactly
+    (groups given by the caller); the partitions are then histogrammed
+    separately.
+    """
+    try:
+        return HistogramAccumulator(
+            groups, n_bins=n_bins, backend=backend, parents=partitions
+        )
+    except GeometryError as err:
+        logger.debug("groups histogrammed apart from the partitions: %s", err)
+        return HistogramAccumulator(groups, n_bins=n_bins, backend=backend)
+
+
+def checked_flat(
+    flat_field: ArrayLike | None, shape: tuple[int, int]
+) -> NDArray[np.float64] | None:
+    """Return the flat field as float64 (None stays None).
+
+    Raises
+    ------
+    GeometryError
+        If its shape is not the detector ``shape``.
+    """
+    if flat_field is None:
+        return None
+    flat = np.asarray(flat_field, dtype=np.float64)
+    if flat.shape != tuple(shape):
+        raise GeometryError(
+            f"flat field has shape {flat.shape} but the detector has shape "
+            f"{tuple(shape)}; give a flat field of the detector shape"
+        )
+    return flat

@@ -1,0 +1,256 @@
+"""Everything an analysis needs besides the frames: :class:`AnalysisSetup`.
+
+Also the identity of input arrays (masks, flat field) recorded with the
+results.  Public names are re-exported by :mod:`xsvs_bluesky.analysis`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from xsvs_bluesky.analysis._exposure import (
+    DEFAULT_EXTRA_ESTIMATORS,
+    FLAT_FIELD_MODES,
+    GROUPED_ESTIMATORS,
+    ExposureAnalysis,
+    checked_flat,
+    default_estimator,
+)
+from xsvs_bluesky.core.estimators import check_estimator
+from xsvs_bluesky.core.geometry import Geometry, Partitions, PixelGroups, combine_masks
+from xsvs_bluesky.core.histogram import Backend
+from xsvs_bluesky.errors import GeometryError
+
+__all__ = ["AnalysisSetup", "LabelledArray", "array_identity"]
+
+
+def array_identity(
+    name: str, array: ArrayLike, file_sha256: str | None = None
+) -> dict[str, Any]:
+    """Identity of a mask or flat field: name, checksum, shape and dtype.
+
+    Parameters
+    ----------
+    name : str
+        A label, e.g. the file name.
+    array : array_like
+        The data as used.
+    file_sha256 : str, optional
+        Checksum of the file it was read from, recorded as given.
+
+    Returns
+    -------
+    dict
+        ``name``, ``sha256`` (of the C-order bytes of the array), ``shape``,
+        ``dtype`` and ``file_sha256`` when given (plain JSON types).
+    """
+    arr = np.ascontiguousarray(array)
+    out: dict[str, Any] = {
+        "name": str(name),
+        "sha256": hashlib.sha256(arr.tobytes()).hexdigest(),
+        "shape": [int(s) for s in arr.shape],
+        "dtype": arr.dtype.str,
+    }
+    if file_sha256:
+        out["file_sha256"] = str(file_sha256)
+    return out
+
+
+LabelledArray = ArrayLike | tuple[str, ArrayLike] | tuple[str, ArrayLike, str]
+"""An array, ``(name, array)`` or ``(name, array, file_sha256)``."""
+
+
+def _labelled(item: Any, default: str) -> tuple[str, NDArray[Any], str | None]:
+    if isinstance(item, tuple) and len(item) in (2, 3) and isinstance(item[0], str):
+        return item[0], np.asarray(item[1]), (item[2] if len(item) == 3 else None)
+    return default, np.asarray(item), None
+
+
+@dataclass(frozen=True, eq=False)
+class AnalysisSetup:
+    """Everything an analysis needs besides the frames, and its description.
+
+    Build it with :meth:`build`; make one :class:`ExposureAnalysis` per
+    exposure with :meth:`new_exposure`; :attr:`description` is the plain-JSON
+    record of how results were made (the derived run's ``xsvs`` dict).
+    """
+
+    partitions: Partitions
+    geometry: Geometry | None
+    estimator: str
+    extra_estimators: tuple[str, ...]
+    estimator_options: Mapping[str, Any]
+    flat_field: NDArray[np.float64] | None
+    flat_field_mode: str
+    groups: PixelGroups | None
+    n_bins: int
+    backend: Backend
+    description: Mapping[str, Any]
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        partitions: Partitions | Mapping[str, Any],
+        geometry: Geometry | None = None,
+        masks: Sequence[LabelledArray] = (),
+        flat_field: LabelledArray | None = None,
+        flat_field_mode: str = "weighted",
+        estimator: str | None = None,
+        extra_estimators: Sequence[str] = DEFAULT_EXTRA_ESTIMATORS,
+        estimator_options: Mapping[str, Any] | None = None,
+        n_bins: int = 32,
+        n_groups: int = 16,
+        backend: Backend = "auto",
+    ) -> AnalysisSetup:
+        """Build the partitions (when given as parameters) and the description.
+
+        Parameters
+        ----------
+        partitions : Partitions or mapping
+            Partitions, or ``{"q1", "q2", "qs", "dq"}`` / ``{"centers",
+            "dq"}`` in 1/Angstrom, built on ``geometry`` with the union of
+            ``masks`` excluded.
+        geometry : Geometry, optional
+            Required when ``partitions`` is a mapping.
+        masks, flat_field : see :class:`xsvs_bluesky.callback.XSVSCallback`.
+        flat_field_mode, estimator, extra_estimators, estimator_options,
+        n_bins, n_groups, backend : see :class:`ExposureAnalysis`.
+
+        Raises
+        ------
+        GeometryError
+            On missing or inconsistent geometry, partitions, masks or flat
+            field.
+        ValueError
+            On an unknown ``flat_field_mode``.
+        """
+        if flat_field_mode not in FLAT_FIELD_MODES:
+            raise ValueError(
+                f"flat_field_mode = {flat_field_mode!r}; give one of {FLAT_FIELD_MODES}"
+            )
+        labelled = [_labelled(m, f"mask{i}") for i, m in enumerate(masks)]
+        spec: dict[str, Any] = {}
+        if isinstance(partitions, Partitions):
+            parts = partitions
+        else:
+            if geometry is None:
+                raise GeometryError(
+                    "q partition parameters need a geometry; give a Geometry or a "
+                    "Partitions object"
+                )
+            spec = dict(partitions)
+            mask = combine_masks(*(a for _, a, _ in labelled), shape=geometry.shape)
+            try:
+                if "centers" in spec:
+                    centers = [float(c) for c in spec["centers"]]
+                    parts = Partitions.from_centers(
+                        geometry.q_map(), centers, spec["dq"], mask=mask
+                    )
+                    spec["centers"] = centers
+                else:
+                    parts = Partitions.from_range(
+                        geometry.q_map(),
+                        spec["q1"],
+                        spec["q2"],
+                        spec["qs"],
+                        spec["dq"],
+                        mask=mask,
+                    )
+            except KeyError as err:
+                raise GeometryError(
+                    f"q partition parameters {sorted(spec)} lack {err}; give q1, q2, "
+                    "qs, dq or centers, dq (1/Angstrom)"
+                ) from None
+        for name, arr, _ in labelled:
+            if arr.shape != tuple(parts.shape):
+                raise GeometryError(
+                    f"mask {name!r} has shape {arr.shape} but the detector has "
+                    f"shape {parts.shape}; give masks of the detector shape"
+                )
+        flat = None
+        flat_md = None
+        if flat_field is not None:
+            name, raw, sha = _labelled(flat_field, "flat_field")
+            flat = checked_flat(raw, parts.shape)
+            assert flat is not None
+            flat_md = array_identity(name, raw, sha)
+            finite = flat[np.isfinite(flat)]
+            flat_md.update(
+                mode=flat_field_mode,
+                mean=float(finite.mean()) if finite.size else math.nan,
+                variance=float(finite.var()) if finite.size else math.nan,
+            )
+        main = check_estimator(estimator or default_estimator(flat))
+        for name in extra_estimators:
+            check_estimator(name)
+        groups = None
+        if (
+            flat is not None
+            and flat_field_mode == "weighted"
+            and main in GROUPED_ESTIMATORS
+        ):
+            groups = parts.split_by(flat, n_groups=n_groups)
+        description = {
+            "estimator": main,
+            "extra_estimators": [e for e in extra_estimators if e != main],
+            "estimator_options": dict(estimator_options or {}),
+            "geometry": None if geometry is None else geometry.to_dict(),
+            "partitions": {
+                "centers": [float(c) for c in parts.centers],
+                "half_width": float(parts.half_width),
+                "n_pixels": [int(n) for n in parts.n_pixels],
+                **spec,
+            },
+            "masks": [array_identity(n, a, s) for n, a, s in labelled],
+            "flat_field": flat_md,
+            "n_groups": len(groups) if groups is not None else None,
+        }
+        return cls(
+            partitions=parts,
+            geometry=geometry,
+            estimator=main,
+            extra_estimators=tuple(e for e in extra_estimators if e != main),
+            estimator_options=MappingProxyType(dict(estimator_options or {})),
+            flat_field=flat,
+            flat_field_mode=flat_field_mode,
+            groups=groups,
+            n_bins=int(n_bins),
+            backend=backend,
+            description=MappingProxyType(description),
+        )
+
+    def new_exposure(
+        self, stream: str, exposure_time: float = math.nan, *, source: str = ""
+    ) -> ExposureAnalysis:
+        """Make a fresh :class:`ExposureAnalysis` with these settings.
+
+        The constant work (histogram pixel layouts, ...) is done once per
+        setup, at the first call; later exposures share it.
+        """
+        return self._template.spawn(stream, exposure_time, source=source)
+
+    @cached_property
+    def _template(self) -> ExposureAnalysis:
+        """An empty analysis with these settings, spawned for each exposure."""
+        return ExposureAnalysis(
+            self.partitions,
+            stream="",
+            estimator=self.estimator,
+            extra_estimators=self.extra_estimators,
+            flat_field=self.flat_field,
+            flat_field_mode=self.flat_field_mode,
+            groups=self.groups,
+            n_bins=self.n_bins,
+            backend=self.backend,
+            estimator_options=self.estimator_options,
+        )

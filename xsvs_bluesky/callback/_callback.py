@@ -1,0 +1,289 @@
+"""The live XSVS analysis callback: raw bluesky documents in, a derived run out.
+
+:class:`XSVSCallback` subscribes to a RunEngine (``RE.subscribe(cb)``) or any
+``(name, doc)`` source.  An :class:`event_model.RunRouter` gives every raw
+run its own analyser, which histograms frames as they arrive (inline arrays,
+StreamResource/StreamDatum HDF5 files, legacy Resource/Datum), groups them by
+(stream, exposure time) and publishes a derived run (:mod:`.derived`) to
+``emit``.  An exception in the analysis never reaches the RunEngine: it is
+logged and the derived run is stopped with ``exit_status="fail"`` and the
+reason.  The per-run analyser and :class:`RunRecord` live in
+``_run_analyser``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from event_model import RunRouter
+
+from xsvs_bluesky.analysis import (
+    DEFAULT_EXTRA_ESTIMATORS,
+    AnalysisSetup,
+    ExposureResult,
+    LabelledArray,
+)
+from xsvs_bluesky.callback._run_analyser import RunAnalyser, RunRecord
+from xsvs_bluesky.core.dynamics import MODELS
+from xsvs_bluesky.core.geometry import Geometry, Partitions
+from xsvs_bluesky.core.histogram import Backend
+from xsvs_bluesky.errors import GeometryError
+
+__all__ = ["RunRecord", "XSVSCallback"]
+
+logger = logging.getLogger(__name__)
+
+Emitter = Callable[[str, dict[str, Any]], None]
+ResultCallback = Callable[[ExposureResult], None]
+
+GEOMETRY_KEYS = ("xsvs_geometry", "geometry")
+"""Start-document keys looked up for the geometry (Geometry.to_dict())."""
+PARTITION_KEYS = ("xsvs_partitions", "partitions")
+"""Start-document keys looked up for the q partition parameters."""
+
+
+class _PassThroughFiller:
+    """A RunRouter filler that neither fills nor copies anything."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def _same(self, doc: Any) -> Any:
+        return doc
+
+    descriptor = event_page = datum_page = resource = _same
+    stream_resource = stream_datum = event = datum = _same
+
+
+def _callables(value: Any) -> list[Any]:
+    items = [] if value is None else [value] if callable(value) else list(value)
+    for item in items:
+        if not callable(item):
+            raise ValueError(f"{item!r} is not callable; give callables")
+    return items
+
+
+class XSVSCallback:
+    """Analyse XSVS frames live and publish the results as a derived run.
+
+    All parameters are keyword-only.  Geometry and partitions given here
+    apply to every run; otherwise each run's start document must carry
+    them: ``xsvs_geometry`` (``Geometry.to_dict()``) and ``xsvs_partitions``
+    (``{"q1", "q2", "qs", "dq"}`` or ``{"centers", "dq"}``, 1/Angstrom).
+
+    Parameters
+    ----------
+    geometry : Geometry or mapping, optional
+        Detector geometry (Angstrom, mm, px).
+    partitions : Partitions or mapping, optional
+        q partitions or their parameters (built on ``geometry``).
+    masks : sequence, optional
+        Masks (nonzero = excluded): arrays, ``(name, array)`` or ``(name,
+        array, file_sha256)``; their union applies.
+    flat_field : array_like or tuple, optional
+        Pixel efficiencies (mean 1), optionally ``(name, array[, sha256])``.
+    flat_field_mode : {"weighted", "divide-round", "record-only"}
+        See :class:`xsvs_bluesky.analysis.ExposureAnalysis`.
+    estimator : str, optional
+        Main estimator; default ``"mle"``, ``"mle-weighted"`` with a flat
+        field.
+    extra_estimators : sequence of str, optional
+        Also reported per exposure (default moments, low-count, r-1).
+    estimator_options : mapping, optional
+        Keyword arguments for the main estimator.
+    n_bins, n_groups : int, optional
+        Initial histogram bins; efficiency groups per partition.
+    progress_interval_s : float, optional
+        Minimum time between two progress events of one exposure, s
+        (default 1.0; 0 for none).
+    progress_every_frames : int, optional
+        Minimum number of new frames between two progress events of one
+        exposure (default 1).  Both conditions must hold.
+    emit : callable or sequence of callables, optional
+        ``(name, doc)`` consumers of the derived run (e.g. a TiledWriter
+        with ``max_array_size=0``), held strongly.
+    on_result : callable or sequence of callables, optional
+        Called with every :class:`ExposureResult`: progress snapshots
+        (``final=False``) and final results (live plots, tables), in the
+        thread that delivers the documents (the RunEngine's).
+    detector_key : str, optional
+        Data key of the frames; default the largest 2-d data key.
+    accept : callable, optional
+        ``accept(start_doc) -> bool``; runs it rejects are not analysed.
+    read_timeout_s : float, optional
+        At the end of a run, how long to wait for HDF5 frames not yet
+        written, s.
+    histogram_backend : str, optional
+        ``"auto"``, ``"numba"`` or ``"numpy"``.
+    keep_records : int, optional
+        Number of :class:`RunRecord` kept in :attr:`records`.
+    dynamics_model : str or None, optional
+        Model of the ``dynamics`` stream fitted at the end of a run with two
+        or more exposure times (``"exponential"`` or ``"stretched"``); None
+        for no dynamics stream.
+
+    Raises
+    ------
+    GeometryError
+        If the geometry, partitions, masks or flat field given disagree.
+    ValueError
+        On an unknown ``flat_field_mode`` or a non-callable consumer.
+
+    Examples
+    --------
+    >>> cb = XSVSCallback(geometry=geo, emit=writer,
+    ...                   partitions=dict(q1=2e-3, q2=1e-2, qs=1e-3, dq=4e-4))
+    ... # doctest: +SKIP
+    >>> RE.subscribe(cb)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        geometry: Geometry | Mapping[str, Any] | None = None,
+        partitions: Partitions | Mapping[str, Any] | None = None,
+        masks: Sequence[LabelledArray] = (),
+        flat_field: LabelledArray | None = None,
+        flat_field_mode: str = "weighted",
+        estimator: str | None = None,
+        extra_estimators: Sequence[str] = DEFAULT_EXTRA_ESTIMATORS,
+        estimator_options: Mapping[str, Any] | None = None,
+        n_bins: int = 32,
+        n_groups: int = 16,
+        progress_interval_s: float | None = 1.0,
+        progress_every_frames: int | None = 1,
+        emit: Emitter | Iterable[Emitter] | None = None,
+        on_result: ResultCallback | Iterable[ResultCallback] | None = None,
+        detector_key: str | None = None,
+        accept: Callable[[Mapping[str, Any]], bool] | None = None,
+        read_timeout_s: float = 5.0,
+        histogram_backend: Backend = "auto",
+        keep_records: int = 8,
+        dynamics_model: str | None = "exponential",
+    ) -> None:
+        # strong references: event_model's DocumentRouter would hold them weakly
+        self.emit_targets: list[Emitter] = _callables(emit)
+        self.result_callbacks: list[ResultCallback] = _callables(on_result)
+        if isinstance(geometry, Mapping):
+            geometry = Geometry.from_dict(geometry)
+        self.geometry = geometry
+        self.partitions = partitions
+        self._setup_options: dict[str, Any] = {
+            "masks": tuple(masks),
+            "flat_field": flat_field,
+            "flat_field_mode": flat_field_mode,
+            "estimator": estimator,
+            "extra_estimators": tuple(extra_estimators),
+            "estimator_options": dict(estimator_options or {}),
+            "n_bins": int(n_bins),
+            "n_groups": int(n_groups),
+            "backend": histogram_backend,
+        }
+        self.progress_interval_s = float(progress_interval_s or 0.0)
+        self.progress_every_frames = max(int(progress_every_frames or 1), 1)
+        self.detector_key = detector_key
+        self.accept = accept
+        self.read_timeout_s = float(read_timeout_s)
+        self.keep_records = max(int(keep_records), 0)
+        if dynamics_model is not None and dynamics_model not in MODELS:
+            raise ValueError(
+                f"dynamics_model = {dynamics_model!r}; give one of {MODELS} or None"
+            )
+        self.dynamics_model = dynamics_model
+        self.records: OrderedDict[str, RunRecord] = OrderedDict()
+        self._cache: tuple[str, AnalysisSetup] | None = None
+        if partitions is not None and (
+            geometry is not None or isinstance(partitions, Partitions)
+        ):
+            self.setup_for({})  # inconsistent arguments fail here, not mid-scan
+        self._routing_errors: set[tuple[str, str]] = set()
+        self._router = RunRouter(
+            [self._factory],
+            filler_class=_PassThroughFiller,  # type: ignore[arg-type]
+        )
+
+    def __call__(self, name: str, doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Process one document; never raises."""
+        try:
+            self._router(name, doc)
+        except Exception as err:
+            # e.g. documents of a run that started before the subscription:
+            # the first of a kind with its traceback, the rest at debug level
+            kind = (name, type(err).__name__)
+            if kind in self._routing_errors:
+                logger.debug("XSVSCallback could not route a %r document: %r", *kind)
+            else:
+                self._routing_errors.add(kind)
+                logger.exception("XSVSCallback could not route a %r document", name)
+        return name, doc
+
+    def _factory(self, name: str, start: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+        if "original_run_uid" in start:
+            logger.debug("run %s is a derived run: not analysed", start.get("uid"))
+            return [], []
+        if self.accept is not None:
+            try:
+                if not self.accept(start):
+                    return [], []
+            except Exception:
+                logger.exception("accept() raised on run %s", start.get("uid"))
+                return [], []
+        return [RunAnalyser(self, start)], []
+
+    def setup_for(self, start: Mapping[str, Any]) -> AnalysisSetup:
+        """Return the analysis setup of a run (from the arguments, else its start).
+
+        Raises
+        ------
+        GeometryError
+            When neither defines geometry and partitions, or they are
+            inconsistent.
+        """
+        geometry, spec = self.geometry, self.partitions
+        if spec is None or (geometry is None and not isinstance(spec, Partitions)):
+            if geometry is None:
+                raw = next((start[k] for k in GEOMETRY_KEYS if k in start), None)
+                if not isinstance(raw, Mapping):
+                    raise GeometryError(
+                        f"run {start.get('uid')}: no geometry; give XSVSCallback("
+                        f"geometry=...) or the start key {GEOMETRY_KEYS[0]!r}"
+                    )
+                geometry = Geometry.from_dict(raw)
+            if spec is None:
+                spec = next((start[k] for k in PARTITION_KEYS if k in start), None)
+                if not isinstance(spec, Mapping):
+                    raise GeometryError(
+                        f"run {start.get('uid')}: no q partitions; give XSVSCallback("
+                        f"partitions=...) or the start key {PARTITION_KEYS[0]!r} "
+                        "({q1, q2, qs, dq} or {centers, dq}, 1/Angstrom)"
+                    )
+        key = repr(
+            (
+                None if geometry is None else geometry.to_dict(),
+                ("Partitions", id(spec)) if isinstance(spec, Partitions) else spec,
+            )
+        )
+        if self._cache is None or self._cache[0] != key:
+            setup = AnalysisSetup.build(
+                partitions=spec, geometry=geometry, **self._setup_options
+            )
+            self._cache = (key, setup)
+        return self._cache[1]
+
+    def record(self, record: RunRecord) -> None:
+        """Keep a run record (called by the analysers at the end of a run)."""
+        if self.keep_records:
+            self.records[record.raw_uid] = record
+            while len(self.records) > self.keep_records:
+                self.records.popitem(last=False)
+
+    def publish(self, result: ExposureResult) -> None:
+        """Send a result to every ``on_result`` callback; never raises."""
+        for func in self.result_callbacks:
+            try:
+                func(result)
+            except Exception:
+                logger.exception("on_result callback %r failed", func)

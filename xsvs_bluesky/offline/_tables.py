@@ -1,0 +1,94 @@
+"""Tidy tables of offline results, in the layout of ``xsvs-bluesky results`` (private).
+
+The beta table has exactly the columns of a derived run's results table
+(:data:`xsvs_bluesky.results._tables.RECORD_KEYS`), with ``run_uid`` and
+``raw_uid`` None since nothing was stored; the dynamics table has the
+columns of its dynamics table.  Text, CSV and JSON come from the same
+formatters the ``results`` command uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from xsvs_bluesky.analysis import ExposureResult
+from xsvs_bluesky.core.dynamics import DiffusionFit, DynamicsFit
+from xsvs_bluesky.results import DYNAMICS_KEYS, RECORD_KEYS
+
+__all__ = ["beta_table", "dynamics_table"]
+
+
+def beta_table(results: Sequence[ExposureResult]) -> pd.DataFrame:
+    """One row per exposure and q partition, columns ``RECORD_KEYS``.
+
+    Parameters
+    ----------
+    results : sequence of ExposureResult
+        One per exposure, in order; ``exposure`` is the position in it.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    rows: list[dict[str, Any]] = []
+    for index, res in enumerate(results):
+        for j, est in enumerate(res.estimates):
+            rows.append(
+                {
+                    "run_uid": None,
+                    "raw_uid": None,
+                    "exposure": index,
+                    "exposure_time": float(res.exposure_time),
+                    "partition": j,
+                    "q": float(res.q[j]),
+                    "n_pixels": int(res.n_pixels[j]),
+                    "n_frames": int(res.n_frames),
+                    "kbar": float(est.kbar),
+                    "kbar_err": float(est.kbar_err),
+                    "beta": float(est.beta),
+                    "beta_err": float(est.beta_err),
+                    "M": float(est.M),
+                    "M_err": float(est.M_err),
+                    "estimator": est.estimator,
+                    "flags": [str(f) for f in est.flags],
+                }
+            )
+    return pd.DataFrame(rows, columns=list(RECORD_KEYS))
+
+
+def dynamics_table(
+    fits: Sequence[DynamicsFit], diffusion: DiffusionFit
+) -> pd.DataFrame:
+    """One row per partition: ``Gamma`` (1/s), ``beta0``, then ``D`` (A^2/s).
+
+    ``D`` and ``D_err`` (from ``Gamma = D q^2`` over all partitions) repeat
+    on every row, as in the ``results`` command's dynamics table; then
+    ``exponent``, ``exponent_err``, ``chi2``, ``dof`` and ``flags``.
+    """
+    rows = [
+        {
+            "partition": int(f.partition),
+            "q": float(f.q),
+            "model": f.model,
+            "gamma": float(f.gamma),
+            "gamma_err": float(f.gamma_err),
+            "beta0": float(f.beta0),
+            "beta0_err": float(f.beta0_err),
+            "D": float(diffusion.D),
+            "D_err": float(diffusion.D_err),
+            "exponent": float(f.exponent),
+            "exponent_err": float(f.exponent_err),
+            "chi2": float(f.chi2),
+            "dof": int(f.dof),
+            "flags": [str(x) for x in f.flags],
+        }
+        for f in fits
+    ]
+    columns = [*DYNAMICS_KEYS, "exponent", "exponent_err", "chi2", "dof", "flags"]
+    table = pd.DataFrame(rows, columns=columns)
+    table["q"] = table["q"].astype(np.float64)
+    return table

@@ -1,0 +1,253 @@
+"""Analyse a raw run stored in Tiled again, with other settings.
+
+:func:`reanalyze` fetches the documents of a raw run from Tiled
+(``run.documents()`` when the server exports ``application/json-seq``,
+otherwise rebuilt from the run's metadata and data sources by
+:func:`rebuild_documents`), feeds them to a NEW
+:class:`~xsvs_bluesky.callback.XSVSCallback` configured with the new
+estimator, partitions or flat-field use, and writes the new derived run to
+the processed catalog.  Its ``original_run_uid`` is the same raw run, so
+every analysis of one raw run is found with
+``processed.search(Key("original_run_uid") == raw_uid)``.
+
+Frames are read from the HDF5 files the run references when this host can
+read them (fast), else through Tiled's HTTP API (``frames="tiled"``).
+Masks and flat field come from the files named in the start document
+(``xsvs_masks``, ``xsvs_flat_field``), checked against their recorded
+SHA-256.
+
+This module holds :func:`reanalyze`, its result and the raw-run look-up;
+the document stream (:func:`fetch_documents`, :func:`rebuild_documents`)
+lives in ``_reanalyze_documents`` and the masks, flat field and partitions
+(:func:`read_calibration`) in ``_reanalyze_inputs``, re-exported here.
+
+Examples
+--------
+>>> from xsvs_bluesky.reanalyze import reanalyze  # doctest: +SKIP
+>>> out = reanalyze(cats, "5d80f3d5", estimator="moments")  # doctest: +SKIP
+>>> out.derived_uid  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.reanalyze._documents import (
+    fetch_documents,
+    local_files,
+    n_frames,
+    rebuild_documents,
+    split_datums,
+    via_tiled,
+)
+from xsvs_bluesky.reanalyze._inputs import merge_partitions, read_calibration
+
+__all__ = [
+    "FRAME_SOURCES",
+    "ReanalysisResult",
+    "fetch_documents",
+    "find_raw_run",
+    "read_calibration",
+    "reanalyze",
+    "rebuild_documents",
+]
+
+logger = logging.getLogger(__name__)
+
+FRAME_SOURCES: tuple[str, ...] = ("auto", "file", "tiled")
+"""Where frames are read: the HDF5 files when readable here (``auto``), the
+files only, or through Tiled's HTTP API."""
+_FLAT_MODES = {
+    "weights": "weighted",
+    "divide-round": "divide-round",
+    "none": "weighted",
+}
+_BIG_BATCH = 1_000_000
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, eq=False)
+class ReanalysisResult:
+    """A new analysis of a stored raw run.
+
+    Attributes
+    ----------
+    raw_uid : str
+        The raw run analysed.
+    derived_uid : str or None
+        The new derived run (None if the analysis produced none).
+    exit_status : str
+        The new derived run's exit status; ``reason`` says why it failed.
+    reason : str
+    results : tuple of ExposureResult
+        One per exposure.
+    frames : str
+        Where the frames were read: ``"file"`` or ``"tiled"``.
+    seconds : float
+        Wall time, s.
+    """
+
+    raw_uid: str
+    derived_uid: str | None
+    exit_status: str
+    reason: str
+    results: tuple[Any, ...]
+    frames: str
+    seconds: float
+
+
+def find_raw_run(raw_catalog: Any, key: str) -> Any:
+    """Find the raw run named by ``key``: uid, unique uid prefix, scan_id or -1.
+
+    Raises
+    ------
+    XSVSError
+        No such run, an ambiguous prefix, or a derived run.
+    """
+    text = str(key).strip()
+    lookup: int | str = text
+    if text.lstrip("-").isdigit() and len(text) < 5:
+        lookup = int(text)
+    try:
+        run = raw_catalog[lookup]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise XSVSError(
+            f"no raw run {text!r} in the raw catalog ({exc}); give a uid, a unique "
+            "uid prefix of >= 5 characters, a scan_id or -1 (latest)"
+        ) from None
+    start = run.metadata.get("start", {})
+    if "original_run_uid" in start:
+        raise XSVSError(
+            f"run {start.get('uid')} is a derived run of raw run "
+            f"{start['original_run_uid']}; give the raw run's uid"
+        )
+    return run
+
+
+def reanalyze(
+    catalogs: Any,
+    raw_uid: str,
+    *,
+    estimator: str | None = None,
+    partitions: Mapping[str, Any] | None = None,
+    flat_field: str = "weights",
+    frames: str = "auto",
+    frames_per_datum: int = 90,
+    progress: Progress | None = None,
+) -> ReanalysisResult:
+    """Analyse raw run ``raw_uid`` again into a new derived run.
+
+    Parameters
+    ----------
+    catalogs : xsvs_bluesky.storage.Catalogs
+        ``raw`` (read) and ``processed`` (written) catalogs.
+    raw_uid : str
+        uid, unique uid prefix, scan_id or -1 (see :func:`find_raw_run`).
+    estimator : str, optional
+        Main estimator (default ``mle-weighted`` with a flat field used as
+        weights, else ``mle``).
+    partitions : mapping, optional
+        q partition parameters (1/Angstrom) replacing those of the run:
+        ``q1``, ``q2``, ``qs``, ``dq`` (any subset; the others are kept) or
+        ``centers`` and ``dq``.
+    flat_field : {"weights", "divide-round", "none"}
+        How the run's flat field is used (as ``analyze``).
+    frames : {"auto", "file", "tiled"}
+        Where frames are read (see :data:`FRAME_SOURCES`).
+    frames_per_datum : int, optional
+        Frames read and histogrammed at a time.
+    progress : callable, optional
+        ``progress(frames_done, frames_total)``.
+
+    Returns
+    -------
+    ReanalysisResult
+
+    Raises
+    ------
+    XSVSError
+        Unknown run or option, a run without geometry or partitions, frame
+        files not readable here with ``frames="file"``.
+    InputFileError
+        Masks or flat field missing or changed.
+    """
+    import hdf5plugin  # noqa: F401  (registers the Blosc filter of replayed files)
+
+    from xsvs_bluesky.callback import XSVSCallback
+    from xsvs_bluesky.core.estimators import check_estimator
+    from xsvs_bluesky.core.geometry import Geometry
+    from xsvs_bluesky.options import default_estimator
+    from xsvs_bluesky.storage import make_tiled_writer
+
+    t0 = time.perf_counter()
+    if flat_field not in _FLAT_MODES or frames not in FRAME_SOURCES:
+        raise XSVSError(
+            f"flat field {flat_field!r} / frames {frames!r}: give one of "
+            f"{', '.join(_FLAT_MODES)} / {', '.join(FRAME_SOURCES)}"
+        )
+    if estimator is not None:
+        check_estimator(estimator)
+    run = find_raw_run(catalogs.raw, raw_uid)
+    start = run.metadata["start"]
+    uid = str(start["uid"])
+    stop = run.metadata.get("stop") or {}
+    if stop.get("exit_status") != "success":
+        raise XSVSError(
+            f"raw run {uid} did not finish (exit_status "
+            f"{stop.get('exit_status')!r}: {stop.get('reason', '')}); analyse a "
+            "complete run"
+        )
+    if not isinstance(start.get("xsvs_geometry"), Mapping):
+        raise XSVSError(f"raw run {uid} has no xsvs_geometry; cannot analyse it")
+    geometry = Geometry.from_dict(start["xsvs_geometry"])
+    spec = merge_partitions(start, partitions)
+    masks, flat = read_calibration(start, geometry.shape, use_flat=flat_field != "none")
+    writer = make_tiled_writer(catalogs.processed, batch_size=_BIG_BATCH)
+    callback = XSVSCallback(
+        geometry=geometry,
+        partitions=spec,
+        masks=masks,
+        flat_field=flat,
+        flat_field_mode=_FLAT_MODES[flat_field],
+        estimator=estimator or default_estimator(flat is not None, flat_field),
+        emit=writer,
+    )
+    docs = fetch_documents(run)
+    source = frames
+    if frames != "tiled":
+        missing = [p for p in local_files(docs) if not p.is_file()]
+        if missing and frames == "file":
+            raise XSVSError(
+                f"raw run {uid}: {len(missing)} frame file(s) not readable here "
+                f"(first: {missing[0]}); use frames='tiled' (--frames tiled)"
+            )
+        source = "tiled" if missing else "file"
+    stream = (
+        via_tiled(run, docs, frames_per_datum)
+        if source == "tiled"
+        else split_datums(docs, frames_per_datum)
+    )
+    total = int(start.get("num_points") or 0)
+    done = 0
+    for name, doc in stream:
+        callback(name, doc)
+        if progress is not None and name in ("stream_datum", "event_page"):
+            done += n_frames(name, doc)
+            progress(done, max(total, done))
+    record = callback.records.get(uid)
+    if record is None:
+        raise XSVSError(f"raw run {uid}: no frames were analysed")
+    return ReanalysisResult(
+        raw_uid=uid,
+        derived_uid=record.derived_uid,
+        exit_status=record.exit_status,
+        reason=record.reason,
+        results=tuple(record.results),
+        frames=source,
+        seconds=time.perf_counter() - t0,
+    )

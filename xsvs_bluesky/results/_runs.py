@@ -1,0 +1,406 @@
+"""Derived XSVS runs as Python objects: find them in Tiled, load tables and arrays.
+
+A derived run (``plan_name = "xsvs_analysis"``, written by
+:class:`xsvs_bluesky.callback.XSVSCallback`; layout in
+``docs/reference/derived-run-schema.md``) becomes one :class:`RunResults`:
+a tidy ``beta(t_e, q)`` table, the histograms ``P(k)`` and the other arrays as
+:class:`xarray.DataArray`, the dynamics fit and the start metadata.  The same
+object is built from a run stored in Tiled (:func:`load_results`) or from the
+documents of a run held in memory (:meth:`RunResults.from_documents`), so
+every table, figure and export works without a server too.
+
+Examples
+--------
+>>> from xsvs_bluesky.storage import open_catalogs  # doctest: +SKIP
+>>> cats = open_catalogs(data_dir="xsvs-data")  # doctest: +SKIP
+>>> runs = search_runs(cats.processed, sample_name="silica")  # doctest: +SKIP
+>>> res = load_results(runs[-1])  # doctest: +SKIP
+>>> print(format_table(res.table))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from numpy.typing import NDArray
+
+from xsvs_bluesky.core.geometry import Geometry
+from xsvs_bluesky.results._query import find_run, search_runs
+from xsvs_bluesky.results._streams import (
+    ANALYSIS_PLAN_NAME,
+    MemorySource,
+    RunNotFoundError,
+    StreamSource,
+    TiledSource,
+)
+from xsvs_bluesky.results._tables import (
+    DYNAMICS_KEYS,
+    RECORD_KEYS,
+    build_dynamics,
+    build_table,
+    dynamics_records,
+    format_dynamics,
+    format_table,
+    records,
+    to_csv,
+    to_json,
+)
+
+__all__ = [
+    "ANALYSIS_PLAN_NAME",
+    "DYNAMICS_KEYS",
+    "RECORD_KEYS",
+    "RunNotFoundError",
+    "RunResults",
+    "dynamics_records",
+    "find_run",
+    "format_dynamics",
+    "format_table",
+    "load_results",
+    "records",
+    "search_runs",
+    "to_csv",
+    "to_json",
+]
+
+logger = logging.getLogger(__name__)
+
+_UNITS = "counts/pixel/frame"
+_LAZY_FIELDS = (
+    "table",
+    "histograms",
+    "histograms_std",
+    "counts",
+    "images",
+    "intensity",
+    "intensity_err",
+    "trace",
+    "dynamics",
+    "diffusion",
+    "streams",
+)
+_HIST_DIMS = ("exposure", "partition", "k")
+_DIFFUSION_KEYS = (
+    "D",
+    "D_err",
+    "q_exponent",
+    "q_exponent_err",
+    "D_chi2",
+    "D_dof",
+    "D_flags",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class RunResults:
+    """Everything a derived XSVS run holds, as tables and labelled arrays.
+
+    Build it with :func:`load_results` (a run in Tiled) or
+    :meth:`from_documents`.  The tables and arrays below are read on first
+    access (from Tiled: one request per array, so the catalog must still be
+    open) and then kept; :meth:`fetch` reads them all at once.
+
+    Dimensions: ``exposure`` (coordinates ``exposure_time`` in s,
+    ``n_frames``, ``n_bins``), ``partition`` (coordinate ``q`` in
+    1/Angstrom), ``k`` (photons per pixel), ``frame``, ``y``/``x`` (image
+    rows/columns, px).
+
+    Attributes
+    ----------
+    uid : str
+        uid of the derived run.
+    raw_uid : str or None
+        uid of the raw run it analysed (``original_run_uid``).
+    start, stop : mapping
+        Start and stop documents (``stop`` None while the run is open).
+    source : StreamSource
+        Where the arrays come from.
+    table : pandas.DataFrame
+        Tidy ``beta(t_e, q)``: one row per exposure and partition, columns
+        :data:`RECORD_KEYS` (``flags`` lists of str).
+    histograms, histograms_std : xarray.DataArray
+        Mean over frames of the per-frame ``P(k)`` and its per-frame standard
+        deviation, dims ``(exposure, partition, k)``; zero beyond
+        ``n_bins`` of each exposure.
+    counts : xarray.DataArray
+        Summed per-frame histograms (same dims, int64).
+    images : xarray.DataArray or None
+        Averaged frame of each exposure (counts/pixel/frame), dims
+        ``(exposure, y, x)``.
+    intensity, intensity_err : xarray.DataArray
+        ``I(q)`` and its standard error per exposure (counts/pixel/frame),
+        dims ``(exposure, partition)``.
+    trace : xarray.DataArray
+        Mean count per pixel of every frame, dims ``(exposure, frame,
+        partition)``, NaN beyond ``n_frames``.
+    dynamics : pandas.DataFrame or None
+        Fit of ``beta(t_e)`` per partition (:data:`DYNAMICS_KEYS`, then
+        ``exponent``, ``exponent_err``, ``chi2``, ``dof``, ``flags``); None
+        when the run has no ``dynamics`` stream.
+    diffusion : dict or None
+        ``D``, ``D_err`` (Angstrom^2/s), ``q_exponent``, ``q_exponent_err``,
+        ``D_chi2``, ``D_dof``, ``D_flags`` of the ``Gamma = D q^2`` fit.
+    streams : dict
+        Every array of every stream, ``{stream: {key: array}}``, stacked over
+        events on the first axis (what :mod:`xsvs_bluesky.export` writes).
+    """
+
+    uid: str
+    raw_uid: str | None
+    start: Mapping[str, Any]
+    stop: Mapping[str, Any] | None
+    source: StreamSource = field(repr=False)
+
+    # ------------------------------------------------------------ builders
+    @classmethod
+    def from_source(cls, source: StreamSource) -> RunResults:
+        """Wrap a :class:`StreamSource` (documents in memory or a Tiled run)."""
+        raw = source.start.get("original_run_uid")
+        return cls(
+            uid=str(source.start.get("uid", "")),
+            raw_uid=None if raw is None else str(raw),
+            start=source.start,
+            stop=source.stop,
+            source=source,
+        )
+
+    @classmethod
+    def from_documents(
+        cls, docs: Iterable[tuple[str, Mapping[str, Any]]], uid: str | None = None
+    ) -> RunResults:
+        """Build the results of a derived run from its documents.
+
+        Parameters
+        ----------
+        docs : iterable of (name, doc)
+            Documents as emitted by ``XSVSCallback`` (``event`` or
+            ``event_page``); other runs' documents are ignored.
+        uid : str, optional
+            uid (or its start) of the derived run; default the last derived
+            run among ``docs``.
+
+        Returns
+        -------
+        RunResults
+
+        Raises
+        ------
+        RunNotFoundError
+            If ``docs`` hold no derived run (or none with ``uid``).
+        """
+        return cls.from_source(MemorySource(docs, uid))
+
+    def fetch(self) -> RunResults:
+        """Read every table and array now (e.g. before closing the catalogs).
+
+        Returns
+        -------
+        RunResults
+            ``self``, fully loaded.
+        """
+        for name in _LAZY_FIELDS:
+            getattr(self, name)
+        return self
+
+    # ------------------------------------------------------------ helpers
+    def _get(
+        self, key: str, shape: tuple[int, ...], fill: Any = np.nan
+    ) -> NDArray[Any]:
+        if self.source.has("results", key):
+            return np.asarray(self.source.array("results", key))
+        return np.full(shape, fill)
+
+    @cached_property
+    def _coords(self) -> dict[str, Any]:
+        n_exp = self._n_exposures
+        if "exposure_index" in self.source.view("results"):
+            exposure = self._get("exposure_index", (n_exp,)).astype(np.int64)
+        else:
+            exposure = np.arange(n_exp, dtype=np.int64)
+        return {
+            "exposure": exposure,
+            "exposure_time": (("exposure",), self._get("exposure_time", (n_exp,))),
+            "n_frames": (("exposure",), self._get("n_frames", (n_exp,), 0)),
+            "n_bins": (("exposure",), self._get("n_bins", (n_exp,), 0)),
+            "partition": np.arange(self.q.size),
+            "q": (("partition",), self.q),
+        }
+
+    @cached_property
+    def _n_exposures(self) -> int:
+        if self.source.has("results", "exposure_time"):
+            return int(self.source.array("results", "exposure_time").shape[0])
+        return 0
+
+    def _per_exposure(self, key: str, dims: tuple[str, ...], **attrs: Any) -> Any:
+        n_exp, n_q = self._n_exposures, self.q.size
+        shape = {"exposure": n_exp, "partition": n_q}
+        values = self._get(key, tuple(shape.get(d, 0) for d in dims))
+        coords = dict(self._coords)
+        if "k" in dims:
+            coords["k"] = np.arange(values.shape[dims.index("k")])
+        if "frame" in dims:
+            coords["frame"] = np.arange(values.shape[dims.index("frame")])
+        return _data_array(values, dims, coords, **attrs)
+
+    # ------------------------------------------------------------ views
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The start document's ``xsvs`` dict (how the results were made)."""
+        return dict(self.start.get("xsvs") or {})
+
+    @property
+    def geometry(self) -> Geometry | None:
+        """Detector geometry of the analysis, None when not recorded."""
+        geo = self.metadata.get("geometry")
+        return Geometry.from_dict(geo) if isinstance(geo, Mapping) else None
+
+    @cached_property
+    def q(self) -> NDArray[np.float64]:
+        """Partition centres, 1/Angstrom."""
+        if self._n_exposures and self.source.has("results", "q"):
+            return np.asarray(self.source.array("results", "q"), np.float64)[0]
+        centres = self.metadata.get("partitions", {}).get("centers", [])
+        return np.asarray(centres, dtype=np.float64)
+
+    @property
+    def q_half_width(self) -> float:
+        """Partition half-width, 1/Angstrom (NaN when not recorded)."""
+        return float(self.metadata.get("partitions", {}).get("half_width", math.nan))
+
+    @property
+    def exposure_times(self) -> NDArray[np.float64]:
+        """Exposure time of one frame of each exposure, s."""
+        return np.asarray(self._coords["exposure_time"][1], dtype=np.float64)
+
+    @property
+    def n_frames(self) -> NDArray[np.int64]:
+        """Frames analysed per exposure."""
+        return np.asarray(self._coords["n_frames"][1], dtype=np.int64)
+
+    @property
+    def exit_status(self) -> str | None:
+        """The stop document's ``exit_status`` (None while the run is open)."""
+        return None if self.stop is None else self.stop.get("exit_status")
+
+    def matrix(self, column: str) -> NDArray[Any]:
+        """Return a table column as an ``(exposure, partition)`` array.
+
+        Parameters
+        ----------
+        column : str
+            One of the numeric :data:`RECORD_KEYS`, e.g. ``"beta"``.
+        """
+        n_q = self.q.size
+        values = self.table[column].to_numpy()
+        return values.reshape(-1, n_q) if n_q else values.reshape(0, 0)
+
+    @cached_property
+    def table(self) -> pd.DataFrame:  # noqa: D102
+        view = self.source.view("results")
+        return build_table(
+            self.uid, self.raw_uid, view, self.source.flag_names("results")
+        )
+
+    @cached_property
+    def histograms(self) -> xr.DataArray:  # noqa: D102
+        hist = self._per_exposure("probability", _HIST_DIMS, long_name="P(k)")
+        return hist.astype(np.float64)
+
+    @cached_property
+    def histograms_std(self) -> xr.DataArray:  # noqa: D102
+        return self._per_exposure(
+            "probability_std",
+            _HIST_DIMS,
+            long_name="per-frame standard deviation of P(k)",
+        ).astype(np.float64)
+
+    @cached_property
+    def counts(self) -> xr.DataArray:  # noqa: D102
+        return self._per_exposure("counts", _HIST_DIMS).fillna(0).astype(np.int64)
+
+    @cached_property
+    def images(self) -> xr.DataArray | None:  # noqa: D102
+        if not self.source.has("results", "mean_image"):
+            return None
+        return self._per_exposure(
+            "mean_image",
+            ("exposure", "y", "x"),
+            units=_UNITS,
+            long_name="averaged frame",
+        ).astype(np.float64)
+
+    @cached_property
+    def intensity(self) -> xr.DataArray:  # noqa: D102
+        return self._per_exposure(
+            "intensity", ("exposure", "partition"), units=_UNITS, long_name="I(q)"
+        ).astype(np.float64)
+
+    @cached_property
+    def intensity_err(self) -> xr.DataArray:  # noqa: D102
+        return self._per_exposure(
+            "intensity_err", ("exposure", "partition"), units=_UNITS
+        ).astype(np.float64)
+
+    @cached_property
+    def trace(self) -> xr.DataArray:  # noqa: D102
+        return self._per_exposure(
+            "trace", ("exposure", "frame", "partition"), units=_UNITS
+        ).astype(np.float64)
+
+    @cached_property
+    def dynamics(self) -> pd.DataFrame | None:  # noqa: D102
+        if "dynamics" not in self.source.stream_names:
+            return None
+        view = self.source.view("dynamics")
+        return build_dynamics(view, self.source.flag_names("dynamics"))
+
+    @cached_property
+    def diffusion(self) -> dict[str, Any] | None:  # noqa: D102
+        if self.dynamics is None:
+            return None
+        view = self.source.view("dynamics")
+        return {k: np.asarray(view[k])[-1].item() for k in _DIFFUSION_KEYS if k in view}
+
+    @cached_property
+    def streams(self) -> dict[str, dict[str, NDArray[Any]]]:  # noqa: D102
+        return {name: dict(self.source.view(name)) for name in self.source.stream_names}
+
+
+def load_results(run: Any) -> RunResults:
+    """Read a derived run from Tiled (arrays are fetched on first use).
+
+    Parameters
+    ----------
+    run : BlueskyRun client
+        A derived run, e.g. from :func:`search_runs` or :func:`find_run`.
+
+    Returns
+    -------
+    RunResults
+
+    Raises
+    ------
+    RunNotFoundError
+        If ``run`` is not a derived XSVS run.
+    """
+    return RunResults.from_source(TiledSource(run))
+
+
+def _data_array(
+    values: NDArray[Any], dims: tuple[str, ...], coords: Mapping[str, Any], **attrs: Any
+) -> xr.DataArray:
+    use = {
+        k: v
+        for k, v in coords.items()
+        if set(v[0] if isinstance(v, tuple) else (k,)) <= set(dims)
+    }
+    return xr.DataArray(values, dims=dims, coords=use, attrs=attrs)
