@@ -1,45 +1,94 @@
 """XSVS analysis for the Bluesky/Tiled ecosystem.
 
-The numerical core (``xsvs_bluesky.core``) works on numpy arrays alone. The
-bluesky side (``XSVSCallback``), the legacy readers (``xsvs_bluesky.legacy``),
-the Tiled storage helpers (``xsvs_bluesky.storage``) and the results API
-(``xsvs_bluesky.results``) are adapters around it. Heavy names below are
-imported on first use, so ``import xsvs_bluesky`` stays light.
+The numerical core (``xsvs_bluesky.core``) works on numpy arrays alone.  The
+stages around it each have a subpackage (``docs/explanation/architecture.md``
+draws the flow): the per-exposure analysis (``analysis``), the bluesky
+callback (``callback``), the derived-run layout (``derived``), the Tiled
+storage (``storage``), reading results back (``results``), legacy inputs
+(``legacy``), the workflows (``offline``, ``replay``, ``reanalyze``) and the
+presentation (``live``, ``plots``, ``report``, ``export``).
+
+The names a scientist uses most are re-exported here.  Heavy ones are
+imported on first use, so ``import xsvs_bluesky`` stays light; type checkers
+see the real types through the ``TYPE_CHECKING`` imports below.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
-from .errors import FitError, FrameDataError, GeometryError, InputFileError, XSVSError
+from xsvs_bluesky._version import __version__
+from xsvs_bluesky.errors import (
+    FitError,
+    FrameDataError,
+    GeometryError,
+    InputFileError,
+    XSVSError,
+)
+
+if TYPE_CHECKING:
+    from xsvs_bluesky.analysis import AnalysisSetup, ExposureAnalysis, ExposureResult
+    from xsvs_bluesky.callback import RunRecord, XSVSCallback
+    from xsvs_bluesky.legacy import read_ini
+    from xsvs_bluesky.live import LiveSession
+    from xsvs_bluesky.offline import LegacyAnalysis, OfflineResult, analyze_legacy
+    from xsvs_bluesky.results import (
+        RunNotFoundError,
+        RunResults,
+        find_run,
+        load_results,
+        search_runs,
+    )
+    from xsvs_bluesky.storage import Catalogs, make_tiled_writer, open_catalogs
 
 #: public name -> module that defines it (imported lazily)
 _LAZY = {
-    "XSVSCallback": "xsvs_bluesky.callback",
-    "RunRecord": "xsvs_bluesky.callback",
+    "AnalysisSetup": "xsvs_bluesky.analysis",
     "ExposureAnalysis": "xsvs_bluesky.analysis",
     "ExposureResult": "xsvs_bluesky.analysis",
-    "AnalysisSetup": "xsvs_bluesky.analysis",
-    "open_catalogs": "xsvs_bluesky.storage",
+    "RunRecord": "xsvs_bluesky.callback",
+    "XSVSCallback": "xsvs_bluesky.callback",
     "read_ini": "xsvs_bluesky.legacy",
+    "LiveSession": "xsvs_bluesky.live",
+    "LegacyAnalysis": "xsvs_bluesky.offline",
+    "OfflineResult": "xsvs_bluesky.offline",
+    "analyze_legacy": "xsvs_bluesky.offline",
+    "RunNotFoundError": "xsvs_bluesky.results",
+    "RunResults": "xsvs_bluesky.results",
+    "find_run": "xsvs_bluesky.results",
+    "load_results": "xsvs_bluesky.results",
+    "search_runs": "xsvs_bluesky.results",
+    "Catalogs": "xsvs_bluesky.storage",
+    "make_tiled_writer": "xsvs_bluesky.storage",
+    "open_catalogs": "xsvs_bluesky.storage",
 }
 
 __all__ = [
     "AnalysisSetup",
+    "Catalogs",
     "ExposureAnalysis",
     "ExposureResult",
     "FitError",
     "FrameDataError",
     "GeometryError",
     "InputFileError",
+    "LegacyAnalysis",
+    "LiveSession",
+    "OfflineResult",
+    "RunNotFoundError",
     "RunRecord",
+    "RunResults",
     "XSVSCallback",
     "XSVSError",
     "__version__",
+    "analyze_legacy",
+    "find_run",
+    "load_results",
+    "make_tiled_writer",
     "open_catalogs",
     "read_ini",
+    "search_runs",
 ]
 
 
@@ -50,3 +99,7 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -37,3 +37,9 @@ def test_errors_are_also_builtin_errors() -> None:
     assert issubclass(xsvs_bluesky.InputFileError, ValueError)
     assert issubclass(xsvs_bluesky.FitError, RuntimeError)
     assert issubclass(xsvs_bluesky.InputFileError, xsvs_bluesky.XSVSError)
+
+
+def test_the_package_is_typed() -> None:
+    import importlib.resources
+
+    assert importlib.resources.files("xsvs_bluesky").joinpath("py.typed").is_file()
