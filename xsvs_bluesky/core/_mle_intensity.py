@@ -38,8 +38,7 @@ from xsvs_bluesky.core._contrast import (
 )
 from xsvs_bluesky.core._intensity_groups import IntensityGroups
 from xsvs_bluesky.core._mle import _flags, _result
-from xsvs_bluesky.core._mle_kernels import _fit_shared
-from xsvs_bluesky.core._nbinom import _dh, nbinom_pmf
+from xsvs_bluesky.core._mle_kernels import _fit_shared, _sample_info
 
 __all__ = ["IntensityFit", "fit_intensity_mle", "fit_intensity_partition"]
 
@@ -112,28 +111,6 @@ def _fit_shape(
         if np.max(np.abs(step)) < 1e-10:
             break
     return coef
-
-
-def _sample_information(
-    mu: NDArray[np.float64], b: NDArray[np.float64]
-) -> NDArray[np.float64]:
-    """Return the expected information on ``b`` of one NB sample per group.
-
-    ``mu^3 h'(mu b) + sum_j j^2 P(K > j) / (1 + j b)^2`` with ``h`` as in
-    ``_mle_kernels`` (``mu^2 / 2`` for Poisson counts, ``b = 0``).
-    """
-    out = np.zeros(mu.size)
-    for g in range(mu.size):
-        m, bg = float(mu[g]), float(b[g])
-        if not m > 0.0:
-            continue
-        top = int(m + 12.0 * math.sqrt(m + m * m * bg) + 20.0)
-        k = np.arange(top + 1)
-        pmf = nbinom_pmf(k, m, 1.0 / bg if bg > 0.0 else math.inf)
-        tail = np.clip(1.0 - np.cumsum(pmf), 0.0, None)[1:]
-        j = k[1:]
-        out[g] = m**3 * _dh(m * bg) + float(np.sum(j * j * tail / (1.0 + j * bg) ** 2))
-    return out
 
 
 def fit_intensity_mle(
@@ -234,7 +211,7 @@ def fit_intensity_mle(
         # with weights mu_i^2 (the ring's contrast), not with the
         # information mu^2 / (1 + mu b)^2 (roughly) that the likelihood uses
         mu_g = math.exp(eta) * a_g
-        info_g = scl * scl * _sample_information(mu_g, v_g + scl * b)
+        info_g = scl * scl * _sample_info(mu_g, v_g + scl * b)
         lw = np.divide(mu_g * mu_g * scl, info_g, out=ones.copy(), where=info_g > 0)
         lw /= np.mean(lw[n_g > 0])
         b1, eta1, _, var_eta1, conv1, _, _, _, _ = _fit_shared(
@@ -243,7 +220,7 @@ def fit_intensity_mle(
         if conv1 and b1 > 0.0:
             b, eta, var_eta, converged = b1, eta1, var_eta1, conv1
             mu_g = math.exp(eta) * a_g
-            info_g = n_g * scl * scl * _sample_information(mu_g, v_g + scl * b)
+            info_g = n_g * scl * scl * _sample_info(mu_g, v_g + scl * b)
             den = float(lw @ info_g)
             info = den * den / float((lw * lw) @ info_g) if den > 0.0 else math.nan
     kbar = math.exp(eta) * float(n_g @ a_g) / n

@@ -339,3 +339,35 @@ def _fit_shared(counts, w, b_start, off, scl, lw):  # pragma: no cover - compile
     else:
         var_eta = -h_bb / det if det > 0.0 else math.nan
     return x, eta, info_b, var_eta, converged, it, n_tot, s_tot, q_tot
+
+
+@numba.njit(cache=True)
+def _sample_info(mu, b):  # pragma: no cover - compiled
+    """Return the expected information on ``b`` of one NB sample, per group.
+
+    ``mu^3 h'(mu b) + sum_j j^2 P(K > j) / (1 + j b)^2`` for the law of mean
+    ``mu[g]`` and contrast ``b[g]`` (``mu^2 / 2`` for Poisson counts,
+    ``b = 0``).  The pmf comes from the ratio ``P(k+1)/P(k) = (1 + k b)
+    mu / ((k + 1) (1 + mu b))`` in log space, so it holds at any ``b >= 0``.
+    """
+    out = np.zeros(mu.shape[0])
+    for g in range(mu.shape[0]):
+        m = mu[g]
+        bg = b[g]
+        if not m > 0.0:
+            continue
+        top = int(m + 12.0 * math.sqrt(m + m * m * bg) + 20.0)
+        if bg > 0.0:
+            logp = -math.log1p(m * bg) / bg
+        else:
+            logp = -m
+        log_ratio = math.log(m) - math.log1p(m * bg)
+        cum = math.exp(logp)
+        total = 0.0
+        for j in range(1, top + 1):
+            logp += math.log((1.0 + (j - 1) * bg) / j) + log_ratio
+            cum += math.exp(logp)
+            tail = max(1.0 - cum, 0.0)  # P(K > j)
+            total += j * j * tail / ((1.0 + j * bg) * (1.0 + j * bg))
+        out[g] = m * m * m * _dh(m * bg) + total
+    return out
