@@ -15,10 +15,39 @@ from scipy import stats
 
 from xsvs_bluesky.errors import FitError
 
-__all__ = ["DiffusionFit", "fit_diffusion"]
+__all__ = [
+    "DIFFUSION_STATUSES",
+    "DiffusionFit",
+    "fit_diffusion",
+    "not_yet_determined",
+]
 
 #: p-value of the D-fit chi2 below which the fit is flagged "poor-fit".
 POOR_FIT_P = 1e-3
+#: A D fit with ``chi2/dof`` above this and p below :data:`INFLATE_P` has its
+#: error multiplied by ``sqrt(chi2/dof)`` (and is flagged "poor-fit").
+INFLATE_REDUCED_CHI2 = 2.0
+INFLATE_P = 0.01
+
+#: What a :class:`DiffusionFit` says about ``D`` (:attr:`DiffusionFit.status`).
+DIFFUSION_STATUSES = (
+    "diffusive",
+    "poor-fit",
+    "non-diffusive",
+    "not yet determined",
+    "no-data",
+)
+
+
+def not_yet_determined(value: float, error: float) -> bool:
+    """Tell whether a fitted value cannot be shown as a number yet.
+
+    That is when the value or its error is not finite, or the error is as
+    large as the value (e.g. an early live refit on two exposures): show
+    "not yet determined" instead of the numbers.
+    """
+    v, e = float(value), float(error)
+    return not (math.isfinite(v) and math.isfinite(e)) or e >= abs(v)
 
 
 @dataclass(frozen=True)
@@ -47,6 +76,9 @@ class DiffusionFit:
         Indices of the partitions used (empty when not given).
     prefactor : float
         ``A`` of ``Gamma = A q^p`` (1/s / (1/Angstrom)^p).
+    error_scale : float
+        Factor already applied to ``D_err``: ``sqrt(chi2/dof)`` when the fit
+        was poor (``chi2/dof > 2`` with ``p < 0.01``, or ``scale_errors``), else 1.
     """
 
     D: float
@@ -58,11 +90,52 @@ class DiffusionFit:
     flags: tuple[str, ...] = ()
     partitions: tuple[int, ...] = ()
     prefactor: float = math.nan
+    error_scale: float = 1.0
 
     @property
     def reduced_chi2(self) -> float:
         """``chi2 / dof`` (NaN when ``dof == 0``)."""
         return self.chi2 / self.dof if self.dof > 0 else math.nan
+
+    @property
+    def status(self) -> str:
+        """What may be said about ``D``, one of :data:`DIFFUSION_STATUSES`.
+
+        ``"non-diffusive"``: ``Gamma/q^2`` is not constant within errors
+        (the q exponent differs from 2), so ``D`` is not the result;
+        ``"not yet determined"``: its error is as large as ``D``;
+        ``"poor-fit"``: ``D`` stands with its inflated error; ``"diffusive"``.
+        """
+        if not math.isfinite(self.D):
+            return "no-data"
+        if "non-diffusive" in self.flags:
+            return "non-diffusive"
+        if not_yet_determined(self.D, self.D_err):
+            return "not yet determined"
+        if "poor-fit" in self.flags:
+            return "poor-fit"
+        return "diffusive"
+
+    def describe(self) -> str:
+        """One line for a text table: ``D`` with its error, or why not."""
+        status = self.status
+        if status == "no-data":
+            return "D: no partition with a usable rate"
+        if status == "non-diffusive":
+            return (
+                f"non-diffusive: Gamma/q^2 is not constant within errors (Gamma ~ "
+                f"q^{self.exponent:.2f}+-{self.exponent_err:.2f}, chi2/dof = "
+                f"{self.reduced_chi2:.3g}); D is not given"
+            )
+        if status == "not yet determined":
+            return "D not yet determined"
+        text = f"D = {self.D:.4g} +- {self.D_err:.2g} A^2/s"
+        if self.error_scale != 1.0:
+            text += (
+                f" (error x{self.error_scale:.2g} for chi2/dof = "
+                f"{self.reduced_chi2:.3g}: poor fit)"
+            )
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict (tuples as lists, plus ``reduced_chi2``)."""
@@ -70,6 +143,7 @@ class DiffusionFit:
         out["flags"] = list(self.flags)
         out["partitions"] = list(self.partitions)
         out["reduced_chi2"] = self.reduced_chi2
+        out["status"] = self.status
         return out
 
 
@@ -117,7 +191,10 @@ def fit_diffusion(
     Notes
     -----
     ``D = sum(w Gamma q^2) / sum(w q^4)`` with ``w = 1/Gamma_err^2`` and
-    ``D_err = (sum w q^4)^-1/2``.  The exponent comes from a weighted straight
+    ``D_err = (sum w q^4)^-1/2``, multiplied by ``sqrt(chi2/dof)`` when
+    ``chi2/dof > 2`` with ``p < 0.01`` (the scatter of ``Gamma/q^2`` then
+    exceeds the errors; flag ``"poor-fit"``, :attr:`DiffusionFit.error_scale`).
+    The exponent comes from a weighted straight
     line ``ln Gamma = ln A + p ln q`` with ``sigma(ln Gamma) = Gamma_err /
     Gamma`` (points with ``Gamma > 0`` only).
     """
@@ -143,11 +220,20 @@ def fit_diffusion(
     chi2 = float(np.sum(w * (g - d * q2) ** 2))
     dof = int(qa.size - 1)
     var_d = 1.0 / sq4
-    if (scale_errors or unweighted) and dof > 0:
+    error_scale = 1.0
+    p_fit = stats.chi2.sf(chi2, dof) if dof > 0 else math.nan
+    inflate = (
+        not unweighted
+        and dof > 0
+        and chi2 / dof > INFLATE_REDUCED_CHI2
+        and p_fit < INFLATE_P
+    )
+    if ((scale_errors or unweighted) and dof > 0) or inflate:
+        error_scale = math.sqrt(chi2 / dof)
         var_d *= chi2 / dof
     if dof == 0:
         flags.append("no-dof")
-    elif not unweighted and stats.chi2.sf(chi2, dof) < POOR_FIT_P:
+    elif not unweighted and (p_fit < POOR_FIT_P or inflate):
         flags.append("poor-fit")
 
     p, p_err, prefactor = math.nan, math.nan, math.nan
@@ -180,4 +266,5 @@ def fit_diffusion(
         flags=tuple(flags),
         partitions=tuple(int(i) for i in parts),
         prefactor=prefactor,
+        error_scale=error_scale,
     )

@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import optimize, stats
 
 from xsvs_bluesky.core._deadtime_dyn import contiguous_kernel, visibility_kernel
+from xsvs_bluesky.core._diffusion_dyn import not_yet_determined
 from xsvs_bluesky.core._kernels_dyn import exponential_slope
 from xsvs_bluesky.errors import FitError
 
@@ -102,6 +103,15 @@ class DynamicsFit:
     def ok(self) -> bool:
         """True when the fit produced finite ``gamma`` and ``gamma_err``."""
         return bool(np.isfinite(self.gamma) and np.isfinite(self.gamma_err))
+
+    @property
+    def determined(self) -> bool:
+        """False when ``gamma`` must be shown as "not yet determined".
+
+        That is when ``gamma`` or its error is not finite or the error is as
+        large as ``gamma`` (typical of early live refits on two exposures).
+        """
+        return not not_yet_determined(self.gamma, self.gamma_err)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict (flags as a list, plus ``reduced_chi2``)."""

@@ -224,7 +224,11 @@ def fit_grouped_mle(
         raise EstimatorError(f"counts must be finite, got a sum of {n!r}")
     if n <= 0.0 or not np.any(arr[:, 1:]):
         return empty_estimate("mle-weighted", round(n), 0.0 if n > 0 else math.nan)
-    b, eta, info, var_eta, converged, _, n, s, q = _fit_shared(arr, w, -1.0)
+    off = np.zeros(n_groups)
+    scl = np.ones(n_groups)
+    b, eta, info, var_eta, converged, _, n, s, q = _fit_shared(
+        arr, w, -1.0, off, scl, scl
+    )
     mean_w = float(arr.sum(axis=1) @ w) / n
     kbar = math.exp(eta) * mean_w
     kbar_err = kbar * math.sqrt(var_eta) if var_eta > 0.0 else math.nan

@@ -202,8 +202,11 @@ def _fit_hist(h):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def _eta_at(b, eta, n, s, w):  # pragma: no cover - compiled
-    """MLE of the log mean scale ``eta`` at fixed ``b`` (concave, Newton)."""
+def _eta_at(b, eta, n, s, w, off, scl):  # pragma: no cover - compiled
+    """MLE of the log mean scale ``eta`` at fixed ``b`` (concave, Newton).
+
+    Group ``g`` has contrast ``off[g] + scl[g] * b`` (see :func:`_fit_shared`).
+    """
     for _ in range(100):
         grad = 0.0
         curv = 0.0
@@ -212,9 +215,10 @@ def _eta_at(b, eta, n, s, w):  # pragma: no cover - compiled
             if n[g] <= 0.0:
                 continue
             mu = scale * w[g]
-            d = 1.0 / (1.0 + mu * b)
+            bg = off[g] + scl[g] * b
+            d = 1.0 / (1.0 + mu * bg)
             grad += (s[g] - n[g] * mu) * d
-            curv -= mu * (n[g] + s[g] * b) * d * d
+            curv -= mu * (n[g] + s[g] * bg) * d * d
         if curv >= 0.0:
             break
         step = -grad / curv
@@ -226,10 +230,14 @@ def _eta_at(b, eta, n, s, w):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def _shared_terms(b, eta, tails, jmax, n, s, w):  # pragma: no cover - compiled
+def _shared_terms(b, eta, tails, jmax, n, s, w, off, scl, lw):  # pragma: no cover
     """Score and Hessian of ``l(eta, b)`` with group means ``exp(eta) w_g``.
 
-    Returns ``(dl/db, H_bb, H_be, H_ee)``.
+    Group ``g`` has contrast ``b_g = off[g] + scl[g] * b`` and its terms of
+    the ``b`` score (and of ``H_bb``, ``H_be``) are weighted by ``lw[g]``
+    (``off = 0``, ``scl = lw = 1``: one shared contrast, plain likelihood;
+    every term is then multiplied by an exact 1.0, so the sums are those of
+    a shared ``b`` bit for bit).  Returns ``(dl/db, H_bb, H_be, H_ee)``.
     """
     score = 0.0
     h_bb = 0.0
@@ -239,28 +247,39 @@ def _shared_terms(b, eta, tails, jmax, n, s, w):  # pragma: no cover - compiled
     for g in range(n.shape[0]):
         if n[g] <= 0.0:
             continue
+        bg = off[g] + scl[g] * b
+        c = scl[g] * lw[g]
+        c2 = c * scl[g]
         mu = scale * w[g]
-        x = mu * b
+        x = mu * bg
         d = 1.0 / (1.0 + x)
         excess = n[g] * mu - s[g]
-        score += -n[g] * mu * mu * _h(x) + mu * excess * d
-        h_bb -= n[g] * mu * mu * mu * _dh(x) + mu * mu * excess * d * d
-        h_be += excess * mu * d * d
-        h_ee -= mu * (n[g] + s[g] * b) * d * d
+        score += c * (-n[g] * mu * mu * _h(x) + mu * excess * d)
+        h_bb -= c2 * (n[g] * mu * mu * mu * _dh(x) + mu * mu * excess * d * d)
+        h_be += c * (excess * mu * d * d)
+        h_ee -= mu * (n[g] + s[g] * bg) * d * d
         for j in range(1, jmax[g]):
             t = tails[g, j]
-            dj = 1.0 / (1.0 + j * b)
-            score += j * t * dj
-            h_bb -= j * j * t * dj * dj
+            dj = 1.0 / (1.0 + j * bg)
+            score += c * (j * t * dj)
+            h_bb -= c2 * (j * j * t * dj * dj)
     return score, h_bb, h_be, h_ee
 
 
 @numba.njit(cache=True)
-def _fit_shared(counts, w, b_start):  # pragma: no cover - compiled
+def _fit_shared(counts, w, b_start, off, scl, lw):  # pragma: no cover - compiled
     """Joint MLE of ``(kbar, b)`` for groups with means ``kbar * w_g``.
 
-    The mean scale is profiled (``eta = log kbar``, concave), and the
-    profile score in ``b`` is solved by safeguarded Newton.  Returns
+    Group ``g`` has the contrast ``off[g] + scl[g] * b``: ``off = 0``,
+    ``scl = 1`` for one shared contrast; ``off = v_g``, ``scl = 1 + v_g``
+    for a group whose pixels' means spread with relative variance ``v_g``
+    (its pooled counts have the first two factorial moments of a
+    negative binomial of that contrast).  ``lw`` weights each group's
+    terms of the ``b`` score (1: the likelihood; else an estimating
+    equation whose root weights the groups' contrasts by ``lw_g I_g``, and
+    ``info_b`` is then not an information).  The mean scale is profiled
+    (``eta = log kbar``, concave), and the profile score in ``b`` is
+    solved by safeguarded Newton.  Returns
     ``(b, eta, info_b, var_eta, converged, n_iter, n, s, q)`` where
     ``info_b`` is the profile observed information of ``b`` and ``var_eta``
     the variance of ``eta`` from the inverse observed information matrix.
@@ -273,7 +292,9 @@ def _fit_shared(counts, w, b_start):  # pragma: no cover - compiled
     for g in range(n.shape[0]):
         nw += n[g] * w[g]
     eta = math.log(s_tot / nw)
-    score, h_bb, h_be, h_ee = _shared_terms(0.0, eta, tails, jmax, n, s, w)
+    score, h_bb, h_be, h_ee = _shared_terms(
+        0.0, eta, tails, jmax, n, s, w, off, scl, lw
+    )
     converged = True
     it = 0
     x = 0.0
@@ -283,8 +304,10 @@ def _fit_shared(counts, w, b_start):  # pragma: no cover - compiled
         x = b_start if b_start > 0.0 else 0.1
         converged = False
         for it in range(1, _MAX_ITER + 1):  # noqa: B007 - it is returned
-            eta = _eta_at(x, eta, n, s, w)
-            score, h_bb, h_be, h_ee = _shared_terms(x, eta, tails, jmax, n, s, w)
+            eta = _eta_at(x, eta, n, s, w, off, scl)
+            score, h_bb, h_be, h_ee = _shared_terms(
+                x, eta, tails, jmax, n, s, w, off, scl, lw
+            )
             # F = -score is increasing through the root; F' = profile info
             f = -score
             fp = -(h_bb - h_be * h_be / h_ee)
@@ -305,8 +328,10 @@ def _fit_shared(counts, w, b_start):  # pragma: no cover - compiled
                 converged = True
                 break
             x = xn
-        eta = _eta_at(x, eta, n, s, w)
-        score, h_bb, h_be, h_ee = _shared_terms(x, eta, tails, jmax, n, s, w)
+        eta = _eta_at(x, eta, n, s, w, off, scl)
+        score, h_bb, h_be, h_ee = _shared_terms(
+            x, eta, tails, jmax, n, s, w, off, scl, lw
+        )
     info_b = -(h_bb - h_be * h_be / h_ee)
     det = h_bb * h_ee - h_be * h_be
     if x == 0.0:
@@ -314,3 +339,35 @@ def _fit_shared(counts, w, b_start):  # pragma: no cover - compiled
     else:
         var_eta = -h_bb / det if det > 0.0 else math.nan
     return x, eta, info_b, var_eta, converged, it, n_tot, s_tot, q_tot
+
+
+@numba.njit(cache=True)
+def _sample_info(mu, b):  # pragma: no cover - compiled
+    """Return the expected information on ``b`` of one NB sample, per group.
+
+    ``mu^3 h'(mu b) + sum_j j^2 P(K > j) / (1 + j b)^2`` for the law of mean
+    ``mu[g]`` and contrast ``b[g]`` (``mu^2 / 2`` for Poisson counts,
+    ``b = 0``).  The pmf comes from the ratio ``P(k+1)/P(k) = (1 + k b)
+    mu / ((k + 1) (1 + mu b))`` in log space, so it holds at any ``b >= 0``.
+    """
+    out = np.zeros(mu.shape[0])
+    for g in range(mu.shape[0]):
+        m = mu[g]
+        bg = b[g]
+        if not m > 0.0:
+            continue
+        top = int(m + 12.0 * math.sqrt(m + m * m * bg) + 20.0)
+        if bg > 0.0:
+            logp = -math.log1p(m * bg) / bg
+        else:
+            logp = -m
+        log_ratio = math.log(m) - math.log1p(m * bg)
+        cum = math.exp(logp)
+        total = 0.0
+        for j in range(1, top + 1):
+            logp += math.log((1.0 + (j - 1) * bg) / j) + log_ratio
+            cum += math.exp(logp)
+            tail = max(1.0 - cum, 0.0)  # P(K > j)
+            total += j * j * tail / ((1.0 + j * bg) * (1.0 + j * bg))
+        out[g] = m * m * m * _dh(m * bg) + total
+    return out

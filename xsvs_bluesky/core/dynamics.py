@@ -27,7 +27,12 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from xsvs_bluesky.core._deadtime_dyn import dead_time_kernel, visibility_kernel
-from xsvs_bluesky.core._diffusion_dyn import DiffusionFit, fit_diffusion
+from xsvs_bluesky.core._diffusion_dyn import (
+    DIFFUSION_STATUSES,
+    DiffusionFit,
+    fit_diffusion,
+    not_yet_determined,
+)
 from xsvs_bluesky.core._fit_dyn import (
     EXPONENT_BOUNDS,
     MODELS,
@@ -43,6 +48,7 @@ from xsvs_bluesky.core._kernels_dyn import (
 from xsvs_bluesky.errors import FitError
 
 __all__ = [
+    "DIFFUSION_STATUSES",
     "DYNAMICS_FLAGS",
     "EXPONENT_BOUNDS",
     "MODELS",
@@ -53,6 +59,7 @@ __all__ = [
     "fit_diffusion",
     "fit_dynamics",
     "fit_visibility",
+    "not_yet_determined",
     "numerical_kernel",
     "stretched_kernel",
     "visibility_kernel",

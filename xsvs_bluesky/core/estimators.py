@@ -14,6 +14,8 @@ name               what it is
 ``"pyxsvs-lsq"``   legacy pyxsvs least squares (reproduces old results)
 ``"mle-weighted"`` MLE with group means ``kbar * w_g`` (flat field aware)
 ``"mle-frames"``   MLE with free per-frame means (intensity drift)
+``"mle-intensity"`` MLE with per-pixel means ``kbar * w_i * s(q_i)``: flat
+                   field and the static intensity's shape across the ring
 =================  ==========================================================
 
 The statistics are explained in ``docs/explanation/statistics.md``.
@@ -38,7 +40,13 @@ from xsvs_bluesky.core._contrast import (
     EstimatorError,
     empty_estimate,
 )
+from xsvs_bluesky.core._intensity_groups import IntensityGroups, intensity_groups
 from xsvs_bluesky.core._mle import fit_grouped_mle, fit_mle
+from xsvs_bluesky.core._mle_intensity import (
+    IntensityFit,
+    fit_intensity_mle,
+    fit_intensity_partition,
+)
 from xsvs_bluesky.core._moments import (
     LOW_COUNT_IDENTITIES,
     fit_low_count,
@@ -52,15 +60,22 @@ __all__ = [
     "ESTIMATORS",
     "FLAGS",
     "LOW_COUNT_IDENTITIES",
+    "INTENSITY_ESTIMATOR",
     "ContrastEstimate",
     "EstimatorError",
+    "IntensityFit",
+    "IntensityGroups",
     "check_estimator",
     "estimate_contrast",
     "fit_grouped_mle",
+    "fit_intensity",
+    "fit_intensity_mle",
+    "fit_intensity_partition",
     "fit_low_count",
     "fit_mle",
     "fit_moments",
     "fit_pyxsvs_lsq",
+    "intensity_groups",
     "legacy_r_minus_1",
     "nbinom_logpmf",
     "nbinom_pmf",
@@ -77,7 +92,12 @@ ESTIMATORS = (
     "pyxsvs-lsq",
     "mle-weighted",
     "mle-frames",
+    "mle-intensity",
 )
+
+#: The intensity-aware estimator: needs an accumulator over
+#: :func:`intensity_groups` (partition, radial sub-ring, efficiency group).
+INTENSITY_ESTIMATOR = "mle-intensity"
 
 _SINGLE = {
     "mle": fit_mle,
@@ -148,7 +168,9 @@ def estimate_contrast(
         partition; "mle-weighted" fits the groups of a partition jointly with
         their weights (from ``Partitions.split_by(flat_field)``); "mle-frames"
         fits the per-frame histograms of a partition with free per-frame
-        means; "pyxsvs-lsq" runs the legacy least squares on them.
+        means; "pyxsvs-lsq" runs the legacy least squares on them;
+        "mle-intensity" needs groups from :func:`intensity_groups` and fits
+        each partition with :func:`fit_intensity_mle`.
     legacy_mean : array_like, shape (n_partitions,), optional
         "pyxsvs-lsq" only: partition means ``m`` of the average of the first
         <= 200 frames, divided by the flat field and not rounded, which
@@ -178,6 +200,8 @@ def estimate_contrast(
     if estimator in _NEEDS_FRAMES:
         fc = _frame_counts(acc, estimator)
         return _from_frames(fc, members, estimator, legacy_mean, adjust)
+    if estimator == INTENSITY_ESTIMATOR:
+        return [fit.estimate for fit in fit_intensity(acc)]
     counts = np.asarray(acc.counts)
     out = []
     for idx in members:
@@ -188,6 +212,40 @@ def estimate_contrast(
         else:
             out.append(_SINGLE[estimator](counts[idx].sum(axis=0)))
     return out
+
+
+def fit_intensity(acc: Any) -> list[IntensityFit]:
+    """Intensity-aware fit of every partition of an accumulator.
+
+    Parameters
+    ----------
+    acc : HistogramAccumulator
+        Accumulated over :class:`IntensityGroups` (see
+        :func:`intensity_groups`).
+
+    Returns
+    -------
+    list of IntensityFit
+        One per partition, with the contrast, the fitted intensity shape, the
+        spread ``var(mu)/mean(mu)^2`` a pooled fit would add and ``q_eff``.
+
+    Raises
+    ------
+    EstimatorError
+        If the accumulator's groups are not :class:`IntensityGroups`.
+    """
+    groups = acc.groups
+    if not isinstance(groups, IntensityGroups):
+        raise EstimatorError(
+            f"estimator {INTENSITY_ESTIMATOR!r} needs histograms per (partition, "
+            "sub-ring, efficiency group): build the accumulator over "
+            "intensity_groups(partitions, q_map, flat_field=...), got groups of "
+            f"type {type(groups).__name__}"
+        )
+    counts = np.asarray(acc.counts)
+    return [
+        fit_intensity_partition(counts, groups, j) for j in range(groups.n_partitions)
+    ]
 
 
 def _from_frames(
