@@ -32,17 +32,19 @@ pytestmark = [pytest.mark.tiled, pytest.mark.slow]
 N_FRAMES = 4  # per exposure; one StreamDatum per exposure
 
 
-def replay_subprocess(
-    ini: Path, cats, out_dir: Path, hook: str
-) -> subprocess.CompletedProcess[str]:
+def cli_subprocess(hook: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m xsvs_bluesky.cli ARGS`` with the test hook ``hook``."""
     # the package under test, wherever the current folder is
     path = [str(Path(xsvs_bluesky.__file__).parents[1]), os.environ.get("PYTHONPATH")]
     env = dict(os.environ, XSVS_TEST_SIGNAL=hook)
     env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
-    command = [sys.executable, "-m", "xsvs_bluesky.cli", "replay", str(ini)]
-    command += [*cli_options(cats), "--output-dir", str(out_dir), "--no-progress"]
     return subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-m", "xsvs_bluesky.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
@@ -85,7 +87,9 @@ def test_signal_keeps_the_frames_and_the_next_replay_completes_the_series(
     ini = write_series(tmp_path / "series", n_frames=N_FRAMES)
     with fresh_catalogs(tiled_server) as cats:
         out_dir = Path(cats.external_dir) / "h5"  # the server may read it
-        done = replay_subprocess(ini, cats, out_dir, hook)
+        done = cli_subprocess(
+            hook, "replay", str(ini), *cli_options(cats), "--output-dir", str(out_dir)
+        )
         assert done.returncode == code, done.stderr
         assert "Traceback" not in done.stderr, done.stderr
         (uid,) = list(cats.raw)
@@ -125,3 +129,23 @@ def test_signal_keeps_the_frames_and_the_next_replay_completes_the_series(
 
         code3, out, err = run_cli("replay", ini, *cli_options(cats))
         assert code3 == 0 and "already replayed" in out, (out, err)
+
+
+def test_interrupted_reanalysis_marks_its_derived_run_abort(tiled_server, tmp_path):
+    ini = write_series(tmp_path / "series", n_frames=N_FRAMES)
+    with fresh_catalogs(tiled_server) as cats:
+        first = LegacyReplay(ini).run(cats)
+        done = cli_subprocess(
+            "derived.descriptor:3:SIGINT",
+            "reanalyze",
+            first.raw_uid,
+            *cli_options(cats),
+            "--estimator",
+            "moments",
+        )
+        assert done.returncode == 130, done.stderr
+        assert "the raw run is unchanged" in done.stderr
+        assert sorted(derived_states(cats, first.raw_uid)) == ["abort", "success"]
+        assert cats.raw[first.raw_uid].metadata["stop"]["exit_status"] == "success"
+        assert all(path.is_file() for path in first.files)
+        assert_frames_read_back(cats, first.raw_uid, ini)
