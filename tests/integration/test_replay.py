@@ -368,9 +368,14 @@ def test_bad_inputs_leave_nothing_written(tiled_server, tmp_path):
         assert not out_dir.exists()
 
 
-def test_failure_mid_replay_marks_the_run_failed_and_removes_its_files(
+def test_failure_mid_replay_marks_the_run_failed_and_keeps_its_files(
     tiled_server, tmp_path
 ):
+    """The raw run is in Tiled: its frames stay until the run is removed.
+
+    The next replay reports the failed run, removes it from Tiled, then its
+    files, and replays the series anew.
+    """
     ini = write_series(tmp_path / "series", n_frames=20)
     seen = []
 
@@ -384,9 +389,11 @@ def test_failure_mid_replay_marks_the_run_failed_and_removes_its_files(
         with pytest.raises(OSError, match="disk full"):
             job.run(cats, output_dir=tmp_path / "h5", extra_targets=[broken])
         (uid,) = list(cats.raw)
-        stop = cats.raw[uid].metadata["stop"]
+        start, stop = cats.raw[uid].metadata["start"], cats.raw[uid].metadata["stop"]
         assert stop["exit_status"] == "fail" and "disk full" in stop["reason"]
-        assert list((tmp_path / "h5").iterdir()) == []  # exposure_0.h5 removed
+        run_dir = tmp_path / "h5" / uid
+        assert start["xsvs_replay"]["run_dir"] == str(run_dir.resolve())
+        assert [p.name for p in run_dir.iterdir()] == ["exposure_0.h5"]  # kept
         assert seen == [
             "start",
             "descriptor",
@@ -395,6 +402,16 @@ def test_failure_mid_replay_marks_the_run_failed_and_removes_its_files(
             "stop",
         ]
         assert find_replays(cats.raw, job.content_hash) == []
+        code, out, err = run_cli(
+            "replay", ini, *cli_options(cats), "--output-dir", tmp_path / "h5"
+        )
+        assert code == 0, err
+        assert f"found partial raw run {uid} ('fail'; frames kept in {run_dir}" in err
+        assert "removed it and its files" in err
+        assert not run_dir.exists() and uid not in cats.raw
+        (new,) = find_replays(cats.raw, job.content_hash)
+        assert list(cats.raw) == [new]
+        assert len(list((tmp_path / "h5" / new).glob("exposure_*.h5"))) == 3
 
 
 def test_stream_names_are_those_of_the_simulated_plan():

@@ -5,7 +5,9 @@ and imports its heavy dependencies (bluesky, tiled, matplotlib) only when it
 runs, so ``xsvs-bluesky --help`` stays fast.
 
 Exit codes: 0 success, 1 unexpected internal error, 2 bad input (a one-line
-message on stderr, no traceback), 130 interrupted.
+message on stderr, no traceback), 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM: raised as :class:`Terminated`, a KeyboardInterrupt, in the main
+thread, so it ends a command the way Ctrl-C does: open runs marked abort).
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from .._version import __version__
 from ..errors import XSVSError
 
-__all__ = ["main"]
+__all__ = ["Terminated", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received: ends a command as Ctrl-C does (runs marked abort)."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Raise :class:`Terminated` in the main thread on SIGTERM, meanwhile."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code."""
     parser = build_parser()
@@ -80,13 +106,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args._run(args) or 0)
     except XSVSError as exc:
         print(f"xsvs-bluesky {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"xsvs-bluesky {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        word = "terminated (SIGTERM)" if terminated else "interrupted"
+        print(f"xsvs-bluesky {args.command}: {word}", file=sys.stderr)
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,8 +13,12 @@ Everything is checked (INI, frame files, masks, flat field, q partitions)
 before anything is written. A series replayed before (same content hash:
 INI bytes, mask/flat-field and frame file bytes) is not replayed again: one
 line names the existing raw run and the exit code is 0; --force replays it
-anyway. On an error or Ctrl-C during the replay the raw run is stopped with
-exit_status fail/abort and its HDF5 files are removed.
+anyway. On an error, Ctrl-C or SIGTERM during the replay the runs still
+open are stopped with exit_status fail/abort; the HDF5 files of a raw run
+stored in Tiled are kept. The next replay of the series reports such a
+partial raw run in one line and replaces it (removed from Tiled with its
+derived runs, then its files), or, when the raw run was stored complete but
+its analysis was interrupted, analyses it again.
 
 Typical commands:
   xsvs-bluesky replay analysis/xsvs/xsvs_input.txt        (./xsvs-data)
@@ -154,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
                 if bar is not None:
                     bar.close()
         flush_warnings(_PROG, caught)
+    for note in result.notes:
+        print(f"{_PROG}: {note}", file=sys.stderr)
     if result.duplicate:
         derived = ", ".join(result.derived_uids) or "none"
         print(
@@ -165,12 +171,18 @@ def run(args: argparse.Namespace) -> int:
     if result.skipped:
         names = [f"[{e}] {os.path.basename(f)} ({r})" for e, f, r in result.skipped]
         warn(_PROG, f"skipped {len(names)} bad frame file(s): {'; '.join(names)}")
-    frames = sum(result.n_frames)
-    print(
-        f"{_PROG}: {frames} frames of {len(result.n_frames)} exposures replayed in "
-        f"{result.seconds:.1f} s",
-        file=sys.stderr,
-    )
+    if result.completed:
+        print(
+            f"{_PROG}: raw run {result.raw_uid} analysed in {result.seconds:.1f} s",
+            file=sys.stderr,
+        )
+    else:
+        frames = sum(result.n_frames)
+        print(
+            f"{_PROG}: {frames} frames of {len(result.n_frames)} exposures replayed "
+            f"in {result.seconds:.1f} s",
+            file=sys.stderr,
+        )
     print_results(
         result.results, result.derived_uid, result.raw_uid, args.format, _PROG
     )

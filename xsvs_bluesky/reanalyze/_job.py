@@ -46,6 +46,7 @@ from xsvs_bluesky.reanalyze._documents import (
     via_tiled,
 )
 from xsvs_bluesky.reanalyze._inputs import merge_partitions, read_calibration
+from xsvs_bluesky.storage import WriterGuard
 
 __all__ = [
     "FRAME_SOURCES",
@@ -207,7 +208,9 @@ def reanalyze(
     geometry = Geometry.from_dict(start["xsvs_geometry"])
     spec = merge_partitions(start, partitions)
     masks, flat = read_calibration(start, geometry.shape, use_flat=flat_field != "none")
-    writer = make_tiled_writer(catalogs.processed, batch_size=_BIG_BATCH)
+    writer = WriterGuard(
+        make_tiled_writer(catalogs.processed, batch_size=_BIG_BATCH), "derived"
+    )
     callback = XSVSCallback(
         geometry=geometry,
         partitions=spec,
@@ -234,11 +237,26 @@ def reanalyze(
     )
     total = int(start.get("num_points") or 0)
     done = 0
-    for name, doc in stream:
-        callback(name, doc)
-        if progress is not None and name in ("stream_datum", "event_page"):
-            done += n_frames(name, doc)
-            progress(done, max(total, done))
+    try:
+        for name, doc in stream:
+            callback(name, doc)
+            if progress is not None and name in ("stream_datum", "event_page"):
+                done += n_frames(name, doc)
+                progress(done, max(total, done))
+    except BaseException as err:
+        status = "abort" if isinstance(err, KeyboardInterrupt) else "fail"
+        writer.end_open(status, f"{type(err).__name__}: {err}")
+        logger.error(
+            "re-analysis of raw run %s stopped (%r); derived run %s %s; the raw "
+            "run is unchanged",
+            uid,
+            err,
+            writer.uid,
+            "is marked " + repr(writer.stored_status)
+            if writer.stored_status
+            else "is incomplete (no stop document)",
+        )
+        raise
     record = callback.records.get(uid)
     if record is None:
         raise XSVSError(f"raw run {uid}: no frames were analysed")

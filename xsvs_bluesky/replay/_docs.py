@@ -162,11 +162,28 @@ class RawRunComposer:
         ``(name, doc)`` consumers; an exception of one is raised.
     scan_id : int
         scan_id of the run.
+    folder : Path, optional
+        Folder of the runs' HDF5 files: this run's go to ``folder / uid``
+        (:attr:`run_dir`, recorded as ``xsvs_replay["run_dir"]``).
+    supersedes : sequence of str
+        uids of partial runs of the same series that could not be removed
+        (recorded as ``xsvs_replay["supersedes"]``).
     """
 
-    def __init__(self, job: Any, targets: Sequence[Emitter], *, scan_id: int) -> None:
+    def __init__(
+        self,
+        job: Any,
+        targets: Sequence[Emitter],
+        *,
+        scan_id: int,
+        folder: Path | None = None,
+        supersedes: Sequence[str] = (),
+    ) -> None:
         from event_model import compose_run
 
+        self.uid: str = str(uuid.uuid4())
+        self.run_dir: Path | None = None if folder is None else folder / self.uid
+        self._supersedes = list(supersedes)
         self.job = job
         self.targets = list(targets)
         config: LegacyConfig = job.config
@@ -178,8 +195,7 @@ class RawRunComposer:
         self._resources: list[Any] = []
         self._stopped: set[int] = set()  # targets that had the stop document
         self.headers: list[dict[str, Any]] = []
-        self._bundle = compose_run(metadata=self._metadata(job, scan_id))
-        self.uid: str = self._bundle.start_doc["uid"]
+        self._bundle = compose_run(uid=self.uid, metadata=self._metadata(job, scan_id))
 
     def _metadata(self, job: Any, scan_id: int) -> dict[str, Any]:
         config: LegacyConfig = job.config
@@ -228,6 +244,10 @@ class RawRunComposer:
             "xsvs_edf_headers": headers,
             REPLAY_KEY: job.replay_record(),
         }
+        if self.run_dir is not None:
+            md[REPLAY_KEY]["run_dir"] = str(self.run_dir)
+        if self._supersedes:
+            md[REPLAY_KEY]["supersedes"] = self._supersedes
         stamps = [h[k] for h in headers for k in ("start", "end") if k in h]
         if stamps:
             md["xsvs_acquisition_start"], md["xsvs_acquisition_end"] = (
@@ -339,19 +359,25 @@ class RawRunComposer:
         """Emit the stop document to every target that has not had one.
 
         Raises the first target's exception (the targets after it get none:
-        call :meth:`stop_quietly` then).
+        call :meth:`stop_quietly` then).  A target whose stop raised counts
+        as stopped: a TiledWriter must not get a second stop.
         """
         doc = self._stop_doc(status, reason)
         for i, target in enumerate(self.targets):
             if i not in self._stopped:
-                target("stop", dict(doc))
                 self._stopped.add(i)
+                target("stop", dict(doc))
 
-    def stop_quietly(self, status: str, reason: str) -> None:
-        """Emit the stop document to every target that has not had one; log errors."""
+    def stop_quietly(
+        self, status: str, reason: str, *, skip: Sequence[Emitter] = ()
+    ) -> None:
+        """Emit the stop document to every target that has not had one; log errors.
+
+        Targets in ``skip`` get none.
+        """
         doc = self._stop_doc(status, reason)
         for i, target in enumerate(self.targets):
-            if i in self._stopped:
+            if i in self._stopped or any(target is t for t in skip):
                 continue
             self._stopped.add(i)
             try:

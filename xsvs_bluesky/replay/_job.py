@@ -12,13 +12,18 @@ go to a TiledWriter on the raw catalog and to an
 TiledWriter on the processed catalog.
 
 The content hash (:attr:`LegacyReplay.content_hash`) is stored in the start
-document as ``xsvs_replay["content_hash"]``; a series already replayed with
-success is found by it (:func:`find_replays`) and not replayed again unless
-``force=True``.  See ``docs/how-to/replay-legacy.md``.
+document as ``xsvs_replay["content_hash"]``, with the folder of the run's
+HDF5 files (``run_dir``).  A new replay of the series looks up every raw run
+with that hash (:func:`replays_of`): partial ones are removed and replaced,
+a complete one whose analysis did not finish is analysed again, a complete
+and analysed one is not replayed again unless ``force=True``.  Once the raw
+run's start document has reached Tiled, its HDF5 files are never deleted
+by an error or an interrupt.  See ``docs/how-to/replay-legacy.md`` and
+``docs/explanation/reliability.md``.
 
-Helpers live in private modules (``_replay_scan``, ``_replay_docs``,
-``_replay_write``, ``_replay_catalog``, ``_replay_result``); their public
-names are re-exported here.
+Helpers live in private modules of this package (``_scan``, ``_docs``,
+``_write``, ``_catalog``, ``_result``); the writer guard is
+:class:`xsvs_bluesky.storage.WriterGuard`.
 
 Examples
 --------
@@ -31,7 +36,6 @@ Examples
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Iterable
 from os import PathLike
@@ -42,7 +46,15 @@ import numpy as np
 
 from xsvs_bluesky._version import __version__
 from xsvs_bluesky.errors import InputFileError, XSVSError
-from xsvs_bluesky.replay._catalog import derived_runs, find_replays, next_scan_id
+from xsvs_bluesky.replay._catalog import (
+    ReplayedRun,
+    derived_runs,
+    find_replays,
+    next_scan_id,
+    remove_partial_run,
+    remove_run_files,
+    replays_of,
+)
 from xsvs_bluesky.replay._docs import (
     COMPRESSIONS,
     DETECTOR,
@@ -54,6 +66,7 @@ from xsvs_bluesky.replay._docs import (
 from xsvs_bluesky.replay._result import ReplayResult
 from xsvs_bluesky.replay._scan import scan_inputs
 from xsvs_bluesky.replay._write import Progress, write_series
+from xsvs_bluesky.storage import WriterGuard
 
 __all__ = [
     "COMPRESSIONS",
@@ -61,9 +74,11 @@ __all__ = [
     "FLAT_FIELD_CHOICES",
     "REPLAY_KEY",
     "LegacyReplay",
+    "ReplayedRun",
     "ReplayResult",
     "find_replays",
     "replay_legacy",
+    "replays_of",
     "stream_names",
 ]
 
@@ -243,7 +258,7 @@ class LegacyReplay:
         catalogs : xsvs_bluesky.storage.Catalogs
             Raw and processed catalogs (``raw``, ``processed``, ``external_dir``).
         force : bool, optional
-            Replay even if a successful raw run with this content hash exists.
+            Replay even if a complete raw run with this content hash exists.
         output_dir : path, optional
             Folder of the HDF5 files (one subfolder per run, named by its uid);
             default ``catalogs.external_dir / "replay"``.  The Tiled server
@@ -263,21 +278,39 @@ class LegacyReplay:
         ------
         XSVSError
             No folder for the HDF5 files.  Any error during the replay stops
-            the raw run with ``exit_status="fail"`` (``"abort"`` on
-            KeyboardInterrupt), removes its HDF5 files and is re-raised.
+            the runs still open with ``exit_status="fail"`` (``"abort"`` on
+            KeyboardInterrupt) and is re-raised; the HDF5 files of a raw run
+            whose start reached Tiled are kept.
+
+        Notes
+        -----
+        First the raw runs with this content hash are looked up, whatever
+        their state: partial ones (abort, fail, no stop document) are
+        removed from Tiled with their derived runs, then their files (a run
+        that cannot be removed is kept, with its files, and recorded in the
+        new run's ``xsvs_replay["supersedes"]``).  A complete one without a
+        successful derived run is analysed again (``completed``); one with
+        a successful derived run is returned as ``duplicate`` unless
+        ``force``.  ``ReplayResult.notes`` says what was found and done.
         """
         t0 = time.perf_counter()
-        existing = [] if force else find_replays(catalogs.raw, self.content_hash)
-        if existing:
-            raw_uid = existing[-1]
-            logger.info("series already replayed as raw run %s", raw_uid)
-            return ReplayResult(
-                raw_uid=raw_uid,
-                derived_uids=derived_runs(catalogs.processed, raw_uid),
-                content_hash=self.content_hash,
-                duplicate=True,
-                seconds=time.perf_counter() - t0,
-            )
+        runs = replays_of(catalogs, self.content_hash)
+        notes: list[str] = []
+        supersedes = self._replace_partial(catalogs, runs, notes)
+        complete = [r for r in runs if r.complete]
+        if complete and not force:
+            found = complete[-1]
+            if found.analysed:
+                logger.info("series already replayed as raw run %s", found.uid)
+                return ReplayResult(
+                    raw_uid=found.uid,
+                    derived_uids=derived_runs(catalogs.processed, found.uid),
+                    content_hash=self.content_hash,
+                    duplicate=True,
+                    seconds=time.perf_counter() - t0,
+                    notes=tuple(notes),
+                )
+            return self._complete_analysis(catalogs, found, notes, t0)
         if output_dir is None and catalogs.external_dir is None:
             raise XSVSError(
                 "no folder for the replayed HDF5 files: give an output folder "
@@ -291,15 +324,22 @@ class LegacyReplay:
         from xsvs_bluesky.callback import XSVSCallback
         from xsvs_bluesky.storage import make_tiled_writer
 
-        raw_writer = make_tiled_writer(catalogs.raw, batch_size=_BIG_BATCH)
-        derived_writer = make_tiled_writer(catalogs.processed, batch_size=_BIG_BATCH)
+        raw_writer = WriterGuard(
+            make_tiled_writer(catalogs.raw, batch_size=_BIG_BATCH), "raw"
+        )
+        derived_writer = WriterGuard(
+            make_tiled_writer(catalogs.processed, batch_size=_BIG_BATCH), "derived"
+        )
         callback = XSVSCallback(emit=derived_writer, **self.callback_options)
         composer = RawRunComposer(
             self,
             [raw_writer, *extra_targets, callback],
             scan_id=next_scan_id(catalogs.raw) if scan_id is None else scan_id,
+            folder=folder,
+            supersedes=supersedes,
         )
-        run_dir = folder / composer.uid
+        run_dir = composer.run_dir
+        assert run_dir is not None
         try:
             run_dir.mkdir(parents=True)
         except OSError as exc:
@@ -310,17 +350,7 @@ class LegacyReplay:
             n_frames = write_series(self, composer, run_dir, progress)
             composer.stop("success", composer.skipped_reason())
         except BaseException as err:
-            status = "abort" if isinstance(err, KeyboardInterrupt) else "fail"
-            composer.stop_quietly(status, f"{type(err).__name__}: {err}")
-            shutil.rmtree(run_dir, ignore_errors=True)
-            logger.error(
-                "replay of %s stopped (%s); raw run %s marked %r, its HDF5 files "
-                "removed",
-                self.config.path,
-                err,
-                composer.uid,
-                status,
-            )
+            self._end_stopped(err, composer, callback, raw_writer, derived_writer)
             raise
         record = callback.records.get(composer.uid)
         return ReplayResult(
@@ -335,6 +365,123 @@ class LegacyReplay:
             seconds=time.perf_counter() - t0,
             analysis_status=record.exit_status if record is not None else "fail",
             analysis_reason=record.reason if record is not None else "no analysis",
+            notes=tuple(notes),
+        )
+
+    def _replace_partial(
+        self, catalogs: Any, runs: list[ReplayedRun], notes: list[str]
+    ) -> list[str]:
+        """Remove the partial raw runs of this series; return those that stay.
+
+        Each is removed from Tiled (its derived runs first), then its files.
+        One that cannot be removed keeps its files and is returned, to be
+        recorded as superseded by the new run.
+        """
+        kept = []
+        for run in [r for r in runs if not r.complete]:
+            try:
+                remove_partial_run(catalogs, run)
+            except Exception as exc:
+                logger.warning("could not remove raw run %s", run.uid, exc_info=True)
+                notes.append(
+                    f"found partial {run.describe()}; could not remove it ({exc}): "
+                    "its files are kept and the new run records it as superseded"
+                )
+                kept.append(run.uid)
+            else:
+                notes.append(
+                    f"found partial {run.describe()}; removed it and its files, "
+                    "replaying anew"
+                )
+        runs[:] = [r for r in runs if r.complete]
+        return kept
+
+    def _complete_analysis(
+        self, catalogs: Any, run: ReplayedRun, notes: list[str], t0: float
+    ) -> ReplayResult:
+        """Analyse the complete raw run ``run`` whose analysis did not finish."""
+        from xsvs_bluesky.reanalyze import reanalyze
+
+        states = ", ".join(f"{u} ({s or 'no stop'})" for u, s in run.derived)
+        notes.append(
+            f"raw run {run.uid} holds this series complete but has no successful "
+            f"analysis (derived runs: {states or 'none'}); analysing it again"
+        )
+        out = reanalyze(
+            catalogs,
+            run.uid,
+            estimator=self.estimator,
+            flat_field=self.flat_field_choice,
+        )
+        return ReplayResult(
+            raw_uid=run.uid,
+            derived_uids=(out.derived_uid,) if out.derived_uid else (),
+            content_hash=self.content_hash,
+            duplicate=False,
+            completed=True,
+            results=out.results,
+            seconds=time.perf_counter() - t0,
+            analysis_status=out.exit_status,
+            analysis_reason=out.reason,
+            notes=tuple(notes),
+        )
+
+    def _end_stopped(
+        self,
+        err: BaseException,
+        composer: RawRunComposer,
+        callback: Any,
+        raw_writer: WriterGuard,
+        derived_writer: WriterGuard,
+    ) -> None:
+        """Stop what is open after ``err``; keep every file a stored run names.
+
+        Interrupted (KeyboardInterrupt, SIGTERM in the CLI): the raw run, if
+        not stopped yet, and its open derived run are marked ``abort``; the
+        analysis is not finished (the next replay does it).  Any other
+        error: ``fail``, and the callback analyses the frames it had.  The
+        HDF5 files are deleted only if the raw run's start never reached
+        its writer (then there are none: the folder goes).
+        """
+        interrupted = isinstance(err, KeyboardInterrupt)
+        status = "abort" if interrupted else "fail"
+        reason = f"{type(err).__name__}: {err}"
+        if interrupted:
+            reason = f"interrupted ({err or 'SIGINT, Ctrl-C'})"
+        composer.stop_quietly(status, reason, skip=[callback] if interrupted else ())
+        derived_writer.end_open(status, reason)
+        run_dir = composer.run_dir
+        assert run_dir is not None
+        what = f"replay of {self.config.path} stopped ({reason})"
+        if not raw_writer.started:
+            remove_run_files(run_dir, composer.uid)
+            logger.error("%s before raw run %s was stored", what, composer.uid)
+            return
+        if raw_writer.stored_status == "success":
+            raw = f"raw run {composer.uid} is stored complete"
+        elif raw_writer.stored_status is not None:
+            raw = f"raw run {composer.uid} is marked {raw_writer.stored_status!r}"
+        else:
+            raw = f"raw run {composer.uid} may be stored without a stop document"
+        if derived_writer.stored_status is not None:
+            derived = (
+                f"derived run {derived_writer.uid} is marked "
+                f"{derived_writer.stored_status!r}"
+            )
+        elif derived_writer.started:
+            derived = f"derived run {derived_writer.uid} is incomplete"
+        else:
+            derived = "no derived run was stored"
+        logger.error(
+            "%s: %s, its HDF5 files are kept in %s; %s; the next replay of this "
+            "series %s",
+            what,
+            raw,
+            run_dir,
+            derived,
+            "analyses it again"
+            if raw_writer.stored_status == "success"
+            else "replaces it",
         )
 
 

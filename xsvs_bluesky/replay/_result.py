@@ -28,6 +28,9 @@ class ReplayResult:
         SHA-256 of the inputs (hex).
     duplicate : bool
         True when the series had been replayed already: nothing was written.
+    completed : bool
+        True when a complete raw run of the series had no successful
+        analysis: it was analysed again (no new raw run).
     files : tuple of Path
         HDF5 files written, one per exposure.
     n_frames : tuple of int
@@ -40,12 +43,16 @@ class ReplayResult:
         Wall time, s.
     analysis_status, analysis_reason : str
         Exit status and reason of the new derived run ("" for a duplicate).
+    notes : tuple of str
+        One line each: earlier runs of the series found, and what was done
+        with them (partial runs removed or superseded, analysis completed).
     """
 
     raw_uid: str
     derived_uids: tuple[str, ...]
     content_hash: str
     duplicate: bool
+    completed: bool = False
     files: tuple[Path, ...] = ()
     n_frames: tuple[int, ...] = ()
     skipped: tuple[tuple[str, str, str], ...] = ()
@@ -53,6 +60,7 @@ class ReplayResult:
     seconds: float = 0.0
     analysis_status: str = ""
     analysis_reason: str = ""
+    notes: tuple[str, ...] = ()
 
     @property
     def derived_uid(self) -> str | None:

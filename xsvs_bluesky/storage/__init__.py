@@ -3,6 +3,10 @@
 Heavy imports (tiled, bluesky_tiled_plugins) happen inside the functions.
 """
 
+from xsvs_bluesky.storage._guard import (
+    TEST_SIGNAL_ENV,
+    WriterGuard,
+)
 from xsvs_bluesky.storage.server import (
     CATALOG_SPEC,
     DEFAULT_DATA_DIR,
@@ -22,7 +26,9 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_DATA_DIR",
     "LIVE_BATCH_SIZE",
+    "TEST_SIGNAL_ENV",
     "Catalogs",
+    "WriterGuard",
     "ensure_run_catalog",
     "make_tiled_writer",
     "open_catalogs",
