@@ -13,7 +13,21 @@ import importlib
 from typing import Any
 
 from ._version import __version__
-from .errors import FitError, FrameDataError, GeometryError, InputFileError, XSVSError
+from .errors import (
+    DocumentError,
+    EstimatorError,
+    FitError,
+    FrameDataError,
+    GeometryError,
+    InputFileError,
+    NoDataError,
+    NotFoundError,
+    OptionError,
+    RunError,
+    RunNotFoundError,
+    StorageError,
+    XSVSError,
+)
 
 #: public name -> module that defines it (imported lazily)
 _LAZY = {
@@ -28,13 +42,21 @@ _LAZY = {
 
 __all__ = [
     "AnalysisSetup",
+    "DocumentError",
+    "EstimatorError",
     "ExposureAnalysis",
     "ExposureResult",
     "FitError",
     "FrameDataError",
     "GeometryError",
     "InputFileError",
+    "NoDataError",
+    "NotFoundError",
+    "OptionError",
+    "RunError",
+    "RunNotFoundError",
     "RunRecord",
+    "StorageError",
     "XSVSCallback",
     "XSVSError",
     "__version__",

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xsvs_bluesky._version import __version__
-from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.errors import OptionError, StorageError
 from xsvs_bluesky.results import to_csv
 
 if TYPE_CHECKING:
@@ -302,7 +302,7 @@ def export_hdf5(results: RunResults, path: str | os.PathLike[str]) -> Path:
         os.replace(tmp, target)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise XSVSError(f"cannot write {target}: {err}") from err
+        raise StorageError(f"cannot write {target}: {err}") from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -334,11 +334,11 @@ def export_results(
         On an unknown format or a file that cannot be written.
     """
     if fmt not in EXPORT_FORMATS:
-        raise XSVSError(f"export format {fmt!r} is unknown; give one of csv, hdf5")
+        raise OptionError(f"export format {fmt!r} is unknown; give one of csv, hdf5")
     out = default_export_path(results, fmt) if path is None else Path(path)
     if fmt == "csv":
         try:
             return export_csv(results, out)
         except OSError as err:
-            raise XSVSError(f"cannot write {out}: {err}") from err
+            raise StorageError(f"cannot write {out}: {err}") from err
     return export_hdf5(results, out)
