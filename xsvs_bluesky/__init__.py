@@ -20,10 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 from xsvs_bluesky._version import __version__
 from xsvs_bluesky.errors import (
+    DocumentError,
+    EstimatorError,
     FitError,
     FrameDataError,
     GeometryError,
     InputFileError,
+    NoDataError,
+    NotFoundError,
+    OptionError,
+    RunError,
+    RunNotFoundError,
+    StorageError,
     XSVSError,
 )
 
@@ -34,7 +42,6 @@ if TYPE_CHECKING:
     from xsvs_bluesky.live import LiveSession
     from xsvs_bluesky.offline import LegacyAnalysis, OfflineResult, analyze_legacy
     from xsvs_bluesky.results import (
-        RunNotFoundError,
         RunResults,
         find_run,
         load_results,
@@ -54,7 +61,6 @@ _LAZY = {
     "LegacyAnalysis": "xsvs_bluesky.offline",
     "OfflineResult": "xsvs_bluesky.offline",
     "analyze_legacy": "xsvs_bluesky.offline",
-    "RunNotFoundError": "xsvs_bluesky.results",
     "RunResults": "xsvs_bluesky.results",
     "find_run": "xsvs_bluesky.results",
     "load_results": "xsvs_bluesky.results",
@@ -67,6 +73,8 @@ _LAZY = {
 __all__ = [
     "AnalysisSetup",
     "Catalogs",
+    "DocumentError",
+    "EstimatorError",
     "ExposureAnalysis",
     "ExposureResult",
     "FitError",
@@ -75,10 +83,15 @@ __all__ = [
     "InputFileError",
     "LegacyAnalysis",
     "LiveSession",
+    "NoDataError",
+    "NotFoundError",
     "OfflineResult",
+    "OptionError",
+    "RunError",
     "RunNotFoundError",
     "RunRecord",
     "RunResults",
+    "StorageError",
     "XSVSCallback",
     "XSVSError",
     "__version__",

@@ -1,17 +1,32 @@
 """Exceptions raised by xsvs_bluesky.
 
-Every exception derives from :class:`XSVSError`; most also derive from the
-built-in they resemble so that callers can catch either.
+Every error a user can cause (a bad input file, option value, run name,
+server address...) derives from :class:`XSVSError` and also from the
+built-in it resembles (``ValueError``, ``LookupError``/``KeyError``,
+``OSError``, ``RuntimeError``), so callers can catch either.  The command
+line turns an :class:`XSVSError` into one line on stderr and exit code 2.
+Violations of internal invariants (programming errors) stay plain built-ins
+and show a traceback.
+
+This module imports nothing, so every layer of the package may raise these.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "XSVSError",
-    "InputFileError",
-    "GeometryError",
+    "DocumentError",
+    "EstimatorError",
     "FitError",
     "FrameDataError",
+    "GeometryError",
+    "InputFileError",
+    "NoDataError",
+    "NotFoundError",
+    "OptionError",
+    "RunError",
+    "RunNotFoundError",
+    "StorageError",
 ]
 
 
@@ -27,13 +42,75 @@ class InputFileError(XSVSError, ValueError):
     """
 
 
+class OptionError(XSVSError, ValueError):
+    """An option or argument has a value that is not allowed.
+
+    An unknown name (flat-field mode, compression, dynamics model), a number
+    out of range, arrays of mismatched shapes.  The message names the option
+    and the bad value and says what would be valid.
+    """
+
+
+class EstimatorError(OptionError):
+    """An estimator got an unknown name, invalid input or lacks an input.
+
+    The message names the estimator or argument and says what would be valid
+    (the known names, the expected shape, or how to provide the input).
+    """
+
+
 class GeometryError(XSVSError, ValueError):
     """Detector geometry, partitions or masks are inconsistent."""
 
 
-class FitError(XSVSError, RuntimeError):
-    """A fit could not be carried out (not enough data, no convergence)."""
-
-
 class FrameDataError(XSVSError, ValueError):
     """Frame data cannot be histogrammed (negative or absurdly large counts, floats)."""
+
+
+class NoDataError(XSVSError, ValueError):
+    """A result was asked for before any frame was given."""
+
+
+class DocumentError(XSVSError, ValueError):
+    """Bluesky documents the analysis cannot use.
+
+    A stream resource that is not a local HDF5 file, a data key whose shape
+    is not a frame shape, inline frames of the wrong shape.
+    """
+
+
+class RunError(XSVSError, ValueError):
+    """A stored run cannot be used as asked.
+
+    A derived run given where a raw run is needed, a raw run that did not
+    finish or lacks its geometry, a derived run without a dynamics stream.
+    """
+
+
+class NotFoundError(XSVSError, KeyError):
+    """A named item (exposure, stream key) does not exist.
+
+    A ``KeyError`` whose message reads as a sentence (``str`` is the message,
+    not its ``repr`` as for a plain ``KeyError``).
+    """
+
+    def __str__(self) -> str:
+        """Return the message itself."""
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
+class RunNotFoundError(NotFoundError):
+    """No run matches the uid, uid prefix, scan_id or query given."""
+
+
+class StorageError(XSVSError, OSError):
+    """Storage cannot be used.
+
+    The Tiled server cannot be reached or started, a catalog key names
+    something that is not a catalog of runs, an output file or folder cannot
+    be written.
+    """
+
+
+class FitError(XSVSError, RuntimeError):
+    """A fit could not be carried out (not enough data, no convergence)."""

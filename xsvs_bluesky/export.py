@@ -30,6 +30,7 @@ detector pixels.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xsvs_bluesky._version import __version__
-from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.errors import OptionError, StorageError
 from xsvs_bluesky.results import to_csv
 
 if TYPE_CHECKING:
@@ -78,19 +79,33 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
     -------
     pathlib.Path
         The resolved target.
+
+    Raises
+    ------
+    StorageError
+        If the folder or the file cannot be written (no file is left).
     """
     payload = data.encode("utf-8") if isinstance(data, str) else data
     target = Path(path).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "xb") as handle:
             handle.write(payload)
         os.replace(tmp, target)
+    except OSError as err:
+        _remove(tmp)
+        raise StorageError(f"cannot write {target}: {err}") from err
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
     return target
+
+
+def _remove(tmp: Path) -> None:
+    """Remove a partly written file, if there is one (its folder may not be)."""
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
 
 
 def default_export_path(results: RunResults, fmt: str) -> Path:
@@ -291,9 +306,9 @@ def export_hdf5(results: RunResults, path: str | os.PathLike[str]) -> Path:
     import h5py
 
     target = Path(path).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(tmp, "w-") as handle:
             handle.attrs["default"] = "entry"
             handle.attrs["creator"] = f"xsvs_bluesky {__version__}"
@@ -301,10 +316,10 @@ def export_hdf5(results: RunResults, path: str | os.PathLike[str]) -> Path:
             _write_entry(handle.create_group("entry"), results)
         os.replace(tmp, target)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise XSVSError(f"cannot write {target}: {err}") from err
+        _remove(tmp)
+        raise StorageError(f"cannot write {target}: {err}") from err
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
     return target
 
@@ -334,11 +349,8 @@ def export_results(
         On an unknown format or a file that cannot be written.
     """
     if fmt not in EXPORT_FORMATS:
-        raise XSVSError(f"export format {fmt!r} is unknown; give one of csv, hdf5")
+        raise OptionError(f"export format {fmt!r} is unknown; give one of csv, hdf5")
     out = default_export_path(results, fmt) if path is None else Path(path)
     if fmt == "csv":
-        try:
-            return export_csv(results, out)
-        except OSError as err:
-            raise XSVSError(f"cannot write {out}: {err}") from err
+        return export_csv(results, out)
     return export_hdf5(results, out)

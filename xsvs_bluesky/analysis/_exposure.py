@@ -28,7 +28,13 @@ from xsvs_bluesky.core.estimators import (
 from xsvs_bluesky.core.geometry import Partitions, PixelGroups
 from xsvs_bluesky.core.histogram import Backend, HistogramAccumulator
 from xsvs_bluesky.core.images import ImageAverager, radial_profile
-from xsvs_bluesky.errors import GeometryError, XSVSError
+from xsvs_bluesky.errors import (
+    EstimatorError,
+    FrameDataError,
+    GeometryError,
+    OptionError,
+    XSVSError,
+)
 
 __all__ = [
     "DEFAULT_EXTRA_ESTIMATORS",
@@ -127,7 +133,7 @@ class ExposureAnalysis:
         source: str = "",
     ) -> None:
         if flat_field_mode not in FLAT_FIELD_MODES:
-            raise ValueError(
+            raise OptionError(
                 f"flat_field_mode = {flat_field_mode!r}; give one of {FLAT_FIELD_MODES}"
             )
         self.partitions = partitions
@@ -251,7 +257,7 @@ class ExposureAnalysis:
         if arr.dtype.kind not in "iu":
             rounded = np.rint(arr)
             if not np.array_equal(rounded, arr):
-                raise XSVSError(
+                raise FrameDataError(
                     f"frames of dtype {arr.dtype} hold non-integer values; give "
                     "photon counts"
                 )
@@ -296,7 +302,7 @@ class ExposureAnalysis:
             log("estimator %r failed on stream %r: %s", estimator, self.stream, err)
             return failed_estimates(n, estimator, np.asarray(self._acc.kbar, float))
         if len(out) != n:
-            raise XSVSError(
+            raise EstimatorError(
                 f"estimator {estimator!r} returned {len(out)} estimates for "
                 f"{n} partitions"
             )

@@ -28,7 +28,7 @@ from xsvs_bluesky.analysis._exposure import (
 from xsvs_bluesky.core.estimators import check_estimator
 from xsvs_bluesky.core.geometry import Geometry, Partitions, PixelGroups, combine_masks
 from xsvs_bluesky.core.histogram import Backend
-from xsvs_bluesky.errors import GeometryError
+from xsvs_bluesky.errors import GeometryError, OptionError
 
 __all__ = ["AnalysisSetup", "LabelledArray", "array_identity"]
 
@@ -135,7 +135,7 @@ class AnalysisSetup:
             On an unknown ``flat_field_mode``.
         """
         if flat_field_mode not in FLAT_FIELD_MODES:
-            raise ValueError(
+            raise OptionError(
                 f"flat_field_mode = {flat_field_mode!r}; give one of {FLAT_FIELD_MODES}"
             )
         labelled = [_labelled(m, f"mask{i}") for i, m in enumerate(masks)]

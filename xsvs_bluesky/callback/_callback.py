@@ -30,7 +30,7 @@ from xsvs_bluesky.callback._run_analyser import RunAnalyser, RunRecord
 from xsvs_bluesky.core.dynamics import MODELS
 from xsvs_bluesky.core.geometry import Geometry, Partitions
 from xsvs_bluesky.core.histogram import Backend
-from xsvs_bluesky.errors import GeometryError
+from xsvs_bluesky.errors import GeometryError, OptionError
 
 __all__ = ["RunRecord", "XSVSCallback"]
 
@@ -62,7 +62,7 @@ def _callables(value: Any) -> list[Any]:
     items = [] if value is None else [value] if callable(value) else list(value)
     for item in items:
         if not callable(item):
-            raise ValueError(f"{item!r} is not callable; give callables")
+            raise OptionError(f"{item!r} is not callable; give callables")
     return items
 
 
@@ -189,7 +189,7 @@ class XSVSCallback:
         self.read_timeout_s = float(read_timeout_s)
         self.keep_records = max(int(keep_records), 0)
         if dynamics_model is not None and dynamics_model not in MODELS:
-            raise ValueError(
+            raise OptionError(
                 f"dynamics_model = {dynamics_model!r}; give one of {MODELS} or None"
             )
         self.dynamics_model = dynamics_model

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.errors import DocumentError
 
 __all__ = [
     "data_key_shape",
@@ -199,7 +199,7 @@ def stack_frames(value: Any, frame_shape: tuple[int, ...]) -> NDArray[Any]:
     arr = np.asarray(value)
     rows, cols = frame_shape[-2:]
     if arr.ndim < 2 or arr.shape[-2:] != (rows, cols):
-        raise XSVSError(
+        raise DocumentError(
             f"inline frame data of shape {arr.shape} do not end with the frame "
             f"shape {(rows, cols)}"
         )

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from xsvs_bluesky.callback._chunk_map import ChunkMap, open_chunk_map
-from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.errors import DocumentError, FrameDataError
 
 __all__ = ["HDF5FrameReader", "uri_to_path"]
 
@@ -31,7 +31,7 @@ def uri_to_path(uri: str) -> Path:
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         return Path(unquote(parsed.path if parsed.scheme else uri))
-    raise XSVSError(
+    raise DocumentError(
         f"stream resource URI {uri!r} is not a local file; give a file:// URI"
     )
 
@@ -75,7 +75,7 @@ class HDF5FrameReader:
         mimetype = stream_resource.get("mimetype", "")
         params: Mapping[str, Any] = stream_resource.get("parameters", {}) or {}
         if mimetype not in _HDF5_MIMETYPES or params.get("template"):
-            raise XSVSError(
+            raise DocumentError(
                 f"stream resource {stream_resource.get('uid')!r}: mimetype "
                 f"{mimetype!r} (template {params.get('template')!r}) is not "
                 "supported; give a single application/x-hdf5 file"
@@ -83,13 +83,13 @@ class HDF5FrameReader:
         self.path = uri_to_path(str(stream_resource["uri"]))
         self.dataset_path = str(params.get("dataset") or params.get("path") or "")
         if not self.dataset_path:
-            raise XSVSError(
+            raise DocumentError(
                 f"stream resource {stream_resource.get('uid')!r} has no "
                 "parameters['dataset']; give the HDF5 dataset path"
             )
         shape = tuple(int(s) for s in datum_shape)
         if len(shape) < 2:
-            raise XSVSError(
+            raise DocumentError(
                 f"data key shape {list(datum_shape)} is not a frame shape; give "
                 "[rows, cols] or [frames, rows, cols]"
             )
@@ -201,7 +201,7 @@ class HDF5FrameReader:
             return start, stop
         if len(shape) == 2 and shape == (rows, cols) and (start, stop) == (0, 1):
             return 0, -1
-        raise XSVSError(
+        raise FrameDataError(
             f"{self.path}:{self.dataset_path} has shape {shape}; expected "
             f"(n, {rows}, {cols}) frames"
         )

@@ -45,6 +45,18 @@ _register("replay", "replay", "replay a legacy series into Tiled as raw + derive
 _register("reanalyze", "reanalyze", "analyse a raw run from Tiled again, new settings")
 
 
+#: library argument -> the option that sets it, as error messages should say it
+_OPTION_NAMES = {"skip_bad=True": "--skip-bad-frames"}
+
+
+def error_line(command: str, exc: BaseException) -> str:
+    """Return the one line printed for a user error (the CLI's option names)."""
+    text = " ".join(str(exc).split())
+    for argument, option in _OPTION_NAMES.items():
+        text = text.replace(argument, option)
+    return f"xsvs-bluesky {command}: error: {text}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every registered subcommand."""
     parser = argparse.ArgumentParser(
@@ -109,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _sigterm_as_interrupt():
             return int(args._run(args) or 0)
     except XSVSError as exc:
-        print(f"xsvs-bluesky {args.command}: error: {exc}", file=sys.stderr)
+        print(error_line(args.command, exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)

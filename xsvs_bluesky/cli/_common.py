@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.errors import StorageError
 
 __all__ = [
     "add_catalog_arguments",
@@ -28,6 +28,7 @@ __all__ = [
     "add_uid_argument",
     "catalogs_from_args",
     "flush_warnings",
+    "nonnegative_int",
     "positive_int",
     "progress_bar",
     "recorded_warnings",
@@ -145,7 +146,7 @@ def catalogs_from_args(args: argparse.Namespace, *, create: bool = False) -> Any
         return open_catalogs(tiled_uri=args.tiled_uri, api_key=key, **names)
     data_dir = Path(args.data_dir or DEFAULT_DATA_DIR).resolve()
     if not create and not (data_dir / "tiled").is_dir():
-        raise XSVSError(
+        raise StorageError(
             f"{data_dir} holds no Tiled data; give --data-dir of an earlier "
             "analysis or --tiled-uri of a server"
         )
@@ -229,4 +230,15 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """Argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
     return value

@@ -30,6 +30,7 @@ from xsvs_bluesky.cli._common import (
     add_estimator_arguments,
     add_progress_arguments,
     flush_warnings,
+    nonnegative_int,
     positive_int,
     progress_bar,
     recorded_warnings,
@@ -96,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=nonnegative_int,
         default=min(2, os.cpu_count() or 1),
         metavar="N",
         help="frame decoding threads (default: 2, or 1 on one core; 0: none)",
@@ -127,7 +128,7 @@ def _skipped_line(skipped: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``xsvs-bluesky analyze``; return the exit code."""
-    from xsvs_bluesky.errors import XSVSError
+    from xsvs_bluesky.errors import OptionError
     from xsvs_bluesky.offline import LegacyAnalysis
 
     show = show_progress(args)
@@ -138,11 +139,11 @@ def run(args: argparse.Namespace) -> int:
             flat_field=args.flat_field,
             skip_bad=args.skip_bad_frames,
             frames_per_exposure=args.frames_per_exposure,
-            threads=max(int(args.threads), 0),
+            threads=args.threads,
         )
         flush_warnings(_PROG, caught)
         if args.dynamics and len(job.config.exposures) < 2:
-            raise XSVSError(
+            raise OptionError(
                 f"{job.config.path}: --dynamics needs >= 2 exposures, the INI "
                 f"file has {len(job.config.exposures)}; drop --dynamics"
             )

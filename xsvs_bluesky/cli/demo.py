@@ -48,7 +48,11 @@ Say = Callable[[str], None]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``xsvs-bluesky demo`` to ``parser``."""
-    from xsvs_bluesky.cli._common import add_catalog_arguments, positive_int
+    from xsvs_bluesky.cli._common import (
+        add_catalog_arguments,
+        nonnegative_int,
+        positive_int,
+    )
     from xsvs_bluesky.core.estimators import ESTIMATORS
     from xsvs_bluesky.demo import DEMO_FRAMES
 
@@ -73,7 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the working directory with --tiled-uri)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, metavar="S", help="seed of the simulation"
+        "--seed",
+        type=nonnegative_int,
+        default=0,
+        metavar="S",
+        help="seed of the simulation (an integer >= 0)",
     )
     parser.add_argument(
         "--no-progress",
@@ -126,14 +134,17 @@ def _open(args: argparse.Namespace, data_dir: Path | None, external: Path) -> An
 def run(args: argparse.Namespace) -> int:
     """Run ``xsvs-bluesky demo``; return the exit code."""
     from xsvs_bluesky.demo import close_engine
+    from xsvs_bluesky.storage import ensure_folder
 
     started = time.perf_counter()
     data_dir, external = _where(args)
     assert external is not None
+    # a folder that cannot be made is one error line, before any other
+    if data_dir is not None:
+        ensure_folder(data_dir, "the data folder")
+    ensure_folder(external, "the folder for detector files")
     if data_dir is not None:
         _say(f"data folder: {data_dir} (embedded Tiled server, starting)")
-    else:
-        _say(f"Tiled server {args.tiled_uri}; detector files in {external}")
     # the server starts (partly in a subprocess) while the RunEngine, the
     # detector and the numba kernels get ready
     box: dict[str, Any] = {}
@@ -157,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
     figure = Path(args.figure or (data_dir or Path.cwd()) / _FIGURE_NAME).resolve()
     with catalogs:
         _say(f"Tiled ready at {catalogs.uri} ({time.perf_counter() - started:.1f} s)")
+        if data_dir is None:
+            _say(f"detector files in {external}")
         outcome = run_demo(
             catalogs,
             frames=args.frames,
@@ -325,7 +338,7 @@ def run_demo(
         close_engine,
         series_plan,
     )
-    from xsvs_bluesky.errors import XSVSError
+    from xsvs_bluesky.errors import RunError
     from xsvs_bluesky.live import LiveXSVSTable
     from xsvs_bluesky.results import RunResults
 
@@ -362,7 +375,7 @@ def run_demo(
         record = session.record(raw_uid)
         t2 = time.perf_counter()
         if record is None or record.derived_uid is None:
-            raise XSVSError(f"raw run {raw_uid} produced no derived run; see the log")
+            raise RunError(f"raw run {raw_uid} produced no derived run; see the log")
         # table and figure from the derived run's documents while the
         # writer stores them in Tiled
         results = RunResults.from_documents(derived, record.derived_uid)

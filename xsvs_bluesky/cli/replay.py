@@ -41,6 +41,7 @@ from xsvs_bluesky.cli._common import (
     add_progress_arguments,
     catalogs_from_args,
     flush_warnings,
+    nonnegative_int,
     progress_bar,
     recorded_warnings,
     show_progress,
@@ -98,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=nonnegative_int,
         default=min(2, os.cpu_count() or 1),
         metavar="N",
         help="frame hashing/decoding threads (default 2, or 1 on one core)",
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
             estimator=args.estimator,
             flat_field=args.flat_field,
             skip_bad=args.skip_bad_frames,
-            threads=max(int(args.threads), 0),
+            threads=args.threads,
             compression=args.compression,
         )
         flush_warnings(_PROG, caught)

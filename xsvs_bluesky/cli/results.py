@@ -126,11 +126,11 @@ def _list(cats: Any, args: argparse.Namespace) -> str:
 
 def _show(res: Any, args: argparse.Namespace) -> str:
     from xsvs_bluesky import results as api
-    from xsvs_bluesky.errors import XSVSError
+    from xsvs_bluesky.errors import RunError
 
     dyn = res.dynamics
     if args.dynamics and dyn is None:
-        raise XSVSError(
+        raise RunError(
             f"run {res.uid} has no dynamics stream (it needs two or more exposure "
             "times); drop --dynamics"
         )

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from xsvs_bluesky.errors import FrameDataError, OptionError
+
 __all__ = ["FrameBinner", "bin_frames", "binned_dtype"]
 
 
@@ -28,7 +30,7 @@ def binned_dtype(dtype: np.dtype | type, n: int) -> np.dtype:
     if dt == np.bool_:
         dt = np.dtype(np.uint8)
     if not np.issubdtype(dt, np.integer):
-        raise ValueError(f"frames must hold integer counts, got dtype {dt}")
+        raise FrameDataError(f"frames must hold integer counts, got dtype {dt}")
     if dt == np.uint64:
         return np.dtype(np.uint64)
     if dt.kind == "u" and dt.itemsize <= 2 and n * np.iinfo(dt).max < 2**32:
@@ -38,7 +40,7 @@ def binned_dtype(dtype: np.dtype | type, n: int) -> np.dtype:
 
 def _check_n(n: int) -> int:
     if int(n) != n or int(n) < 1:
-        raise ValueError(f"bin size n={n!r}: must be a positive integer")
+        raise OptionError(f"bin size n={n!r}: must be a positive integer")
     return int(n)
 
 
@@ -70,7 +72,7 @@ def bin_frames(frames: ArrayLike, n: int) -> NDArray[np.integer]:
     n = _check_n(n)
     arr = np.asarray(frames)
     if arr.ndim < 2:
-        raise ValueError(
+        raise OptionError(
             f"frames must be a stack (n_frames, ...), got shape {arr.shape}"
         )
     out = binned_dtype(arr.dtype, n)
@@ -132,7 +134,7 @@ class FrameBinner:
         done: list[NDArray[np.integer]] = []
         if self._partial is not None:
             if self._partial.shape != arr.shape[1:] or self._partial.dtype != dtype:
-                raise ValueError(
+                raise FrameDataError(
                     f"FrameBinner: got frames {arr.shape[1:]} {arr.dtype} while "
                     f"{self._pending} frames of {self._partial.shape} are pending"
                 )

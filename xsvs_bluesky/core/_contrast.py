@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.errors import EstimatorError
 
 __all__ = [
     "FLAGS",
@@ -60,14 +60,6 @@ FLAGS = (
 
 #: Below this number of photon pairs an estimate is flagged "low-statistics".
 MIN_PAIRS = 10.0
-
-
-class EstimatorError(XSVSError, ValueError):
-    """An estimator got an unknown name, invalid input or lacks an input.
-
-    The message names the estimator or argument and says what would be valid
-    (the known names, the expected shape, or how to provide the input).
-    """
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from xsvs_bluesky.core._kernels_dyn import (
     _stretched_u,
     exponential_kernel,
 )
+from xsvs_bluesky.errors import OptionError
 
 __all__ = ["contiguous_kernel", "dead_time_kernel", "visibility_kernel"]
 
@@ -31,11 +32,11 @@ __all__ = ["contiguous_kernel", "dead_time_kernel", "visibility_kernel"]
 def _check_acquisition(exposure: float, period: float, n_frames: float) -> int:
     n = int(n_frames)
     if n != n_frames or n < 1:
-        raise ValueError(f"n_frames must be a positive integer, got {n_frames!r}")
+        raise OptionError(f"n_frames must be a positive integer, got {n_frames!r}")
     if not exposure > 0:
-        raise ValueError(f"exposure (s) must be > 0, got {exposure!r}")
+        raise OptionError(f"exposure (s) must be > 0, got {exposure!r}")
     if not period >= exposure * (1 - 1e-12):
-        raise ValueError(
+        raise OptionError(
             f"frame period {period!r} s is shorter than the exposure "
             f"{exposure!r} s; the period must be >= the exposure"
         )
@@ -151,11 +152,11 @@ def dead_time_kernel(
     h: Correlation | None = None
     if g1 is not None or g1_squared is not None:
         if rate is not None:
-            raise ValueError("give either rate (with exponent) or g1/g1_squared")
+            raise OptionError("give either rate (with exponent) or g1/g1_squared")
         h = _squared(g1, g1_squared)
         rate = 0.0
     elif rate is None:
-        raise ValueError("give rate (1/s) or a correlation callable g1/g1_squared")
+        raise OptionError("give rate (1/s) or a correlation callable g1/g1_squared")
     rate_a = _floats("rate (1/s)", rate)
     exp_a = _floats("exponent", exponent, positive=True)
     arrays = np.broadcast_arrays(
@@ -240,10 +241,10 @@ def visibility_kernel(
     )
     bad_n = (n < 1) | (n != np.round(n))
     if np.any(bad_n):
-        raise ValueError(f"n_frames must be positive integers, got {n[bad_n][0]!r}")
+        raise OptionError(f"n_frames must be positive integers, got {n[bad_n][0]!r}")
     overlap = (n > 1) & (period < t * (1 - 1e-12))
     if np.any(overlap):
-        raise ValueError(
+        raise OptionError(
             f"frame period {period[overlap][0]!r} s is shorter than the exposure "
             f"{t[overlap][0]!r} s; the period must be >= the exposure"
         )

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from xsvs_bluesky.errors import FitError
+from xsvs_bluesky.errors import FitError, OptionError
 
 __all__ = [
     "DIFFUSION_STATUSES",
@@ -203,7 +203,7 @@ def fit_diffusion(
     unweighted = gamma_err is None
     e = np.ones_like(g) if gamma_err is None else np.asarray(gamma_err, float).ravel()
     if not qa.shape == g.shape == e.shape:
-        raise ValueError(
+        raise OptionError(
             f"q, gamma and gamma_err have shapes {qa.shape}, {g.shape}, {e.shape}; "
             "they must have the same length"
         )

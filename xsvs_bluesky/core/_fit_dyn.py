@@ -22,7 +22,7 @@ from scipy import optimize, stats
 from xsvs_bluesky.core._deadtime_dyn import contiguous_kernel, visibility_kernel
 from xsvs_bluesky.core._diffusion_dyn import not_yet_determined
 from xsvs_bluesky.core._kernels_dyn import exponential_slope
-from xsvs_bluesky.errors import FitError
+from xsvs_bluesky.errors import FitError, OptionError
 
 __all__ = ["EXPONENT_BOUNDS", "MODELS", "DynamicsFit", "fit_visibility"]
 
@@ -135,7 +135,7 @@ def _as_points(
     if arr.ndim == 0:
         return np.full(n, float(arr))
     if arr.shape != (n,):
-        raise ValueError(
+        raise OptionError(
             f"{name} has shape {arr.shape}; expected a scalar or ({n},) "
             "like exposure_times"
         )
@@ -291,7 +291,7 @@ def fit_visibility(
     Bandyopadhyay et al., Rev. Sci. Instrum. 76, 093110 (2005).
     """
     if model not in MODELS:
-        raise ValueError(f"model {model!r} is not one of {', '.join(MODELS)}")
+        raise OptionError(f"model {model!r} is not one of {', '.join(MODELS)}")
     t = np.asarray(exposure_times, dtype=float).ravel()
     n_all = t.size
     b = _as_points("beta", beta, n_all, math.nan)

@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from xsvs_bluesky.core._hist_layout import GroupLayout, accumulate_numpy
 from xsvs_bluesky.core._hist_state import HistogramState
-from xsvs_bluesky.errors import FrameDataError, GeometryError
+from xsvs_bluesky.errors import FrameDataError, GeometryError, OptionError
 
 __all__ = ["Backend", "KernelRunner"]
 
@@ -74,7 +74,7 @@ class KernelRunner:
             if self.kernels is None and backend == "numba":
                 raise ImportError("backend='numba' requested but numba is missing")
         elif backend != "numpy":
-            raise ValueError(f"backend={backend!r}; use 'auto', 'numba' or 'numpy'")
+            raise OptionError(f"backend={backend!r}; use 'auto', 'numba' or 'numpy'")
         self.backend: str = "numpy" if self.kernels is None else "numba"
         self.layout = layout
         self.parent = np.zeros(0, np.int64) if parent is None else parent
@@ -114,7 +114,7 @@ class KernelRunner:
         )
         if self.kernels is not None:
             if g * k >= 2**31:
-                raise ValueError(f"{g} groups x {k} bins is too many")
+                raise OptionError(f"{g} groups x {k} bins is too many")
             if self._scratch is not None and self._scratch.shape[1] < self._width():
                 self._scratch = None  # reallocated, larger, at the next run
             labels = self._label_cache.get(k)

@@ -26,6 +26,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import integrate, special
 
+from xsvs_bluesky.errors import OptionError
+
 __all__ = [
     "exponential_kernel",
     "numerical_kernel",
@@ -49,7 +51,7 @@ def _floats(name: str, value: ArrayLike, *, positive: bool = False) -> NDArray:
     if np.any(bad):
         first = arr[bad].flat[0]
         need = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be {need} (NaN allowed), got {first!r}")
+        raise OptionError(f"{name} must be {need} (NaN allowed), got {first!r}")
     return arr
 
 
@@ -235,7 +237,7 @@ def stretched_kernel(
 
 def _squared(g1: Correlation | None, g1_squared: Correlation | None) -> Correlation:
     if (g1 is None) == (g1_squared is None):
-        raise ValueError("give exactly one of g1 (a callable) or g1_squared")
+        raise OptionError("give exactly one of g1 (a callable) or g1_squared")
     if g1_squared is not None:
         return g1_squared
     assert g1 is not None

@@ -45,7 +45,7 @@ from xsvs_bluesky.core._kernels_dyn import (
     numerical_kernel,
     stretched_kernel,
 )
-from xsvs_bluesky.errors import FitError
+from xsvs_bluesky.errors import FitError, OptionError
 
 __all__ = [
     "DIFFUSION_STATUSES",
@@ -140,17 +140,17 @@ def fit_dynamics(
     Bandyopadhyay et al., Rev. Sci. Instrum. 76, 093110 (2005).
     """
     if model not in MODELS:
-        raise ValueError(f"model {model!r} is not one of {', '.join(MODELS)}")
+        raise OptionError(f"model {model!r} is not one of {', '.join(MODELS)}")
     t = np.asarray(exposure_times, dtype=float).ravel()
     qa = np.asarray(q, dtype=float).ravel()
     b = np.asarray(beta, dtype=float)
     if b.shape != (t.size, qa.size):
-        raise ValueError(
+        raise OptionError(
             f"beta has shape {b.shape}; expected (n_exp, n_q) = ({t.size}, {qa.size})"
         )
     e = None if beta_err is None else np.asarray(beta_err, dtype=float)
     if e is not None and e.shape != b.shape:
-        raise ValueError(f"beta_err has shape {e.shape}; expected {b.shape}")
+        raise OptionError(f"beta_err has shape {e.shape}; expected {b.shape}")
     fits: list[DynamicsFit] = []
     for j, qj in enumerate(qa):
         n_ok = int(np.sum(np.isfinite(b[:, j])))

@@ -41,7 +41,7 @@ from xsvs_bluesky.core._hist_layout import (
 )
 from xsvs_bluesky.core._hist_runner import Backend, KernelRunner
 from xsvs_bluesky.core._hist_state import HistogramState
-from xsvs_bluesky.errors import FrameDataError
+from xsvs_bluesky.errors import FrameDataError, GeometryError, NoDataError, OptionError
 
 __all__ = ["Backend", "FrameBinner", "HistogramAccumulator", "bin_frames"]
 
@@ -116,7 +116,7 @@ class HistogramAccumulator:
         self.groups = as_groups(groups)
         self.shape = (int(self.groups.shape[0]), int(self.groups.shape[1]))
         if int(n_bins) < 1 or int(max_bins) < int(n_bins):
-            raise ValueError(
+            raise OptionError(
                 f"n_bins={n_bins}, max_bins={max_bins}: need 1 <= n_bins <= max_bins"
             )
         self.keep_frame_histograms = bool(keep_frame_histograms)
@@ -215,7 +215,7 @@ class HistogramAccumulator:
             If the accumulator was built without ``keep_frame_histograms``.
         """
         if not self.keep_frame_histograms:
-            raise ValueError(
+            raise OptionError(
                 "frame_counts needs HistogramAccumulator(..., "
                 "keep_frame_histograms=True)"
             )
@@ -247,7 +247,7 @@ class HistogramAccumulator:
         """
         n = self._state.n
         if n == 0:
-            raise ValueError("probability(): no frame accumulated yet")
+            raise NoDataError("probability(): no frame accumulated yet")
         npix = self._layout.n_pixels[:, None].astype(np.float64)
         mean = nan_ratio(self._state.counts, npix * n)
         second = nan_ratio(self._state.counts_sq, npix**2 * n)
@@ -356,16 +356,16 @@ class HistogramAccumulator:
             histograms.
         """
         if not self.same_groups(other):
-            raise ValueError("merge(): the accumulators histogram different groups")
+            raise GeometryError("merge(): the accumulators histogram different groups")
         if self.keep_frame_histograms != other.keep_frame_histograms:
-            raise ValueError(
+            raise GeometryError(
                 "merge(): both accumulators must have the same keep_frame_histograms"
             )
         mine, theirs = self.parents, other.parents
         if (mine is None) != (theirs is None) or (
             mine is not None and theirs is not None and not mine.same_groups(theirs)
         ):
-            raise ValueError("merge(): the accumulators have different parents")
+            raise GeometryError("merge(): the accumulators have different parents")
         out = self.spawn()
         out.max_bins = max(self.max_bins, other.max_bins)
         if out.parents is not None:

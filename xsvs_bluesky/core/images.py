@@ -15,7 +15,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from xsvs_bluesky.core._center import CenterFit, refine_center
 from xsvs_bluesky.core._partitions import Partitions
-from xsvs_bluesky.errors import GeometryError, XSVSError
+from xsvs_bluesky.errors import GeometryError, NoDataError
 
 __all__ = [
     "CenterFit",
@@ -84,7 +84,7 @@ class ImageAverager:
     def sum(self) -> NDArray[np.float64]:
         """Read-only view of the float64 sum of the frames."""
         if self._sum is None:
-            raise XSVSError("ImageAverager has no frames yet; call update() first")
+            raise NoDataError("ImageAverager has no frames yet; call update() first")
         view = self._sum.view()
         view.flags.writeable = False
         return view
@@ -154,7 +154,7 @@ class ImageAverager:
             If no frame was added.
         """
         if self._sum is None or self._n == 0:
-            raise XSVSError("ImageAverager has no frames yet; call update() first")
+            raise NoDataError("ImageAverager has no frames yet; call update() first")
         return self._sum / self._n
 
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from xsvs_bluesky.errors import NotFoundError
+
 if TYPE_CHECKING:
     from xsvs_bluesky.core.geometry import Geometry, Partitions
 
@@ -238,7 +240,7 @@ class LegacyConfig:
             if spec.name == name:
                 return spec
         known = ", ".join(e.name for e in self.exposures)
-        raise KeyError(f"no exposure {name!r} in {self.path}; known: {known}")
+        raise NotFoundError(f"no exposure {name!r} in {self.path}; known: {known}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types, for run metadata (paths as strings)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from xsvs_bluesky.errors import InputFileError
+from xsvs_bluesky.errors import InputFileError, OptionError
 from xsvs_bluesky.legacy.edf import read_frame
 
 __all__ = ["FrameSeries", "check_files_exist"]
@@ -105,7 +105,7 @@ class FrameSeries:
     ) -> None:
         files = tuple(Path(p) for p in paths)
         if threads < 0:
-            raise ValueError(f"threads must be >= 0, got {threads}")
+            raise OptionError(f"threads must be >= 0, got {threads}")
         self.skip_bad = skip_bad
         self.threads = threads
         self.fast = fast
@@ -213,7 +213,7 @@ class FrameSeries:
         The last stack may be shorter. Each stack is a new array.
         """
         if size < 1:
-            raise ValueError(f"chunk size must be >= 1, got {size}")
+            raise OptionError(f"chunk size must be >= 1, got {size}")
         batch: list[NDArray[np.generic]] = []
         for frame in self:
             batch.append(frame)

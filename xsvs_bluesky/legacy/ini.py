@@ -92,8 +92,26 @@ def read_ini(path: str | PathLike[str]) -> LegacyConfig:
     )
 
 
+def _inis_in(folder: Path) -> str:
+    """Say which files in ``folder`` (3 levels down at most) may be INI files."""
+    found: list[str] = []
+    for depth in range(3):
+        for pattern in ("*.ini", "*input*.txt"):
+            found += sorted(
+                str(p.relative_to(folder))
+                for p in folder.glob("*/" * depth + pattern)
+                if p.is_file()
+            )
+    if not found:
+        return "give the pyxsvs input file"
+    more = f" ({len(found) - 3} more)" if len(found) > 3 else ""
+    return f"give the pyxsvs input file, such as {', '.join(found[:3])}{more} in it"
+
+
 def _parse(ini: Path) -> configparser.RawConfigParser:
     """Parse the file like Python 2's RawConfigParser did."""
+    if ini.is_dir():
+        raise InputFileError(f"{ini}: is a folder, not an INI file; {_inis_in(ini)}")
     if not ini.is_file():
         raise InputFileError(f"{ini}: INI file not found")
     try:

@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from xsvs_bluesky.core.histogram import FrameBinner
-from xsvs_bluesky.errors import InputFileError
+from xsvs_bluesky.errors import InputFileError, OptionError
 from xsvs_bluesky.legacy.config import ExposureSpec
 from xsvs_bluesky.legacy.edf import read_frame
 from xsvs_bluesky.legacy.frames import FrameSeries, check_files_exist
@@ -108,11 +108,11 @@ class SeriesReader:
         chunk_size: int = 64,
     ) -> None:
         if frames_per_exposure is not None and frames_per_exposure < 1:
-            raise ValueError(
+            raise OptionError(
                 f"frames_per_exposure = {frames_per_exposure}; give an integer >= 1"
             )
         if chunk_size < 1:
-            raise ValueError(f"chunk_size = {chunk_size}; give an integer >= 1")
+            raise OptionError(f"chunk_size = {chunk_size}; give an integer >= 1")
         self.exposures = tuple(exposures)
         self.where = where
         self.skip_bad = skip_bad

@@ -36,7 +36,7 @@ from xsvs_bluesky.core.dynamics import DiffusionFit, DynamicsFit, fit_dynamics
 from xsvs_bluesky.core.estimators import check_estimator
 from xsvs_bluesky.core.geometry import Geometry
 from xsvs_bluesky.core.images import CenterFit
-from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.errors import FitError, GeometryError, OptionError
 from xsvs_bluesky.legacy import LegacyInputs, read_inputs, refine_beam_center
 from xsvs_bluesky.legacy.config import ExposureSpec, LegacyConfig
 from xsvs_bluesky.legacy.ini import read_ini
@@ -148,14 +148,14 @@ class LegacyAnalysis:
         chunk_size: int = 64,
     ) -> None:
         if flat_field not in FLAT_FIELD_CHOICES:
-            raise XSVSError(
+            raise OptionError(
                 f"flat-field mode {flat_field!r} is unknown; give one of "
                 f"{', '.join(FLAT_FIELD_CHOICES)}"
             )
         if estimator is not None:
             check_estimator(estimator)
         if frames_per_exposure is not None and frames_per_exposure < 1:
-            raise XSVSError(
+            raise OptionError(
                 f"frames per exposure = {frames_per_exposure}; give an integer >= 1"
             )
         config = source if isinstance(source, LegacyConfig) else read_ini(source)
@@ -346,13 +346,15 @@ def fit_result_dynamics(
         exposures.
     """
     if len(results) < 2:
-        raise XSVSError(
+        raise FitError(
             f"dynamics need beta at >= 2 exposure times, got {len(results)}; "
             "analyse more exposures"
         )
     q = results[0].q
     if any(r.q.shape != q.shape or not np.allclose(r.q, q) for r in results):
-        raise XSVSError("exposures have different q partitions; cannot fit dynamics")
+        raise GeometryError(
+            "exposures have different q partitions; cannot fit dynamics"
+        )
     times = np.array([r.exposure_time for r in results], dtype=np.float64)
     beta: NDArray[np.float64] = np.stack([r.beta for r in results])
     err: NDArray[np.float64] = np.stack([r.beta_err for r in results])

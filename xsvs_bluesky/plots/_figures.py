@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
 from xsvs_bluesky.core.geometry import Geometry
-from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.errors import OptionError, RunError
 from xsvs_bluesky.plots._base import (
     BETA_SHIFT,
     INV_A,
@@ -92,7 +92,7 @@ def plot_summary(
     """
     n_q = results.q.size
     if not -n_q <= q_index < n_q:
-        raise XSVSError(f"q_index = {q_index} is out of range; give 0 .. {n_q - 1}")
+        raise OptionError(f"q_index = {q_index} is out of range; give 0 .. {n_q - 1}")
     fig = new_figure(fig, (12, 4.5))
     left, right = fig.subplots(1, 2)
     _histograms_at(left, results, q_index)
@@ -368,7 +368,7 @@ def plot_gamma_q2(results: RunResults, fig: Figure | None = None) -> Figure:
     """
     dyn = results.dynamics
     if dyn is None:
-        raise XSVSError(f"run {results.uid} has no dynamics stream; nothing to plot")
+        raise RunError(f"run {results.uid} has no dynamics stream; nothing to plot")
     fig = new_figure(fig, (6.4, 4.5))
     ax = fig.subplots()
     q2 = dyn["q"].to_numpy(dtype=float) ** 2

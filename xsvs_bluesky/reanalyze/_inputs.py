@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from xsvs_bluesky.errors import InputFileError, XSVSError
+from xsvs_bluesky.errors import InputFileError, RunError
 
 __all__ = ["merge_partitions", "read_calibration"]
 
@@ -108,7 +108,7 @@ def merge_partitions(
     keys = ("centers", "dq") if "centers" in spec else ("q1", "q2", "qs", "dq")
     missing = [k for k in keys if spec.get(k) is None]
     if missing:
-        raise XSVSError(
+        raise RunError(
             f"raw run {start.get('uid')}: q partitions lack {', '.join(missing)}; "
             "give them (--q1 --q2 --qs --dq, 1/Angstrom)"
         )

@@ -36,7 +36,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.errors import (
+    OptionError,
+    RunError,
+    RunNotFoundError,
+    StorageError,
+)
 from xsvs_bluesky.reanalyze._documents import (
     fetch_documents,
     local_files,
@@ -117,13 +122,13 @@ def find_raw_run(raw_catalog: Any, key: str) -> Any:
     try:
         run = raw_catalog[lookup]
     except (KeyError, IndexError, ValueError) as exc:
-        raise XSVSError(
+        raise RunNotFoundError(
             f"no raw run {text!r} in the raw catalog ({exc}); give a uid, a unique "
             "uid prefix of >= 5 characters, a scan_id or -1 (latest)"
         ) from None
     start = run.metadata.get("start", {})
     if "original_run_uid" in start:
-        raise XSVSError(
+        raise RunError(
             f"run {start.get('uid')} is a derived run of raw run "
             f"{start['original_run_uid']}; give the raw run's uid"
         )
@@ -187,7 +192,7 @@ def reanalyze(
 
     t0 = time.perf_counter()
     if flat_field not in _FLAT_MODES or frames not in FRAME_SOURCES:
-        raise XSVSError(
+        raise OptionError(
             f"flat field {flat_field!r} / frames {frames!r}: give one of "
             f"{', '.join(_FLAT_MODES)} / {', '.join(FRAME_SOURCES)}"
         )
@@ -198,13 +203,13 @@ def reanalyze(
     uid = str(start["uid"])
     stop = run.metadata.get("stop") or {}
     if stop.get("exit_status") != "success":
-        raise XSVSError(
+        raise RunError(
             f"raw run {uid} did not finish (exit_status "
             f"{stop.get('exit_status')!r}: {stop.get('reason', '')}); analyse a "
             "complete run"
         )
     if not isinstance(start.get("xsvs_geometry"), Mapping):
-        raise XSVSError(f"raw run {uid} has no xsvs_geometry; cannot analyse it")
+        raise RunError(f"raw run {uid} has no xsvs_geometry; cannot analyse it")
     geometry = Geometry.from_dict(start["xsvs_geometry"])
     spec = merge_partitions(start, partitions)
     masks, flat = read_calibration(start, geometry.shape, use_flat=flat_field != "none")
@@ -225,7 +230,7 @@ def reanalyze(
     if frames != "tiled":
         missing = [p for p in local_files(docs) if not p.is_file()]
         if missing and frames == "file":
-            raise XSVSError(
+            raise StorageError(
                 f"raw run {uid}: {len(missing)} frame file(s) not readable here "
                 f"(first: {missing[0]}); use frames='tiled' (--frames tiled)"
             )
@@ -259,7 +264,7 @@ def reanalyze(
         raise
     record = callback.records.get(uid)
     if record is None:
-        raise XSVSError(f"raw run {uid}: no frames were analysed")
+        raise RunError(f"raw run {uid}: no frames were analysed")
     return ReanalysisResult(
         raw_uid=uid,
         derived_uid=record.derived_uid,

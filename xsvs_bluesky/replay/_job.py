@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from xsvs_bluesky._version import __version__
-from xsvs_bluesky.errors import InputFileError, XSVSError
+from xsvs_bluesky.errors import InputFileError, OptionError, StorageError
 from xsvs_bluesky.replay._catalog import (
     ReplayedRun,
     derived_runs,
@@ -157,22 +157,22 @@ class LegacyReplay:
         from xsvs_bluesky.options import default_estimator
 
         if flat_field not in _FLAT_MODES:
-            raise XSVSError(
+            raise OptionError(
                 f"flat-field mode {flat_field!r} is unknown; give one of "
                 f"{', '.join(_FLAT_MODES)}"
             )
         if compression not in COMPRESSIONS:
-            raise XSVSError(
+            raise OptionError(
                 f"compression {compression!r} is unknown; give one of "
                 f"{', '.join(COMPRESSIONS)}"
             )
         if frames_per_datum < 1:
-            raise XSVSError(f"frames per datum = {frames_per_datum}; give >= 1")
+            raise OptionError(f"frames per datum = {frames_per_datum}; give >= 1")
         if estimator is not None:
             check_estimator(estimator)
         config = read_ini(source)
         if config.mode != "XSVS" or any(e.bin_factor != 1 for e in config.exposures):
-            raise XSVSError(
+            raise InputFileError(
                 f"{config.path}: mode {config.mode} bins one frame series into "
                 "several exposures; replay needs an XSVS-mode INI file ([Exp_n] "
                 "sections); use 'xsvs-bluesky analyze' for XPCS mode"
@@ -312,7 +312,7 @@ class LegacyReplay:
                 )
             return self._complete_analysis(catalogs, found, notes, t0)
         if output_dir is None and catalogs.external_dir is None:
-            raise XSVSError(
+            raise OptionError(
                 "no folder for the replayed HDF5 files: give an output folder "
                 "the Tiled server may read (its readable storage)"
             )
@@ -343,7 +343,7 @@ class LegacyReplay:
         try:
             run_dir.mkdir(parents=True)
         except OSError as exc:
-            raise XSVSError(
+            raise StorageError(
                 f"cannot create {run_dir} ({exc}); give a writable output folder"
             ) from None
         try:

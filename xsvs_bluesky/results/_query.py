@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.errors import OptionError
 from xsvs_bluesky.results._streams import ANALYSIS_PLAN_NAME, RunNotFoundError
 
 __all__ = ["find_run", "search_runs"]
@@ -25,7 +25,7 @@ def _timestamp(value: TimeLike, name: str) -> float:
         try:
             return datetime.fromisoformat(value.strip()).timestamp()
         except ValueError:
-            raise XSVSError(
+            raise OptionError(
                 f"{name} = {value!r} is not a date; give ISO 8601 such as "
                 "'2024-05-31' or '2024-05-31T14:00'"
             ) from None

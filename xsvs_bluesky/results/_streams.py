@@ -20,7 +20,7 @@ import pandas as pd
 from event_model import unpack_event_page
 from numpy.typing import NDArray
 
-from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.errors import NotFoundError, RunNotFoundError
 
 __all__ = [
     "ANALYSIS_PLAN_NAME",
@@ -36,10 +36,6 @@ ANALYSIS_PLAN_NAME = "xsvs_analysis"
 """``plan_name`` of every derived XSVS run."""
 
 _SKIP_COLUMNS = {"seq_num", "time"}
-
-
-class RunNotFoundError(XSVSError, LookupError):
-    """No derived run matches the uid, partial uid or query given."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -310,14 +306,14 @@ class TiledSource(StreamSource):
         if (stream, key) in self._cache:
             return self._cache[stream, key]
         if not self.has(stream, key):
-            raise KeyError(f"stream {stream!r} has no data key {key!r}")
+            raise NotFoundError(f"stream {stream!r} has no data key {key!r}")
         node = self._nodes[stream].get(key)
         if node is not None:
             value = np.asarray(node.read())
         else:
             table = self._table(stream)
             if table is None or key not in table:
-                raise KeyError(f"stream {stream!r} has no data key {key!r}")
+                raise NotFoundError(f"stream {stream!r} has no data key {key!r}")
             value = _column_array(table[key], self.data_keys(stream).get(key, {}))
         self._cache[stream, key] = value
         return value

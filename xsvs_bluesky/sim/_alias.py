@@ -24,6 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
+from xsvs_bluesky.errors import OptionError
+
 __all__ = ["FrameSampler"]
 
 _TAIL = 1e-12  # probability mass dropped from the tail of each count table
@@ -99,7 +101,7 @@ def _count_pmf(kbar: NDArray[np.float64], beta: float) -> list[NDArray[np.float6
     std = np.sqrt(kbar + beta * kbar**2)
     k_max = int(np.max(kbar + 16.0 * std)) + 16
     if k_max > _MAX_COUNT:
-        raise ValueError(
+        raise OptionError(
             f"mean count {float(kbar.max()):g} per pixel overflows uint16 frames; "
             "lower count_rate or the exposure time"
         )

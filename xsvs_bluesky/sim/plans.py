@@ -41,6 +41,7 @@ from bluesky.utils import Msg
 from ophyd_async.core import TriggerInfo
 
 from xsvs_bluesky.core.geometry import Geometry
+from xsvs_bluesky.errors import OptionError
 from xsvs_bluesky.sim.speckle import SpeckleModel
 
 __all__ = ["stream_names", "xsvs_series"]
@@ -57,7 +58,7 @@ def stream_names(n_exposures: int, prefix: str = "exposure") -> list[str]:
 def _check_keys(md: Mapping[str, Any], where: str = "md") -> None:
     for key, value in md.items():
         if not isinstance(key, str) or "." in key or "/" in key:
-            raise ValueError(
+            raise OptionError(
                 f"metadata key {where}[{key!r}] is invalid: keys must be strings "
                 "without '.' or '/'"
             )
@@ -70,7 +71,7 @@ def _series_lists(
 ) -> tuple[list[float], list[int]]:
     times = [float(t) for t in exposure_times]
     if not times or not all(math.isfinite(t) and t > 0 for t in times):
-        raise ValueError(
+        raise OptionError(
             f"exposure_times = {list(exposure_times)!r}; give one or more finite "
             "times > 0, in s"
         )
@@ -79,7 +80,7 @@ def _series_lists(
     else:
         frames = [int(n) for n in frames_per_exposure]
     if len(frames) != len(times) or min(frames) < 1:
-        raise ValueError(
+        raise OptionError(
             f"frames_per_exposure = {frames_per_exposure!r}; give an integer >= 1 or "
             f"one per exposure time ({len(times)})"
         )
@@ -152,11 +153,11 @@ def xsvs_series(
     if fly is None:
         fly = preparable and isinstance(detector, Flyable)
     if fly and not (preparable and isinstance(detector, Flyable)):
-        raise ValueError(f"detector {detector.name!r} cannot fly; use fly=False")
+        raise OptionError(f"detector {detector.name!r} cannot fly; use fly=False")
     if not preparable:
         exposure_signal = exposure_signal or getattr(detector, "acquire_time", None)
         if exposure_signal is None:
-            raise ValueError(
+            raise OptionError(
                 f"detector {detector.name!r} has no acquire_time; give exposure_signal"
             )
     model = getattr(detector, "model", None)

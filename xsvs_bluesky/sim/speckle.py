@@ -45,6 +45,7 @@ from numpy.typing import ArrayLike, NDArray
 from xsvs_bluesky.core.dynamics import exponential_kernel
 from xsvs_bluesky.core.geometry import Geometry, Partitions
 from xsvs_bluesky.core.synthetic import speckle_frames
+from xsvs_bluesky.errors import OptionError
 from xsvs_bluesky.sim._alias import FrameSampler
 
 __all__ = ["MAXIPIX_GEOMETRY", "FrameSampler", "SpeckleModel"]
@@ -109,7 +110,7 @@ class SpeckleModel:
         }
         for name, ok in checks.items():
             if not ok or not math.isfinite(float(getattr(self, name))):
-                raise ValueError(
+                raise OptionError(
                     f"SpeckleModel.{name} = {getattr(self, name)!r} is invalid; "
                     "see the SpeckleModel docstring for the valid range"
                 )
@@ -226,7 +227,7 @@ class SpeckleModel:
         first = int(math.floor(q_min / w + 1e-9))
         n = int(math.floor((q_max / w - first) / r + 1e-9))
         if r < 1 or n < 1:
-            raise ValueError(
+            raise OptionError(
                 f"no whole ring between q_min={q_min:g} and q_max={q_max:g} 1/A "
                 f"with {rings_per_partition} rings of {w:g} 1/A per partition"
             )
@@ -242,7 +243,7 @@ class SpeckleModel:
     def sampler(self, exposure_time: float) -> FrameSampler:
         """Alias tables of every (ring, efficiency level) group at ``t_e`` (s)."""
         if not exposure_time > 0:
-            raise ValueError(f"exposure_time = {exposure_time!r}; give a time > 0 s")
+            raise OptionError(f"exposure_time = {exposure_time!r}; give a time > 0 s")
         ring = self.ring_index.ravel()
         eff = self.efficiency.ravel()
         _, level = np.unique(eff, return_inverse=True)
@@ -308,7 +309,7 @@ class SpeckleModel:
                 rng=np.random.default_rng([self.seed, 2, first_frame]),
             )
             return np.asarray(frames, dtype=np.uint16)
-        raise ValueError(f"method = {method!r}; give 'alias' or 'gamma-poisson'")
+        raise OptionError(f"method = {method!r}; give 'alias' or 'gamma-poisson'")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the parameters as plain JSON types (``Geometry.to_dict``)."""

@@ -28,15 +28,17 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import SubprocessError
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.errors import OptionError, StorageError
 
 __all__ = [
     "CATALOG_SPEC",
     "DEFAULT_DATA_DIR",
     "Catalogs",
+    "ensure_folder",
     "ensure_run_catalog",
     "open_catalogs",
     "register_document_exporter",
@@ -149,32 +151,39 @@ def ensure_run_catalog(parent: Any, key: str) -> Any:
         If the node exists but is not a container, or the spec cannot be
         added (no write permission).
     """
+    import httpx
     from tiled.structures.core import Spec
 
     spec = Spec(CATALOG_SPEC[0], version=CATALOG_SPEC[1])
     parts = [p for p in key.split("/") if p]
     if not parts:
-        raise XSVSError(f"catalog key {key!r} is empty; give a name such as 'raw'")
+        raise OptionError(f"catalog key {key!r} is empty; give a name such as 'raw'")
     node = parent
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
         if part in node:
             node = node[part]
         else:
-            node = node.create_container(part, specs=[spec] if last else [])
+            try:
+                node = node.create_container(part, specs=[spec] if last else [])
+            except httpx.HTTPError as err:
+                raise StorageError(
+                    f"cannot create the Tiled catalog {key!r} ({err}); check that "
+                    "the API key may write, or give an existing catalog"
+                ) from err
             if last:
                 logger.info("created Tiled catalog %r", key)
                 node = _refetch(parent, parts)
     if getattr(node, "structure_family", None) != "container":
-        raise XSVSError(
+        raise StorageError(
             f"Tiled node {key!r} is a {node.structure_family}, not a container"
         )
     if all(s.name != CATALOG_SPEC[0] for s in node.specs):
         logger.warning("Tiled container %r lacks %s: adding it", key, CATALOG_SPEC[0])
         try:
             node.update_metadata(specs=[spec, *node.specs])
-        except Exception as err:
-            raise XSVSError(
+        except httpx.HTTPError as err:
+            raise StorageError(
                 f"Tiled container {key!r} is not a CatalogOfBlueskyRuns and the spec "
                 f"could not be added ({err}); use another catalog name"
             ) from err
@@ -238,25 +247,29 @@ def open_catalogs(
 
     if tiled_uri is not None:
         key = api_key or os.environ.get("TILED_API_KEY")
+        import httpx
+
         try:
             client = from_uri(tiled_uri, api_key=key)
-        except Exception as err:
-            raise XSVSError(
+        except (httpx.HTTPError, httpx.InvalidURL) as err:
+            raise StorageError(
                 f"cannot connect to the Tiled server {tiled_uri!r} ({err}); check the "
                 "address and the API key (--api-key or TILED_API_KEY)"
             ) from err
         ext = None if external_dir is None else Path(external_dir).resolve()
         if ext is not None:
-            ext.mkdir(parents=True, exist_ok=True)
+            ensure_folder(ext, "the folder for detector files")
         return _catalogs(
             client, None, None, ext, _strip_query(tiled_uri), key, raw, processed
         )
 
+    from sqlalchemy.exc import SQLAlchemyError
     from tiled.server import SimpleTiledServer
 
     root = Path(DEFAULT_DATA_DIR if data_dir is None else data_dir).resolve()
     ext = (root / "external" if external_dir is None else Path(external_dir)).resolve()
-    ext.mkdir(parents=True, exist_ok=True)
+    ensure_folder(root, "the data folder")
+    ensure_folder(ext, "the folder for detector files")
     register_document_exporter()
     key = _embedded_api_key(api_key)
     readable = [ext, *(Path(p).resolve() for p in readable_storage)]
@@ -264,8 +277,8 @@ def open_catalogs(
         server = SimpleTiledServer(
             root / "tiled", api_key=key, readable_storage=readable
         )
-    except Exception as err:
-        raise XSVSError(
+    except (OSError, RuntimeError, SubprocessError, SQLAlchemyError) as err:
+        raise StorageError(
             f"cannot start the embedded Tiled server in {root} ({err}); see "
             f"{root / 'tiled' / 'error.log'}"
         ) from err
@@ -278,6 +291,26 @@ def open_catalogs(
     except BaseException:
         server.close()
         raise
+
+
+def ensure_folder(path: Path, what: str) -> None:
+    """Create the folder ``path`` (and its parents) unless it exists.
+
+    Raises
+    ------
+    StorageError
+        If it cannot be created (a file of that name, no permission); the
+        message names ``what`` it is for.
+    """
+    if path.exists() and not path.is_dir():
+        raise StorageError(f"{path}: is a file, not a folder; give {what}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StorageError(
+            f"cannot create {what} {path} ({err.strerror or err}); give a "
+            "writable folder"
+        ) from err
 
 
 def _embedded_api_key(api_key: str | None) -> str:

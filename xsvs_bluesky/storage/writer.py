@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from xsvs_bluesky.errors import OptionError
+
 __all__ = ["DEFAULT_BATCH_SIZE", "LIVE_BATCH_SIZE", "make_tiled_writer"]
 
 #: Events or StreamDatum rows cached before a write (raw runs).
@@ -74,7 +76,7 @@ def make_tiled_writer(
     from bluesky_tiled_plugins import TiledWriter
 
     if batch_size < 1:
-        raise ValueError(f"batch_size = {batch_size}; give an integer >= 1")
+        raise OptionError(f"batch_size = {batch_size}; give an integer >= 1")
     return TiledWriter(
         container, batch_size=batch_size, max_array_size=max_array_size, **kwargs
     )

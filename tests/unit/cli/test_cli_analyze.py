@@ -241,7 +241,11 @@ def corrupt(path: Path) -> None:
 def test_corrupt_gz_is_an_error(tmp_path, capsys):
     ini = small_series(tmp_path)
     corrupt(tmp_path / "data" / f"{PREFIX}0002{SUFFIX}")
-    assert_user_error(*run_cli(capsys, ini), str(ini), "[Exp_1]", f"{PREFIX}0002")
+    code, out, err = run_cli(capsys, ini)
+    assert_user_error(
+        code, out, err, str(ini), "[Exp_1]", f"{PREFIX}0002", "(--skip-bad-frames)"
+    )
+    assert "skip_bad" not in err  # the library's argument, not the CLI's option
 
 
 def test_corrupt_gz_skipped_with_option(tmp_path, capsys):
