@@ -1,18 +1,337 @@
-"""Analysis options shared by every entry point (CLI, callback, replay, reanalyze).
+"""Analysis options shared by every entry point: :class:`AnalysisOptions`.
 
-Light on purpose: importing it loads no numba, bluesky or Tiled, so the CLI
-can parse options with it.
+One vocabulary for the CLI, the callback, replay, reanalyze and the stored
+metadata.  Light on purpose: importing this module loads no numpy, numba,
+bluesky or Tiled, so the CLI parses options with it.
+
+The four flat-field modes (:class:`FlatFieldMode`):
+
+``weights``
+    The flat field is loaded and its pixel efficiencies enter the
+    likelihood (``mle-weighted`` fits the efficiency groups of a partition
+    jointly); counts stay integer.  The default.
+``divide-round``
+    The legacy pyxsvs pre-processing: each frame divided by the flat field
+    and rounded.  Biased; to reproduce old numbers.
+``record-only``
+    The flat field is loaded and recorded (name, checksum) and scales the
+    averaged image and I(q), but the contrast does not use it.
+``none``
+    The flat field is not loaded at all.
+
+Older names are accepted on input and mapped here, and only here
+(:meth:`FlatFieldMode.parse`): ``weighted`` (what the callback and derived runs
+of version 1 called ``weights``).
+
+Examples
+--------
+>>> opts = AnalysisOptions(flat_field_mode="weighted")
+>>> opts.flat_field_mode
+<FlatFieldMode.WEIGHTS: 'weights'>
+>>> opts.main_estimator(has_flat_field=True)
+<Estimator.MLE_WEIGHTED: 'mle-weighted'>
 """
 
 from __future__ import annotations
 
-__all__ = ["FLAT_FIELD_CHOICES", "default_estimator"]
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Literal, get_args
 
-FLAT_FIELD_CHOICES: tuple[str, ...] = ("weights", "divide-round", "none")
-"""``--flat-field`` choices: keep counts and weight the likelihood (default),
-the legacy divide-and-round pre-processing, or ignore the flat field."""
+from xsvs_bluesky.errors import OptionError
+
+__all__ = [
+    "DEFAULT_EXTRA_ESTIMATORS",
+    "DYNAMICS_MODELS",
+    "ESTIMATORS",
+    "FLAT_FIELD_MODES",
+    "AnalysisOptions",
+    "Backend",
+    "DynamicsModel",
+    "Estimator",
+    "FlatFieldMode",
+    "OptionError",
+    "default_estimator",
+]
 
 
-def default_estimator(has_flat_field: bool, flat_field: str = "weights") -> str:
-    """``"mle-weighted"`` with a flat field used as weights, else ``"mle"``."""
-    return "mle-weighted" if has_flat_field and flat_field == "weights" else "mle"
+_FLAT_FIELD_ALIASES = {"weighted": "weights"}
+"""Older flat-field names still accepted: the callback's (and v1 runs') name."""
+
+
+def _choice(kind: str, value: Any, names: Iterable[str]) -> str:
+    text = str(value.value if isinstance(value, StrEnum) else value).strip().lower()
+    if text not in names:
+        raise OptionError(
+            f"{kind} {value!r} is unknown; give one of {', '.join(names)}"
+        )
+    return text
+
+
+class FlatFieldMode(StrEnum):
+    """How the flat field is used (see the module docstring)."""
+
+    WEIGHTS = "weights"
+    DIVIDE_ROUND = "divide-round"
+    RECORD_ONLY = "record-only"
+    NONE = "none"
+
+    @classmethod
+    def parse(cls, value: FlatFieldMode | str) -> FlatFieldMode:
+        """Return the mode named by ``value``; older names are mapped here only.
+
+        Raises
+        ------
+        OptionError
+            Naming the value and the valid names.
+
+        Examples
+        --------
+        >>> FlatFieldMode.parse("weighted").value
+        'weights'
+        """
+        if isinstance(value, str) and value.strip().lower() in _FLAT_FIELD_ALIASES:
+            return cls(_FLAT_FIELD_ALIASES[value.strip().lower()])
+        return cls(_choice("flat-field mode", value, FLAT_FIELD_MODES))
+
+
+class Estimator(StrEnum):
+    """Contrast estimators (:func:`xsvs_bluesky.core.estimators.estimate_contrast`)."""
+
+    MLE = "mle"
+    MOMENTS = "moments"
+    LOW_COUNT = "low-count"
+    R_MINUS_1 = "r-1"
+    PYXSVS_LSQ = "pyxsvs-lsq"
+    MLE_WEIGHTED = "mle-weighted"
+    MLE_FRAMES = "mle-frames"
+    MLE_INTENSITY = "mle-intensity"
+
+    @classmethod
+    def parse(cls, value: Estimator | str) -> Estimator:
+        """Return the estimator named by ``value``.
+
+        Raises
+        ------
+        OptionError
+            Naming the value and the valid names.
+        """
+        return cls(_choice("estimator", value, ESTIMATORS))
+
+
+class DynamicsModel(StrEnum):
+    """Visibility models of the beta(t_e) fit (:mod:`xsvs_bluesky.core.dynamics`)."""
+
+    EXPONENTIAL = "exponential"
+    STRETCHED = "stretched"
+
+    @classmethod
+    def parse(cls, value: DynamicsModel | str) -> DynamicsModel:
+        """Return the model named by ``value``.
+
+        Raises
+        ------
+        OptionError
+            Naming the value and the valid names.
+        """
+        return cls(_choice("dynamics model", value, DYNAMICS_MODELS))
+
+
+Backend = Literal["auto", "numba", "numpy"]
+"""Histogram backends."""
+
+FLAT_FIELD_MODES: tuple[str, ...] = tuple(m.value for m in FlatFieldMode)
+"""The four flat-field mode names, in the order of :class:`FlatFieldMode`."""
+ESTIMATORS: tuple[str, ...] = tuple(e.value for e in Estimator)
+"""Estimator names."""
+DYNAMICS_MODELS: tuple[str, ...] = tuple(m.value for m in DynamicsModel)
+"""Dynamics model names."""
+DEFAULT_EXTRA_ESTIMATORS: tuple[Estimator, ...] = (
+    Estimator.MOMENTS,
+    Estimator.LOW_COUNT,
+    Estimator.R_MINUS_1,
+)
+"""Cheap closed-form estimators reported next to the main one."""
+
+
+def default_estimator(
+    has_flat_field: bool, flat_field_mode: FlatFieldMode | str = FlatFieldMode.WEIGHTS
+) -> Estimator:
+    """Return the default main estimator.
+
+    ``mle-weighted`` when a flat field is there and used as weights, else
+    ``mle``.
+
+    Examples
+    --------
+    >>> default_estimator(True).value, default_estimator(True, "divide-round").value
+    ('mle-weighted', 'mle')
+    """
+    if has_flat_field and FlatFieldMode.parse(flat_field_mode) is FlatFieldMode.WEIGHTS:
+        return Estimator.MLE_WEIGHTED
+    return Estimator.MLE
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """How frames are analysed, independent of the detector and the data.
+
+    Geometry, partitions, masks and the flat field itself are inputs, not
+    options: they go to :meth:`xsvs_bluesky.analysis.AnalysisSetup.build`
+    and :class:`xsvs_bluesky.callback.XSVSCallback` next to an
+    ``AnalysisOptions``.  Values are normalised on construction: names may
+    be given as plain strings, older flat-field names are mapped.
+
+    Parameters
+    ----------
+    estimator : Estimator or str or None
+        Main estimator; None for :func:`default_estimator` (decided when
+        it is known whether there is a flat field).
+    flat_field_mode : FlatFieldMode or str
+        How the flat field is used (default ``weights``).
+    extra_estimators : sequence of Estimator or str
+        Also reported per exposure (default moments, low-count, r-1).
+    estimator_options : mapping
+        Keyword arguments of the main estimator (plain JSON values).
+    n_bins : int
+        Initial number of histogram bins (they grow).
+    n_groups : int
+        Efficiency groups per partition in ``weights`` mode.
+    histogram_backend : {"auto", "numba", "numpy"}
+    dynamics_model : DynamicsModel or str or None
+        Model of the beta(t_e) fit over exposure times; None for none.
+
+    Raises
+    ------
+    OptionError
+        On a name that is not one of the choices, or a count < 1.
+    """
+
+    estimator: Estimator | None = None
+    flat_field_mode: FlatFieldMode = FlatFieldMode.WEIGHTS
+    extra_estimators: tuple[Estimator, ...] = DEFAULT_EXTRA_ESTIMATORS
+    estimator_options: Mapping[str, Any] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    n_bins: int = 32
+    n_groups: int = 16
+    histogram_backend: Backend = "auto"
+    dynamics_model: DynamicsModel | None = DynamicsModel.EXPONENTIAL
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise in place once
+        if self.estimator is not None:
+            set_(self, "estimator", Estimator.parse(self.estimator))
+        set_(self, "flat_field_mode", FlatFieldMode.parse(self.flat_field_mode))
+        extra = self.extra_estimators
+        if isinstance(extra, str):
+            extra = (extra,)
+        set_(self, "extra_estimators", tuple(Estimator.parse(e) for e in extra))
+        set_(self, "estimator_options", MappingProxyType(dict(self.estimator_options)))
+        for name in ("n_bins", "n_groups"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise OptionError(f"{name} = {value!r}; give an integer >= 1")
+            set_(self, name, int(value))
+        _choice("histogram backend", self.histogram_backend, get_args(Backend))
+        if self.dynamics_model is not None:
+            set_(self, "dynamics_model", DynamicsModel.parse(self.dynamics_model))
+
+    @property
+    def uses_flat_field(self) -> bool:
+        """Whether the flat field is loaded at all (every mode but ``none``)."""
+        return self.flat_field_mode is not FlatFieldMode.NONE
+
+    def main_estimator(self, has_flat_field: bool) -> Estimator:
+        """Return the main estimator: the one given, else :func:`default_estimator`."""
+        if self.estimator is not None:
+            return self.estimator
+        return default_estimator(
+            has_flat_field and self.uses_flat_field, self.flat_field_mode
+        )
+
+    @classmethod
+    def merge(
+        cls, options: AnalysisOptions | None = None, **keywords: Any
+    ) -> AnalysisOptions:
+        """Return ``options`` (default ``AnalysisOptions()``) with keywords applied.
+
+        The convenience keyword arguments of the entry points
+        (``XSVSCallback(estimator=...)``, ``analyze_legacy(flat_field=...)``)
+        are built on this: a keyword that is None was not given and leaves
+        the field as it is.
+
+        Examples
+        --------
+        >>> AnalysisOptions.merge(None, estimator=None, n_bins=64).n_bins
+        64
+        """
+        base = cls() if options is None else options
+        given = {k: v for k, v in keywords.items() if v is not None}
+        return base.replace(**given) if given else base
+
+    def replace(self, **changes: Any) -> AnalysisOptions:
+        """Return a copy with ``changes`` (normalised like the constructor's)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_metadata(self) -> dict[str, Any]:
+        """Plain-JSON record for the derived run's ``xsvs`` dict.
+
+        Keys: ``estimator`` (None until resolved), ``flat_field_mode``,
+        ``extra_estimators``, ``estimator_options``, ``n_bins``,
+        ``groups_per_partition`` (``n_groups``; the derived run's own
+        ``n_groups`` is the number of efficiency groups made),
+        ``histogram_backend``, ``dynamics_model``.
+        """
+        return {
+            "estimator": None if self.estimator is None else self.estimator.value,
+            "flat_field_mode": self.flat_field_mode.value,
+            "extra_estimators": [e.value for e in self.extra_estimators],
+            "estimator_options": dict(self.estimator_options),
+            "n_bins": self.n_bins,
+            "groups_per_partition": self.n_groups,
+            "histogram_backend": self.histogram_backend,
+            "dynamics_model": (
+                None if self.dynamics_model is None else self.dynamics_model.value
+            ),
+        }
+
+    @classmethod
+    def from_metadata(cls, xsvs: Mapping[str, Any]) -> AnalysisOptions:
+        """Read the options back from a derived run's ``xsvs`` dict.
+
+        Reads what this version writes (:meth:`to_metadata`) and what
+        version 1 runs stored: no ``flat_field_mode`` key, the mode inside
+        the flat-field identity (``flat_field.mode``, ``weighted`` for
+        ``weights``) and no flat field recorded when none was loaded (read
+        as ``none``); no ``n_bins``, ``groups_per_partition`` or
+        ``histogram_backend``.  Unknown keys are ignored; missing ones take
+        the defaults.
+
+        Raises
+        ------
+        OptionError
+            On a stored name that is not one of the choices.
+        """
+        flat = xsvs.get("flat_field")
+        mode = xsvs.get("flat_field_mode")
+        if mode is None:  # v1: the mode only inside the flat field's identity
+            mode = flat.get("mode") if isinstance(flat, Mapping) else None
+            mode = FlatFieldMode.NONE if mode is None else mode
+        kwargs: dict[str, Any] = {"flat_field_mode": mode}
+        for key in ("estimator", "extra_estimators", "estimator_options"):
+            if xsvs.get(key) is not None:
+                kwargs[key] = xsvs[key]
+        if isinstance(kwargs.get("extra_estimators"), list):
+            kwargs["extra_estimators"] = tuple(kwargs["extra_estimators"])
+        for key in ("n_bins", "histogram_backend"):
+            if xsvs.get(key) is not None:
+                kwargs[key] = xsvs[key]
+        if xsvs.get("groups_per_partition") is not None:
+            kwargs["n_groups"] = xsvs["groups_per_partition"]
+        if "dynamics_model" in xsvs:
+            kwargs["dynamics_model"] = xsvs["dynamics_model"]
+        return cls(**kwargs)

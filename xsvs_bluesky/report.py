@@ -17,13 +17,14 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xsvs_bluesky._version import __version__
 from xsvs_bluesky.export import write_atomic
+from xsvs_bluesky.options import AnalysisOptions, OptionError
 from xsvs_bluesky.results import as_text, pm_text
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ def _metadata_rows(res: RunResults) -> list[tuple[str, str]]:
         rows.append(
             (
                 "flat field",
-                f"{flat.get('name')} ({flat.get('mode')}), sha256 "
+                f"{flat.get('name')} ({_flat_mode(md)}), sha256 "
                 f"{str(flat.get('sha256'))[:16]}",
             )
         )
@@ -119,6 +120,14 @@ def _metadata_rows(res: RunResults) -> list[tuple[str, str]]:
         d, e = res.diffusion.get("D", math.nan), res.diffusion.get("D_err", math.nan)
         rows.append(("D (Gamma = D q^2)", f"{pm_text(d, e, '{:.4g}')} Angstrom^2/s"))
     return [(k, str(v)) for k, v in rows]
+
+
+def _flat_mode(xsvs: Mapping[str, Any]) -> str:
+    """Return the flat-field mode in the current names, also of v1 runs."""
+    try:
+        return AnalysisOptions.from_metadata(xsvs).flat_field_mode.value
+    except OptionError:
+        return str((xsvs.get("flat_field") or {}).get("mode"))
 
 
 def _html_table(head: list[str], rows: list[list[str]], left: int = 0) -> str:

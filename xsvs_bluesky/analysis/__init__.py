@@ -8,8 +8,10 @@ and fits the contrast only when asked (:meth:`ExposureAnalysis.result`), so
 the cost per frame stays that of a histogram.
 
 The code lives in private modules re-exported here: :class:`ExposureResult`
-in ``_exposure_result``, :class:`ExposureAnalysis` in ``_exposure``,
-:class:`AnalysisSetup` and the input identities in ``_setup``.  None of them
+in ``_result``, :class:`ExposureAnalysis` in ``_exposure``,
+:class:`AnalysisSetup` and the input identities in ``_setup``; the options
+(:class:`AnalysisOptions`, the flat-field modes, :func:`default_estimator`)
+are those of :mod:`xsvs_bluesky.options`, re-exported.  None of them
 imports a bluesky, tiled or I/O library.
 
 References
@@ -17,22 +19,26 @@ References
 Li et al., J. Synchrotron Rad. 21, 1288 (2014).
 """
 
-from xsvs_bluesky.analysis._exposure import (
-    DEFAULT_EXTRA_ESTIMATORS,
-    FLAT_FIELD_MODES,
-    ExposureAnalysis,
-    default_estimator,
-)
+from xsvs_bluesky.analysis._exposure import ExposureAnalysis
 from xsvs_bluesky.analysis._result import FLAG_FIT_FAILED, ExposureResult
 from xsvs_bluesky.analysis._setup import AnalysisSetup, LabelledArray, array_identity
+from xsvs_bluesky.options import (
+    DEFAULT_EXTRA_ESTIMATORS,
+    FLAT_FIELD_MODES,
+    AnalysisOptions,
+    FlatFieldMode,
+    default_estimator,
+)
 
 __all__ = [
     "DEFAULT_EXTRA_ESTIMATORS",
     "FLAG_FIT_FAILED",
     "FLAT_FIELD_MODES",
+    "AnalysisOptions",
     "AnalysisSetup",
     "ExposureAnalysis",
     "ExposureResult",
+    "FlatFieldMode",
     "LabelledArray",
     "array_identity",
     "default_estimator",

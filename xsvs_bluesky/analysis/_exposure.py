@@ -32,36 +32,26 @@ from xsvs_bluesky.errors import (
     EstimatorError,
     FrameDataError,
     GeometryError,
-    OptionError,
     XSVSError,
+)
+from xsvs_bluesky.options import (
+    DEFAULT_EXTRA_ESTIMATORS,
+    FlatFieldMode,
+    default_estimator,
 )
 
 __all__ = [
-    "DEFAULT_EXTRA_ESTIMATORS",
-    "FLAT_FIELD_MODES",
     "GROUPED_ESTIMATORS",
     "ExposureAnalysis",
     "checked_flat",
-    "default_estimator",
 ]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_EXTRA_ESTIMATORS: tuple[str, ...] = ("moments", "low-count", "r-1")
-"""Cheap closed-form estimators reported next to the main one."""
-
-FLAT_FIELD_MODES: tuple[str, ...] = ("weighted", "divide-round", "record-only")
-"""How a flat field is used (see :class:`ExposureAnalysis`)."""
 
 GROUPED_ESTIMATORS = frozenset({"mle-weighted"})
 """Estimators fitted on the efficiency groups of a partition."""
 _FRAME_ESTIMATORS = frozenset({"mle-frames", "pyxsvs-lsq"})
 _LEGACY_MEAN_FRAMES = 200  # pyxsvs chose its bins from the first 200 frames
-
-
-def default_estimator(flat_field: object | None) -> str:
-    """Return the default estimator: "mle-weighted" with a flat field, else "mle"."""
-    return "mle" if flat_field is None else "mle-weighted"
 
 
 class ExposureAnalysis:
@@ -84,17 +74,18 @@ class ExposureAnalysis:
         Estimators also evaluated at the end of the exposure.
     flat_field : array_like, optional
         Pixel efficiency map (mean 1) of the detector shape.
-    flat_field_mode : {"weighted", "divide-round", "record-only"}
-        ``"weighted"`` (default): counts stay integer; with the
+    flat_field_mode : FlatFieldMode or str
+        ``"weights"`` (default): counts stay integer; with the
         ``"mle-weighted"`` estimator each partition is split into
         ``n_groups`` efficiency groups.  ``"divide-round"``: the legacy
         pyxsvs correction, each frame divided by the flat field and rounded
         (biased; to reproduce old results).  ``"record-only"``: the flat
-        field only scales ``I(q)``.
+        field only scales ``I(q)``.  ``"none"``: ``flat_field`` is ignored.
+        Older names are accepted (:meth:`FlatFieldMode.parse`).
     groups : PixelGroups, optional
         Efficiency groups to use instead of splitting ``partitions``.
     n_groups : int, optional
-        Efficiency groups per partition in ``"weighted"`` mode.
+        Efficiency groups per partition in ``"weights"`` mode.
     n_bins : int, optional
         Initial number of histogram bins (they grow, nothing is dropped).
     backend : str, optional
@@ -110,8 +101,8 @@ class ExposureAnalysis:
     ------
     GeometryError
         If the flat field's shape differs from the partitions'.
-    ValueError
-        On an unknown ``flat_field_mode``.
+    OptionError
+        On an unknown ``flat_field_mode`` (also a ValueError).
     """
 
     def __init__(
@@ -123,7 +114,7 @@ class ExposureAnalysis:
         estimator: str | None = None,
         extra_estimators: Sequence[str] = DEFAULT_EXTRA_ESTIMATORS,
         flat_field: ArrayLike | None = None,
-        flat_field_mode: str = "weighted",
+        flat_field_mode: FlatFieldMode | str = FlatFieldMode.WEIGHTS,
         groups: PixelGroups | None = None,
         n_groups: int = 16,
         n_bins: int = 32,
@@ -132,20 +123,21 @@ class ExposureAnalysis:
         keep_image: bool = True,
         source: str = "",
     ) -> None:
-        if flat_field_mode not in FLAT_FIELD_MODES:
-            raise OptionError(
-                f"flat_field_mode = {flat_field_mode!r}; give one of {FLAT_FIELD_MODES}"
-            )
+        mode = FlatFieldMode.parse(flat_field_mode)
+        if mode is FlatFieldMode.NONE:
+            flat_field = None
         self.partitions = partitions
         self.stream = str(stream)
         self.exposure_time = float(exposure_time)
-        self.estimator = check_estimator(estimator or default_estimator(flat_field))
+        self.estimator = check_estimator(
+            estimator or default_estimator(flat_field is not None, mode)
+        )
         self.extra_estimators = tuple(
             check_estimator(e) for e in extra_estimators if e != self.estimator
         )
         self.estimator_options = dict(estimator_options or {})
         self.source = source
-        self.flat_field_mode = flat_field_mode
+        self.flat_field_mode = mode
         self._flat = checked_flat(flat_field, partitions.shape)
         # the flat-field aware estimator needs histograms per efficiency group;
         # when the groups tile the partitions, their accumulator also sums the
@@ -154,7 +146,7 @@ class ExposureAnalysis:
         self._group_acc: HistogramAccumulator | None = None
         if (
             self._flat is not None
-            and flat_field_mode == "weighted"
+            and mode is FlatFieldMode.WEIGHTS
             and self.estimator in GROUPED_ESTIMATORS
         ):
             if groups is None:
@@ -175,7 +167,7 @@ class ExposureAnalysis:
         if (
             self.estimator == "pyxsvs-lsq"
             and self._flat is not None
-            and flat_field_mode == "divide-round"
+            and mode is FlatFieldMode.DIVIDE_ROUND
             and "legacy_mean" not in self.estimator_options
         ):
             self._legacy_sum = np.zeros(partitions.shape)
@@ -265,7 +257,10 @@ class ExposureAnalysis:
         if self._image is not None:
             self._image.update(arr)
         counts = arr
-        if self._flat is not None and self.flat_field_mode == "divide-round":
+        if (
+            self._flat is not None
+            and self.flat_field_mode is FlatFieldMode.DIVIDE_ROUND
+        ):
             divided = arr / self._flat
             take = min(arr.shape[0], _LEGACY_MEAN_FRAMES - self._legacy_n)
             if self._legacy_sum is not None and take > 0:

@@ -18,17 +18,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from xsvs_bluesky.analysis._exposure import (
-    DEFAULT_EXTRA_ESTIMATORS,
-    FLAT_FIELD_MODES,
     GROUPED_ESTIMATORS,
     ExposureAnalysis,
     checked_flat,
-    default_estimator,
 )
-from xsvs_bluesky.core.estimators import check_estimator
 from xsvs_bluesky.core.geometry import Geometry, Partitions, PixelGroups, combine_masks
-from xsvs_bluesky.core.histogram import Backend
-from xsvs_bluesky.errors import GeometryError, OptionError
+from xsvs_bluesky.errors import GeometryError
+from xsvs_bluesky.options import AnalysisOptions, Estimator, FlatFieldMode
 
 __all__ = ["AnalysisSetup", "LabelledArray", "array_identity"]
 
@@ -82,19 +78,31 @@ class AnalysisSetup:
     Build it with :meth:`build`; make one :class:`ExposureAnalysis` per
     exposure with :meth:`new_exposure`; :attr:`description` is the plain-JSON
     record of how results were made (the derived run's ``xsvs`` dict).
+    :attr:`options` has the main estimator resolved.
     """
 
     partitions: Partitions
     geometry: Geometry | None
-    estimator: str
-    extra_estimators: tuple[str, ...]
-    estimator_options: Mapping[str, Any]
+    options: AnalysisOptions
     flat_field: NDArray[np.float64] | None
-    flat_field_mode: str
     groups: PixelGroups | None
-    n_bins: int
-    backend: Backend
     description: Mapping[str, Any]
+
+    @property
+    def estimator(self) -> Estimator:
+        """The main estimator."""
+        assert self.options.estimator is not None  # resolved by build()
+        return self.options.estimator
+
+    @property
+    def extra_estimators(self) -> tuple[Estimator, ...]:
+        """The other estimators reported per exposure (not the main one)."""
+        return self.options.extra_estimators
+
+    @property
+    def flat_field_mode(self) -> FlatFieldMode:
+        """How the flat field is used."""
+        return self.options.flat_field_mode
 
     @classmethod
     def build(
@@ -104,13 +112,7 @@ class AnalysisSetup:
         geometry: Geometry | None = None,
         masks: Sequence[LabelledArray] = (),
         flat_field: LabelledArray | None = None,
-        flat_field_mode: str = "weighted",
-        estimator: str | None = None,
-        extra_estimators: Sequence[str] = DEFAULT_EXTRA_ESTIMATORS,
-        estimator_options: Mapping[str, Any] | None = None,
-        n_bins: int = 32,
-        n_groups: int = 16,
-        backend: Backend = "auto",
+        options: AnalysisOptions | None = None,
     ) -> AnalysisSetup:
         """Build the partitions (when given as parameters) and the description.
 
@@ -123,21 +125,22 @@ class AnalysisSetup:
         geometry : Geometry, optional
             Required when ``partitions`` is a mapping.
         masks, flat_field : see :class:`xsvs_bluesky.callback.XSVSCallback`.
-        flat_field_mode, estimator, extra_estimators, estimator_options,
-        n_bins, n_groups, backend : see :class:`ExposureAnalysis`.
+            ``flat_field`` is left out (neither used nor recorded) in the
+            ``none`` flat-field mode.
+        options : AnalysisOptions, optional
+            Estimators, flat-field mode, histogram settings (default
+            ``AnalysisOptions()``).
 
         Raises
         ------
         GeometryError
             On missing or inconsistent geometry, partitions, masks or flat
             field.
-        ValueError
-            On an unknown ``flat_field_mode``.
         """
-        if flat_field_mode not in FLAT_FIELD_MODES:
-            raise OptionError(
-                f"flat_field_mode = {flat_field_mode!r}; give one of {FLAT_FIELD_MODES}"
-            )
+        options = AnalysisOptions() if options is None else options
+        mode = options.flat_field_mode
+        if mode is FlatFieldMode.NONE:
+            flat_field = None
         labelled = [_labelled(m, f"mask{i}") for i, m in enumerate(masks)]
         spec: dict[str, Any] = {}
         if isinstance(partitions, Partitions):
@@ -186,24 +189,24 @@ class AnalysisSetup:
             flat_md = array_identity(name, raw, sha)
             finite = flat[np.isfinite(flat)]
             flat_md.update(
-                mode=flat_field_mode,
+                mode=mode.value,
                 mean=float(finite.mean()) if finite.size else math.nan,
                 variance=float(finite.var()) if finite.size else math.nan,
             )
-        main = check_estimator(estimator or default_estimator(flat))
-        for name in extra_estimators:
-            check_estimator(name)
+        main = options.main_estimator(flat is not None)
+        options = options.replace(
+            estimator=main,
+            extra_estimators=tuple(e for e in options.extra_estimators if e != main),
+        )
         groups = None
         if (
             flat is not None
-            and flat_field_mode == "weighted"
+            and mode is FlatFieldMode.WEIGHTS
             and main in GROUPED_ESTIMATORS
         ):
-            groups = parts.split_by(flat, n_groups=n_groups)
+            groups = parts.split_by(flat, n_groups=options.n_groups)
         description = {
-            "estimator": main,
-            "extra_estimators": [e for e in extra_estimators if e != main],
-            "estimator_options": dict(estimator_options or {}),
+            **options.to_metadata(),
             "geometry": None if geometry is None else geometry.to_dict(),
             "partitions": {
                 "centers": [float(c) for c in parts.centers],
@@ -218,14 +221,9 @@ class AnalysisSetup:
         return cls(
             partitions=parts,
             geometry=geometry,
-            estimator=main,
-            extra_estimators=tuple(e for e in extra_estimators if e != main),
-            estimator_options=MappingProxyType(dict(estimator_options or {})),
+            options=options,
             flat_field=flat,
-            flat_field_mode=flat_field_mode,
             groups=groups,
-            n_bins=int(n_bins),
-            backend=backend,
             description=MappingProxyType(description),
         )
 
@@ -242,15 +240,17 @@ class AnalysisSetup:
     @cached_property
     def _template(self) -> ExposureAnalysis:
         """An empty analysis with these settings, spawned for each exposure."""
+        opts = self.options
         return ExposureAnalysis(
             self.partitions,
             stream="",
             estimator=self.estimator,
-            extra_estimators=self.extra_estimators,
+            extra_estimators=opts.extra_estimators,
             flat_field=self.flat_field,
-            flat_field_mode=self.flat_field_mode,
+            flat_field_mode=opts.flat_field_mode,
             groups=self.groups,
-            n_bins=self.n_bins,
-            backend=self.backend,
-            estimator_options=self.estimator_options,
+            n_groups=opts.n_groups,
+            n_bins=opts.n_bins,
+            backend=opts.histogram_backend,
+            estimator_options=opts.estimator_options,
         )

@@ -7,22 +7,27 @@ StreamResource/StreamDatum HDF5 files, legacy Resource/Datum), groups them by
 (stream, exposure time) and publishes a derived run (:mod:`.derived`) to
 ``emit``.  An exception in the analysis never reaches the RunEngine: it is
 logged and the derived run is stopped with ``exit_status="fail"`` and the
-reason.  The per-run analyser and :class:`RunRecord` live in
-``_run_analyser``.
+reason.  The per-run analyser (:class:`RunAnalyser`, built from a frozen
+:class:`RunConfig` and a :class:`RunSink`, no callback needed) and
+:class:`RunRecord` live in ``_run_analyser``.
 """
 
 from __future__ import annotations
 
-from xsvs_bluesky.callback._callback import (
+from xsvs_bluesky.callback._callback import XSVSCallback
+from xsvs_bluesky.callback._frames import uri_to_path
+from xsvs_bluesky.callback._run_analyser import (
+    RunAnalyser,
+    RunConfig,
     RunRecord,
-    XSVSCallback,
-)
-from xsvs_bluesky.callback._frames import (
-    uri_to_path,
+    RunSink,
 )
 
 __all__ = [
+    "RunAnalyser",
+    "RunConfig",
     "RunRecord",
+    "RunSink",
     "XSVSCallback",
     "uri_to_path",
 ]

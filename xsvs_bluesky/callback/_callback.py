@@ -8,7 +8,9 @@ StreamResource/StreamDatum HDF5 files, legacy Resource/Datum), groups them by
 ``emit``.  An exception in the analysis never reaches the RunEngine: it is
 logged and the derived run is stopped with ``exit_status="fail"`` and the
 reason.  The per-run analyser and :class:`RunRecord` live in
-``_run_analyser``.
+``_run_analyser``; the callback hands each one a frozen ``RunConfig`` and
+itself as the ``RunSink`` (documents, results and records go back through
+that small protocol only).
 """
 
 from __future__ import annotations
@@ -16,27 +18,40 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from enum import Enum
+from typing import Any, Literal
 
 from event_model import RunRouter
 
-from xsvs_bluesky.analysis import (
-    DEFAULT_EXTRA_ESTIMATORS,
-    AnalysisSetup,
-    ExposureResult,
-    LabelledArray,
+from xsvs_bluesky.analysis import AnalysisSetup, ExposureResult, LabelledArray
+from xsvs_bluesky.callback._run_analyser import (
+    Emitter,
+    RunAnalyser,
+    RunConfig,
+    RunRecord,
 )
-from xsvs_bluesky.callback._run_analyser import RunAnalyser, RunRecord
-from xsvs_bluesky.core.dynamics import MODELS
 from xsvs_bluesky.core.geometry import Geometry, Partitions
-from xsvs_bluesky.core.histogram import Backend
 from xsvs_bluesky.errors import GeometryError, OptionError
+from xsvs_bluesky.options import (
+    AnalysisOptions,
+    Backend,
+    DynamicsModel,
+    Estimator,
+    FlatFieldMode,
+)
 
 __all__ = ["RunRecord", "XSVSCallback"]
 
 logger = logging.getLogger(__name__)
 
-Emitter = Callable[[str, dict[str, Any]], None]
+
+class _Unset(Enum):
+    TOKEN = "unset"
+
+
+_UNSET = _Unset.TOKEN
+"""``dynamics_model`` not given (None there means: no dynamics stream)."""
+
 ResultCallback = Callable[[ExposureResult], None]
 
 GEOMETRY_KEYS = ("xsvs_geometry", "geometry")
@@ -76,6 +91,12 @@ class XSVSCallback:
 
     Parameters
     ----------
+    options : AnalysisOptions, optional
+        Estimators, flat-field mode, histogram settings and dynamics model
+        (default ``AnalysisOptions()``).  The keyword arguments ``estimator``
+        ... ``dynamics_model`` below are a convenience: each one given (not
+        None) replaces that field of ``options``; the result is
+        :attr:`options`.
     geometry : Geometry or mapping, optional
         Detector geometry (Angstrom, mm, px).
     partitions : Partitions or mapping, optional
@@ -85,17 +106,18 @@ class XSVSCallback:
         array, file_sha256)``; their union applies.
     flat_field : array_like or tuple, optional
         Pixel efficiencies (mean 1), optionally ``(name, array[, sha256])``.
-    flat_field_mode : {"weighted", "divide-round", "record-only"}
-        See :class:`xsvs_bluesky.analysis.ExposureAnalysis`.
+    flat_field_mode : {"weights", "divide-round", "record-only", "none"}
+        See :class:`xsvs_bluesky.options.FlatFieldMode` (default
+        ``weights``; the older name ``weighted`` is accepted).
     estimator : str, optional
-        Main estimator; default ``"mle"``, ``"mle-weighted"`` with a flat
-        field.
+        Main estimator; default :func:`xsvs_bluesky.options.default_estimator`
+        (``"mle-weighted"`` with a flat field used as weights, else ``"mle"``).
     extra_estimators : sequence of str, optional
         Also reported per exposure (default moments, low-count, r-1).
     estimator_options : mapping, optional
         Keyword arguments for the main estimator.
     n_bins, n_groups : int, optional
-        Initial histogram bins; efficiency groups per partition.
+        Initial histogram bins (32); efficiency groups per partition (16).
     progress_interval_s : float, optional
         Minimum time between two progress events of one exposure, s
         (default 1.0; 0 for none).
@@ -117,20 +139,23 @@ class XSVSCallback:
         At the end of a run, how long to wait for HDF5 frames not yet
         written, s.
     histogram_backend : str, optional
-        ``"auto"``, ``"numba"`` or ``"numpy"``.
+        ``"auto"`` (default), ``"numba"`` or ``"numpy"``.
     keep_records : int, optional
         Number of :class:`RunRecord` kept in :attr:`records`.
     dynamics_model : str or None, optional
         Model of the ``dynamics`` stream fitted at the end of a run with two
-        or more exposure times (``"exponential"`` or ``"stretched"``); None
-        for no dynamics stream.
+        or more exposure times (``"exponential"``, the default, or
+        ``"stretched"``); None for no dynamics stream.
 
     Raises
     ------
     GeometryError
         If the geometry, partitions, masks or flat field given disagree.
+    OptionError
+        On an unknown estimator, flat-field mode or dynamics model (also a
+        ValueError).
     ValueError
-        On an unknown ``flat_field_mode`` or a non-callable consumer.
+        On a non-callable consumer.
 
     Examples
     --------
@@ -143,16 +168,17 @@ class XSVSCallback:
     def __init__(
         self,
         *,
+        options: AnalysisOptions | None = None,
         geometry: Geometry | Mapping[str, Any] | None = None,
         partitions: Partitions | Mapping[str, Any] | None = None,
         masks: Sequence[LabelledArray] = (),
         flat_field: LabelledArray | None = None,
-        flat_field_mode: str = "weighted",
-        estimator: str | None = None,
-        extra_estimators: Sequence[str] = DEFAULT_EXTRA_ESTIMATORS,
+        flat_field_mode: FlatFieldMode | str | None = None,
+        estimator: Estimator | str | None = None,
+        extra_estimators: Sequence[Estimator | str] | None = None,
         estimator_options: Mapping[str, Any] | None = None,
-        n_bins: int = 32,
-        n_groups: int = 16,
+        n_bins: int | None = None,
+        n_groups: int | None = None,
         progress_interval_s: float | None = 1.0,
         progress_every_frames: int | None = 1,
         emit: Emitter | Iterable[Emitter] | None = None,
@@ -160,9 +186,9 @@ class XSVSCallback:
         detector_key: str | None = None,
         accept: Callable[[Mapping[str, Any]], bool] | None = None,
         read_timeout_s: float = 5.0,
-        histogram_backend: Backend = "auto",
+        histogram_backend: Backend | None = None,
         keep_records: int = 8,
-        dynamics_model: str | None = "exponential",
+        dynamics_model: DynamicsModel | str | None | Literal[_Unset.TOKEN] = _UNSET,
     ) -> None:
         # strong references: event_model's DocumentRouter would hold them weakly
         self.emit_targets: list[Emitter] = _callables(emit)
@@ -171,28 +197,27 @@ class XSVSCallback:
             geometry = Geometry.from_dict(geometry)
         self.geometry = geometry
         self.partitions = partitions
-        self._setup_options: dict[str, Any] = {
-            "masks": tuple(masks),
-            "flat_field": flat_field,
-            "flat_field_mode": flat_field_mode,
-            "estimator": estimator,
-            "extra_estimators": tuple(extra_estimators),
-            "estimator_options": dict(estimator_options or {}),
-            "n_bins": int(n_bins),
-            "n_groups": int(n_groups),
-            "backend": histogram_backend,
-        }
+        opts = AnalysisOptions.merge(
+            options,
+            estimator=estimator,
+            flat_field_mode=flat_field_mode,
+            extra_estimators=extra_estimators,
+            estimator_options=estimator_options,
+            n_bins=n_bins,
+            n_groups=n_groups,
+            histogram_backend=histogram_backend,
+        )
+        if dynamics_model is not _UNSET:  # None: no dynamics stream
+            opts = opts.replace(dynamics_model=dynamics_model)
+        self.options: AnalysisOptions = opts
+        self.masks = tuple(masks)
+        self.flat_field = flat_field
         self.progress_interval_s = float(progress_interval_s or 0.0)
         self.progress_every_frames = max(int(progress_every_frames or 1), 1)
         self.detector_key = detector_key
         self.accept = accept
         self.read_timeout_s = float(read_timeout_s)
         self.keep_records = max(int(keep_records), 0)
-        if dynamics_model is not None and dynamics_model not in MODELS:
-            raise OptionError(
-                f"dynamics_model = {dynamics_model!r}; give one of {MODELS} or None"
-            )
-        self.dynamics_model = dynamics_model
         self.records: OrderedDict[str, RunRecord] = OrderedDict()
         self._cache: tuple[str, AnalysisSetup] | None = None
         if partitions is not None and (
@@ -231,7 +256,22 @@ class XSVSCallback:
             except Exception:
                 logger.exception("accept() raised on run %s", start.get("uid"))
                 return [], []
-        return [RunAnalyser(self, start)], []
+        geometry = self.geometry
+        config = RunConfig(
+            setup_for=self.setup_for,
+            detector_key=self.detector_key,
+            frame_shape=None if geometry is None else geometry.shape,
+            read_timeout_s=self.read_timeout_s,
+            progress_interval_s=self.progress_interval_s,
+            progress_every_frames=self.progress_every_frames,
+            dynamics_model=self.options.dynamics_model,
+        )
+        return [RunAnalyser(start, config, self)], []
+
+    @property
+    def dynamics_model(self) -> DynamicsModel | None:
+        """Model of the ``dynamics`` stream (``options.dynamics_model``)."""
+        return self.options.dynamics_model
 
     def setup_for(self, start: Mapping[str, Any]) -> AnalysisSetup:
         """Return the analysis setup of a run (from the arguments, else its start).
@@ -268,7 +308,11 @@ class XSVSCallback:
         )
         if self._cache is None or self._cache[0] != key:
             setup = AnalysisSetup.build(
-                partitions=spec, geometry=geometry, **self._setup_options
+                partitions=spec,
+                geometry=geometry,
+                masks=self.masks,
+                flat_field=self.flat_field,
+                options=self.options,
             )
             self._cache = (key, setup)
         return self._cache[1]

@@ -5,7 +5,11 @@
 It groups frames by (stream, exposure time), feeds one ExposureAnalysis per
 exposure, throttles progress events, refits the dynamics whenever an
 exposure completes and turns any failure into a failed derived run.
-:class:`RunRecord` is re-exported by :mod:`xsvs_bluesky.callback`.
+
+It depends on no callback object: it takes a frozen :class:`RunConfig` (how
+to analyse) and a :class:`RunSink` (where documents, results and the final
+:class:`RunRecord` go), which :class:`~xsvs_bluesky.callback.XSVSCallback`
+satisfies.  :class:`RunRecord` is re-exported by :mod:`xsvs_bluesky.callback`.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from event_model import DocumentRouter
@@ -25,11 +29,11 @@ from xsvs_bluesky.callback._frames import FrameBatch, RunFrames
 from xsvs_bluesky.core.dynamics import fit_dynamics
 from xsvs_bluesky.derived import DerivedRun
 from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.options import DynamicsModel
 
-if TYPE_CHECKING:
-    from xsvs_bluesky.callback import XSVSCallback
+__all__ = ["Emitter", "RunAnalyser", "RunConfig", "RunRecord", "RunSink"]
 
-__all__ = ["RunAnalyser", "RunRecord"]
+Emitter = Callable[[str, dict[str, Any]], None]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +63,55 @@ class RunRecord:
     results: tuple[ExposureResult, ...]
 
 
+class RunSink(Protocol):
+    """Where a :class:`RunAnalyser` sends what it makes."""
+
+    @property
+    def emit_targets(self) -> Sequence[Emitter]:
+        """``(name, doc)`` consumers of the derived run's documents."""
+        ...
+
+    def publish(self, result: ExposureResult) -> None:
+        """Take a progress snapshot or final result of one exposure."""
+        ...
+
+    def record(self, record: RunRecord) -> None:
+        """Take the record of the run, at its end."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How a :class:`RunAnalyser` analyses one run.
+
+    Parameters
+    ----------
+    setup_for : callable
+        ``setup_for(start_doc) -> AnalysisSetup``, called once, when the
+        first frames are announced (may raise: the run then fails).
+    detector_key : str or None
+        Data key of the frames; None for the largest 2-d data key.
+    frame_shape : tuple of int or None
+        Expected frame shape (rows, cols), when known in advance.
+    read_timeout_s : float
+        At the stop document, how long to wait for HDF5 frames, s.
+    progress_interval_s : float
+        Minimum time between two progress events of one exposure, s.
+    progress_every_frames : int
+        Minimum number of new frames between two progress events.
+    dynamics_model : DynamicsModel or None
+        Model of the ``dynamics`` stream; None for none.
+    """
+
+    setup_for: Callable[[Mapping[str, Any]], AnalysisSetup]
+    detector_key: str | None = None
+    frame_shape: tuple[int, int] | None = None
+    read_timeout_s: float = 5.0
+    progress_interval_s: float = 1.0
+    progress_every_frames: int = 1
+    dynamics_model: DynamicsModel | None = DynamicsModel.EXPONENTIAL
+
+
 class _Exposure:
     """One (stream, exposure time) of a run and its progress bookkeeping."""
 
@@ -79,17 +132,19 @@ class _Exposure:
 class RunAnalyser(DocumentRouter):
     """Analysis of one raw run; every failure ends in a failed derived run."""
 
-    def __init__(self, owner: XSVSCallback, start: Mapping[str, Any]) -> None:
+    def __init__(
+        self, start: Mapping[str, Any], config: RunConfig, sink: RunSink
+    ) -> None:
         super().__init__()
-        self._owner = owner
+        self._config = config
+        self._sink = sink
         self._start = start
         self._uid = str(start["uid"])
-        geometry = owner.geometry
         self._frames = RunFrames(
             start,
             self._add,
-            detector_key=owner.detector_key,
-            frame_shape=None if geometry is None else geometry.shape,
+            detector_key=config.detector_key,
+            frame_shape=config.frame_shape,
         )
         self._setup: AnalysisSetup | None = None
         self._derived: DerivedRun | None = None
@@ -130,7 +185,7 @@ class RunAnalyser(DocumentRouter):
         self._frames.datum_page(doc)
 
     def stop(self, doc: Any) -> None:
-        missing = self._frames.stop(doc, timeout_s=self._owner.read_timeout_s)
+        missing = self._frames.stop(doc, timeout_s=self._config.read_timeout_s)
         self._done = True
         if self._derived is None:
             return
@@ -151,19 +206,20 @@ class RunAnalyser(DocumentRouter):
     def _begin(self, frame_key: str = "") -> None:
         if self._derived is not None:
             return
-        owner = self._owner
+        config = self._config
         try:
-            self._setup = owner.setup_for(self._start)
+            self._setup = config.setup_for(self._start)
         finally:  # even without a setup, a derived run records the failure
             xsvs = dict(self._setup.description) if self._setup else {}
+            model = config.dynamics_model
             xsvs.update(
                 detector_key=frame_key,
-                progress_interval_s=owner.progress_interval_s,
-                progress_every_frames=owner.progress_every_frames,
-                dynamics_model=owner.dynamics_model,
+                progress_interval_s=config.progress_interval_s,
+                progress_every_frames=config.progress_every_frames,
+                dynamics_model=None if model is None else model.value,
             )
             self._derived = DerivedRun(
-                owner.emit_targets, raw_start=self._start, xsvs=xsvs
+                self._sink.emit_targets, raw_start=self._start, xsvs=xsvs
             )
 
     def _add(self, batch: FrameBatch) -> None:
@@ -182,10 +238,10 @@ class RunAnalyser(DocumentRouter):
             self._dynamics(done)
         self._current = exp
         exp.analysis.update(batch.frames)
-        owner = self._owner
+        config = self._config
         if (
-            exp.analysis.n_frames - exp.progress_frames >= owner.progress_every_frames
-            and time.monotonic() - exp.progress_time >= owner.progress_interval_s
+            exp.analysis.n_frames - exp.progress_frames >= config.progress_every_frames
+            and time.monotonic() - exp.progress_time >= config.progress_interval_s
         ):
             self._progress(exp, exp.analysis.result(final=False))
 
@@ -195,7 +251,7 @@ class RunAnalyser(DocumentRouter):
         Called whenever an exposure completes (a refit, one more event of the
         ``dynamics`` stream) and at the end of the run (the final fit).
         """
-        model = self._owner.dynamics_model
+        model = self._config.dynamics_model
         usable = [r for r in results if r.n_frames and math.isfinite(r.exposure_time)]
         if model is None or len({r.exposure_time for r in usable}) < 2:
             return
@@ -208,20 +264,20 @@ class RunAnalyser(DocumentRouter):
                 usable[0].q,
                 np.where(bad, np.nan, beta),
                 np.where(bad, 1.0, err),
-                model=model,
+                model=model.value,
             )
         except (XSVSError, ValueError) as err_:
             logger.warning("run %s: no dynamics fit: %s", self._uid, err_)
             return
         assert self._derived is not None
-        self._derived.dynamics(fits, diffusion, model)
+        self._derived.dynamics(fits, diffusion, model.value)
 
     def _progress(self, exp: _Exposure, result: ExposureResult) -> None:
         exp.progress_frames = result.n_frames
         exp.progress_time = time.monotonic()
         assert self._derived is not None
         self._derived.progress(exp.index, result)
-        self._owner.publish(result)
+        self._sink.publish(result)
 
     def _close(self, exp: _Exposure) -> ExposureResult:
         """Return the final result of an exposure, published once per frame count."""
@@ -232,7 +288,7 @@ class RunAnalyser(DocumentRouter):
                 exp.progress_frames = final.n_frames
                 assert self._derived is not None
                 self._derived.progress(exp.index, final)
-            self._owner.publish(final)
+            self._sink.publish(final)
         return final
 
     def _finish(
@@ -246,7 +302,7 @@ class RunAnalyser(DocumentRouter):
         derived = self._derived
         if derived is not None:
             derived.stop(exit_status=status, reason=reason)
-        self._owner.record(
+        self._sink.record(
             RunRecord(
                 raw_uid=self._uid,
                 derived_uid=None if derived is None else derived.uid,
@@ -267,7 +323,7 @@ class RunAnalyser(DocumentRouter):
         try:
             if self._derived is None:
                 self._derived = DerivedRun(
-                    self._owner.emit_targets, raw_start=self._start, xsvs={}
+                    self._sink.emit_targets, raw_start=self._start, xsvs={}
                 )
             self._finish("fail", reason, ())
         except Exception:

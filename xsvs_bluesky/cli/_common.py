@@ -14,16 +14,27 @@ import argparse
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from xsvs_bluesky.errors import StorageError
+from xsvs_bluesky.errors import OptionError, StorageError
+from xsvs_bluesky.options import (
+    DYNAMICS_MODELS,
+    ESTIMATORS,
+    FLAT_FIELD_MODES,
+    AnalysisOptions,
+    DynamicsModel,
+    Estimator,
+    FlatFieldMode,
+)
 
 __all__ = [
     "add_catalog_arguments",
     "add_estimator_arguments",
+    "analysis_options",
+    "dynamics_model_argument",
     "add_progress_arguments",
     "add_uid_argument",
     "catalogs_from_args",
@@ -39,28 +50,75 @@ __all__ = [
 API_KEY_ENV = "TILED_API_KEY"
 
 
+_T = TypeVar("_T")
+
+
+def _option_type(parse: Callable[[str], _T], name: str) -> Callable[[str], _T]:
+    """Argparse type from an options parser: its message becomes the error."""
+
+    def convert(text: str) -> _T:
+        try:
+            return parse(text)
+        except OptionError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    convert.__name__ = name
+    return convert
+
+
+def _metavar(names: tuple[str, ...]) -> str:
+    return "{" + ",".join(names) + "}"
+
+
 def add_estimator_arguments(parser: argparse.ArgumentParser, *, of: str) -> None:
     """Add ``--estimator`` and ``--flat-field`` (analyze, replay, reanalyze).
 
-    ``of`` names whose flat field it is ("the INI's", "the run's").
+    ``of`` names whose flat field it is ("the INI's", "the run's").  The
+    values are parsed by :mod:`xsvs_bluesky.options` (no numerics loaded);
+    ``--flat-field`` also takes the older name ``weighted``.
     """
-    from xsvs_bluesky.core.estimators import ESTIMATORS
-    from xsvs_bluesky.options import FLAT_FIELD_CHOICES
-
     parser.add_argument(
         "--estimator",
-        choices=ESTIMATORS,
+        type=_option_type(Estimator.parse, "estimator"),
+        metavar=_metavar(ESTIMATORS),
         default=None,
         help="contrast estimator (default: mle-weighted with a flat field used as "
         "weights, else mle)",
     )
     parser.add_argument(
         "--flat-field",
-        choices=FLAT_FIELD_CHOICES,
-        default="weights",
+        type=_option_type(FlatFieldMode.parse, "flat-field mode"),
+        metavar=_metavar(FLAT_FIELD_MODES),
+        default=FlatFieldMode.WEIGHTS,
         help=f"how {of} flat field is used: weights (default; integer counts, "
         "the flat field as pixel efficiencies in the likelihood), divide-round "
-        "(legacy pyxsvs frame/flat, rounded: biased) or none",
+        "(legacy pyxsvs frame/flat, rounded: biased), record-only (loaded and "
+        "recorded, scales I(q), not used for the contrast) or none (not loaded)",
+    )
+
+
+def dynamics_model_argument() -> dict[str, Any]:
+    """Keyword arguments of ``add_argument`` for a dynamics-model option."""
+    return {
+        "type": _option_type(DynamicsModel.parse, "dynamics model"),
+        "metavar": _metavar(DYNAMICS_MODELS),
+        "default": DynamicsModel.EXPONENTIAL,
+    }
+
+
+def analysis_options(
+    args: argparse.Namespace, *, dynamics: bool = True
+) -> AnalysisOptions:
+    """Build the :class:`AnalysisOptions` of the parsed command line.
+
+    ``--estimator`` and ``--flat-field`` (and ``--dynamics-model`` where the
+    command has it); ``dynamics=False`` records no dynamics model.
+    """
+    model = getattr(args, "dynamics_model", DynamicsModel.EXPONENTIAL)
+    return AnalysisOptions(
+        estimator=args.estimator,
+        flat_field_mode=args.flat_field,
+        dynamics_model=model if dynamics else None,
     )
 
 

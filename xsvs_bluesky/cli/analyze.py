@@ -29,6 +29,8 @@ from typing import Any
 from xsvs_bluesky.cli._common import (
     add_estimator_arguments,
     add_progress_arguments,
+    analysis_options,
+    dynamics_model_argument,
     flush_warnings,
     nonnegative_int,
     positive_int,
@@ -78,8 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dynamics-model",
-        choices=("exponential", "stretched"),
-        default="exponential",
+        **dynamics_model_argument(),
         help="visibility model for --dynamics (default exponential)",
     )
     parser.add_argument(
@@ -135,8 +136,7 @@ def run(args: argparse.Namespace) -> int:
     with recorded_warnings() as caught:
         job = LegacyAnalysis(
             args.ini,
-            estimator=args.estimator,
-            flat_field=args.flat_field,
+            options=analysis_options(args, dynamics=args.dynamics),
             skip_bad=args.skip_bad_frames,
             frames_per_exposure=args.frames_per_exposure,
             threads=args.threads,

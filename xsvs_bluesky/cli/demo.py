@@ -53,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nonnegative_int,
         positive_int,
     )
-    from xsvs_bluesky.core.estimators import ESTIMATORS
     from xsvs_bluesky.demo import DEMO_FRAMES
+    from xsvs_bluesky.options import ESTIMATORS
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(

@@ -32,6 +32,7 @@ import sys
 from xsvs_bluesky.cli._common import (
     add_catalog_arguments,
     add_estimator_arguments,
+    analysis_options,
     catalogs_from_args,
     flush_warnings,
     progress_bar,
@@ -100,9 +101,8 @@ def run(args: argparse.Namespace) -> int:
                 out = reanalyze(
                     cats,
                     args.raw_uid,
-                    estimator=args.estimator,
+                    options=analysis_options(args),
                     partitions=partitions,
-                    flat_field=args.flat_field,
                     frames=args.frames,
                     progress=progress,
                 )

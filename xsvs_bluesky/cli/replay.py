@@ -39,6 +39,7 @@ from xsvs_bluesky.cli._common import (
     add_catalog_arguments,
     add_estimator_arguments,
     add_progress_arguments,
+    analysis_options,
     catalogs_from_args,
     flush_warnings,
     nonnegative_int,
@@ -139,8 +140,7 @@ def run(args: argparse.Namespace) -> int:
     with recorded_warnings() as caught:
         job = LegacyReplay(
             args.ini,
-            estimator=args.estimator,
-            flat_field=args.flat_field,
+            options=analysis_options(args),
             skip_bad=args.skip_bad_frames,
             threads=args.threads,
             compression=args.compression,

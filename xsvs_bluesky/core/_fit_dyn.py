@@ -23,13 +23,14 @@ from xsvs_bluesky.core._deadtime_dyn import contiguous_kernel, visibility_kernel
 from xsvs_bluesky.core._diffusion_dyn import not_yet_determined
 from xsvs_bluesky.core._kernels_dyn import exponential_slope
 from xsvs_bluesky.errors import FitError, OptionError
+from xsvs_bluesky.options import DYNAMICS_MODELS
 
 __all__ = ["EXPONENT_BOUNDS", "MODELS", "DynamicsFit", "fit_visibility"]
 
 logger = logging.getLogger(__name__)
 
-#: Model names accepted by the fits.
-MODELS = ("exponential", "stretched")
+#: Model names accepted by the fits (:class:`xsvs_bluesky.options.DynamicsModel`).
+MODELS = DYNAMICS_MODELS
 
 #: Default bounds of the stretching exponent in the stretched fit.
 EXPONENT_BOUNDS = (0.1, 4.0)

@@ -13,7 +13,7 @@ labels are immutable and shared by every runner made with :meth:`fresh`.
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -21,10 +21,10 @@ from numpy.typing import ArrayLike, NDArray
 from xsvs_bluesky.core._hist_layout import GroupLayout, accumulate_numpy
 from xsvs_bluesky.core._hist_state import HistogramState
 from xsvs_bluesky.errors import FrameDataError, GeometryError, OptionError
+from xsvs_bluesky.options import Backend
 
 __all__ = ["Backend", "KernelRunner"]
 
-Backend = Literal["auto", "numba", "numpy"]
 
 N_COPIES = 4  # rows of the numba scratch (_kernels.N_COPIES)
 SCRATCH_TAIL = 1 << 16  # room for unchecked 16-bit counts (_kernels.SCRATCH_TAIL)

@@ -55,6 +55,7 @@ from xsvs_bluesky.core._moments import (
 )
 from xsvs_bluesky.core._nbinom import nbinom_logpmf, nbinom_pmf
 from xsvs_bluesky.core.legacy_fit import LEGACY_STATIC_FRAMES, fit_pyxsvs_lsq
+from xsvs_bluesky.options import ESTIMATORS as OPTION_ESTIMATORS
 
 __all__ = [
     "ESTIMATORS",
@@ -83,17 +84,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Names accepted by :func:`estimate_contrast` (and the CLI ``--estimator``).
-ESTIMATORS = (
-    "mle",
-    "moments",
-    "low-count",
-    "r-1",
-    "pyxsvs-lsq",
-    "mle-weighted",
-    "mle-frames",
-    "mle-intensity",
-)
+#: Names accepted by :func:`estimate_contrast` (and the CLI ``--estimator``):
+#: those of :class:`xsvs_bluesky.options.Estimator`.
+ESTIMATORS = OPTION_ESTIMATORS
 
 #: The intensity-aware estimator: needs an accumulator over
 #: :func:`intensity_groups` (partition, radial sub-ring, efficiency group).
@@ -120,7 +113,7 @@ def check_estimator(name: str) -> str:
         raise EstimatorError(
             f"unknown estimator {name!r}; valid estimators: {', '.join(ESTIMATORS)}"
         )
-    return name
+    return str(name)  # a plain str, also for an options.Estimator
 
 
 def _group_arrays(acc: Any) -> tuple[NDArray[np.int64], NDArray[np.float64], int]:

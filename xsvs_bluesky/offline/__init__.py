@@ -21,7 +21,7 @@ Examples
 from __future__ import annotations
 
 from xsvs_bluesky.offline._analysis import (
-    FLAT_FIELD_CHOICES,
+    FLAT_FIELD_MODES,
     LegacyAnalysis,
     OfflineResult,
     analyze_legacy,
@@ -34,7 +34,7 @@ from xsvs_bluesky.offline._tables import (
 )
 
 __all__ = [
-    "FLAT_FIELD_CHOICES",
+    "FLAT_FIELD_MODES",
     "LegacyAnalysis",
     "OfflineResult",
     "analyze_legacy",

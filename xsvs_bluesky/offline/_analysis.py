@@ -33,7 +33,6 @@ from numpy.typing import NDArray
 
 from xsvs_bluesky.analysis import AnalysisSetup, ExposureResult
 from xsvs_bluesky.core.dynamics import DiffusionFit, DynamicsFit, fit_dynamics
-from xsvs_bluesky.core.estimators import check_estimator
 from xsvs_bluesky.core.geometry import Geometry
 from xsvs_bluesky.core.images import CenterFit
 from xsvs_bluesky.errors import FitError, GeometryError, OptionError
@@ -41,10 +40,17 @@ from xsvs_bluesky.legacy import LegacyInputs, read_inputs, refine_beam_center
 from xsvs_bluesky.legacy.config import ExposureSpec, LegacyConfig
 from xsvs_bluesky.legacy.ini import read_ini
 from xsvs_bluesky.legacy.pipeline import SeriesReader, SkippedFile
-from xsvs_bluesky.options import FLAT_FIELD_CHOICES, default_estimator
+from xsvs_bluesky.options import (
+    FLAT_FIELD_MODES,
+    AnalysisOptions,
+    DynamicsModel,
+    Estimator,
+    FlatFieldMode,
+    default_estimator,
+)
 
 __all__ = [
-    "FLAT_FIELD_CHOICES",
+    "FLAT_FIELD_MODES",
     "LegacyAnalysis",
     "OfflineResult",
     "analyze_legacy",
@@ -53,8 +59,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_MODES = {"weights": "weighted", "divide-round": "divide-round", "none": "weighted"}
 
 Progress = Callable[[int, int], None]
 """``progress(files_done, files_total)``, called after every stack."""
@@ -66,6 +70,8 @@ class OfflineResult:
 
     Attributes
     ----------
+    options : AnalysisOptions
+        The options, with the main estimator resolved.
     config : LegacyConfig
         The INI file's content.
     geometry : Geometry
@@ -115,10 +121,14 @@ class LegacyAnalysis:
     ----------
     source : LegacyConfig, str or path-like
         The parsed INI file, or its path.
+    options : AnalysisOptions, optional
+        Estimators, flat-field mode, histogram settings; ``estimator`` and
+        ``flat_field`` below, when given, replace those fields.
     estimator : str, optional
         Main estimator; default :func:`default_estimator`.
-    flat_field : {"weights", "divide-round", "none"}
-        How the INI's flat field is used (ignored when it has none).
+    flat_field : {"weights", "divide-round", "record-only", "none"}, optional
+        How the INI's flat field is used (default ``weights``; ignored when
+        it has none), see :class:`~xsvs_bluesky.options.FlatFieldMode`.
     skip_bad : bool, optional
         Skip and record damaged or missing frame files instead of failing.
     frames_per_exposure : int, optional
@@ -140,27 +150,23 @@ class LegacyAnalysis:
         self,
         source: LegacyConfig | str | PathLike[str],
         *,
-        estimator: str | None = None,
-        flat_field: str = "weights",
+        options: AnalysisOptions | None = None,
+        estimator: Estimator | str | None = None,
+        flat_field: FlatFieldMode | str | None = None,
         skip_bad: bool = False,
         frames_per_exposure: int | None = None,
         threads: int = 2,
         chunk_size: int = 64,
     ) -> None:
-        if flat_field not in FLAT_FIELD_CHOICES:
-            raise OptionError(
-                f"flat-field mode {flat_field!r} is unknown; give one of "
-                f"{', '.join(FLAT_FIELD_CHOICES)}"
-            )
-        if estimator is not None:
-            check_estimator(estimator)
+        options = AnalysisOptions.merge(
+            options, estimator=estimator, flat_field_mode=flat_field
+        )
         if frames_per_exposure is not None and frames_per_exposure < 1:
             raise OptionError(
                 f"frames per exposure = {frames_per_exposure}; give an integer >= 1"
             )
         config = source if isinstance(source, LegacyConfig) else read_ini(source)
         self.config = config
-        self.flat_field_choice = flat_field
         self.reader = SeriesReader(
             config.exposures,
             where=str(config.path),
@@ -171,14 +177,20 @@ class LegacyAnalysis:
         )
         first = self.reader.first_frame()
         self.inputs: LegacyInputs = read_inputs(
-            config, first.shape, first.dtype, use_flat=flat_field != "none"
+            config, first.shape, first.dtype, use_flat=options.uses_flat_field
         )
-        if flat_field != "none" and config.flat_field is None:
+        if options.uses_flat_field and config.flat_field is None:
             logger.info("%s has no flat field: --flat-field ignored", config.path)
         has_flat = self.inputs.flat_field is not None
-        self.estimator = estimator or default_estimator(has_flat, flat_field)
+        self.options = options.replace(estimator=options.main_estimator(has_flat))
         self.geometry: Geometry = self.inputs.geometry
         self.center_fit: CenterFit | None = None
+
+    @property
+    def estimator(self) -> Estimator:
+        """The main estimator."""
+        assert self.options.estimator is not None
+        return self.options.estimator
 
     def refine_center(
         self, *, max_files: int = 360, jackknife_sectors: int = 8
@@ -215,8 +227,7 @@ class LegacyAnalysis:
             geometry=self.geometry,
             masks=inputs.masks,
             flat_field=inputs.flat_field_labelled(),
-            flat_field_mode=_MODES[self.flat_field_choice],
-            estimator=self.estimator,
+            options=self.options,
         )
 
     def run(self, progress: Progress | None = None) -> OfflineResult:
@@ -273,8 +284,9 @@ class LegacyAnalysis:
 def analyze_legacy(
     source: LegacyConfig | str | PathLike[str],
     *,
-    estimator: str | None = None,
-    flat_field: str = "weights",
+    options: AnalysisOptions | None = None,
+    estimator: Estimator | str | None = None,
+    flat_field: FlatFieldMode | str | None = None,
     refine_center: bool = False,
     skip_bad: bool = False,
     frames_per_exposure: int | None = None,
@@ -288,7 +300,8 @@ def analyze_legacy(
     ----------
     source : LegacyConfig, str or path-like
         The INI file or its parsed content.
-    estimator, flat_field, skip_bad, frames_per_exposure, threads, chunk_size
+    options, estimator, flat_field, skip_bad, frames_per_exposure, threads,
+    chunk_size
         See :class:`LegacyAnalysis`.
     refine_center : bool, optional
         Refine the beam centre first (:meth:`LegacyAnalysis.refine_center`).
@@ -307,6 +320,7 @@ def analyze_legacy(
     """
     job = LegacyAnalysis(
         source,
+        options=options,
         estimator=estimator,
         flat_field=flat_field,
         skip_bad=skip_bad,
@@ -321,7 +335,7 @@ def analyze_legacy(
 
 def fit_result_dynamics(
     results: tuple[ExposureResult, ...] | list[ExposureResult],
-    model: str = "exponential",
+    model: DynamicsModel | str = DynamicsModel.EXPONENTIAL,
 ) -> tuple[list[DynamicsFit], DiffusionFit]:
     """Fit ``beta(t_e)`` of every partition, then ``Gamma = D q^2``.
 
@@ -361,4 +375,4 @@ def fit_result_dynamics(
     bad = ~np.isfinite(err) | (err <= 0)
     beta = np.where(bad, math.nan, beta)
     err = np.where(bad, 1.0, err)
-    return fit_dynamics(times, q, beta, err, model=model)
+    return fit_dynamics(times, q, beta, err, model=DynamicsModel.parse(model).value)

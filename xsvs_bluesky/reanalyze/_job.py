@@ -42,6 +42,7 @@ from xsvs_bluesky.errors import (
     RunNotFoundError,
     StorageError,
 )
+from xsvs_bluesky.options import AnalysisOptions, Estimator, FlatFieldMode
 from xsvs_bluesky.reanalyze._documents import (
     fetch_documents,
     local_files,
@@ -68,11 +69,6 @@ logger = logging.getLogger(__name__)
 FRAME_SOURCES: tuple[str, ...] = ("auto", "file", "tiled")
 """Where frames are read: the HDF5 files when readable here (``auto``), the
 files only, or through Tiled's HTTP API."""
-_FLAT_MODES = {
-    "weights": "weighted",
-    "divide-round": "divide-round",
-    "none": "weighted",
-}
 _BIG_BATCH = 1_000_000
 Progress = Callable[[int, int], None]
 
@@ -139,9 +135,10 @@ def reanalyze(
     catalogs: Any,
     raw_uid: str,
     *,
-    estimator: str | None = None,
+    options: AnalysisOptions | None = None,
+    estimator: Estimator | str | None = None,
     partitions: Mapping[str, Any] | None = None,
-    flat_field: str = "weights",
+    flat_field: FlatFieldMode | str | None = None,
     frames: str = "auto",
     frames_per_datum: int = 90,
     progress: Progress | None = None,
@@ -154,6 +151,9 @@ def reanalyze(
         ``raw`` (read) and ``processed`` (written) catalogs.
     raw_uid : str
         uid, unique uid prefix, scan_id or -1 (see :func:`find_raw_run`).
+    options : AnalysisOptions, optional
+        Options of the new analysis (default ``AnalysisOptions()``);
+        ``estimator`` and ``flat_field``, when given, replace those fields.
     estimator : str, optional
         Main estimator (default ``mle-weighted`` with a flat field used as
         weights, else ``mle``).
@@ -161,8 +161,9 @@ def reanalyze(
         q partition parameters (1/Angstrom) replacing those of the run:
         ``q1``, ``q2``, ``qs``, ``dq`` (any subset; the others are kept) or
         ``centers`` and ``dq``.
-    flat_field : {"weights", "divide-round", "none"}
-        How the run's flat field is used (as ``analyze``).
+    flat_field : {"weights", "divide-round", "record-only", "none"}, optional
+        How the run's flat field is used (as ``analyze``; default
+        ``weights``).
     frames : {"auto", "file", "tiled"}
         Where frames are read (see :data:`FRAME_SOURCES`).
     frames_per_datum : int, optional
@@ -185,19 +186,17 @@ def reanalyze(
     import hdf5plugin  # noqa: F401  (registers the Blosc filter of replayed files)
 
     from xsvs_bluesky.callback import XSVSCallback
-    from xsvs_bluesky.core.estimators import check_estimator
     from xsvs_bluesky.core.geometry import Geometry
-    from xsvs_bluesky.options import default_estimator
     from xsvs_bluesky.storage import make_tiled_writer
 
     t0 = time.perf_counter()
-    if flat_field not in _FLAT_MODES or frames not in FRAME_SOURCES:
+    options = AnalysisOptions.merge(
+        options, estimator=estimator, flat_field_mode=flat_field
+    )
+    if frames not in FRAME_SOURCES:
         raise OptionError(
-            f"flat field {flat_field!r} / frames {frames!r}: give one of "
-            f"{', '.join(_FLAT_MODES)} / {', '.join(FRAME_SOURCES)}"
+            f"frames {frames!r} is unknown; give one of {', '.join(FRAME_SOURCES)}"
         )
-    if estimator is not None:
-        check_estimator(estimator)
     run = find_raw_run(catalogs.raw, raw_uid)
     start = run.metadata["start"]
     uid = str(start["uid"])
@@ -212,7 +211,9 @@ def reanalyze(
         raise RunError(f"raw run {uid} has no xsvs_geometry; cannot analyse it")
     geometry = Geometry.from_dict(start["xsvs_geometry"])
     spec = merge_partitions(start, partitions)
-    masks, flat = read_calibration(start, geometry.shape, use_flat=flat_field != "none")
+    masks, flat = read_calibration(
+        start, geometry.shape, use_flat=options.uses_flat_field
+    )
     writer = WriterGuard(
         make_tiled_writer(catalogs.processed, batch_size=_BIG_BATCH), "derived"
     )
@@ -221,8 +222,7 @@ def reanalyze(
         partitions=spec,
         masks=masks,
         flat_field=flat,
-        flat_field_mode=_FLAT_MODES[flat_field],
-        estimator=estimator or default_estimator(flat is not None, flat_field),
+        options=options,
         emit=writer,
     )
     docs = fetch_documents(run)

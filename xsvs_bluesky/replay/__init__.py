@@ -33,7 +33,7 @@ from __future__ import annotations
 from xsvs_bluesky.replay._job import (
     COMPRESSIONS,
     DETECTOR,
-    FLAT_FIELD_CHOICES,
+    FLAT_FIELD_MODES,
     REPLAY_KEY,
     LegacyReplay,
     ReplayResult,
@@ -45,7 +45,7 @@ from xsvs_bluesky.replay._job import (
 __all__ = [
     "COMPRESSIONS",
     "DETECTOR",
-    "FLAT_FIELD_CHOICES",
+    "FLAT_FIELD_MODES",
     "REPLAY_KEY",
     "LegacyReplay",
     "ReplayResult",

@@ -46,6 +46,12 @@ import numpy as np
 
 from xsvs_bluesky._version import __version__
 from xsvs_bluesky.errors import InputFileError, OptionError, StorageError
+from xsvs_bluesky.options import (
+    FLAT_FIELD_MODES,
+    AnalysisOptions,
+    Estimator,
+    FlatFieldMode,
+)
 from xsvs_bluesky.replay._catalog import (
     ReplayedRun,
     derived_runs,
@@ -71,7 +77,7 @@ from xsvs_bluesky.storage import WriterGuard
 __all__ = [
     "COMPRESSIONS",
     "DETECTOR",
-    "FLAT_FIELD_CHOICES",
+    "FLAT_FIELD_MODES",
     "REPLAY_KEY",
     "LegacyReplay",
     "ReplayedRun",
@@ -84,13 +90,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_FLAT_MODES = {
-    "weights": "weighted",
-    "divide-round": "divide-round",
-    "none": "weighted",
-}
-FLAT_FIELD_CHOICES: tuple[str, ...] = tuple(_FLAT_MODES)
-"""``flat_field`` choices, as for ``xsvs-bluesky analyze``."""
 _BIG_BATCH = 1_000_000  # the writers register data once, at the stop document
 
 
@@ -106,11 +105,15 @@ class LegacyReplay:
     ----------
     source : str or path-like
         The pyxsvs INI file.
+    options : AnalysisOptions, optional
+        Options of the derived run; ``estimator`` and ``flat_field`` below,
+        when given, replace those fields.
     estimator : str, optional
         Main estimator of the derived run (default ``mle-weighted`` with the
         flat field used as weights, else ``mle``).
-    flat_field : {"weights", "divide-round", "none"}
-        How the derived run uses the INI's flat field (as ``analyze``).
+    flat_field : {"weights", "divide-round", "record-only", "none"}, optional
+        How the derived run uses the INI's flat field (as ``analyze``;
+        default ``weights``).
     skip_bad : bool, optional
         Leave out (and record) missing, damaged or mis-shaped frame files.
     threads : int, optional
@@ -125,6 +128,8 @@ class LegacyReplay:
     ----------
     config : LegacyConfig
         The parsed INI file.
+    options : AnalysisOptions
+        Options of the derived run, main estimator resolved.
     content_hash : str
         SHA-256 of the inputs (hex), see :meth:`replay_record`.
     shape, dtype
@@ -144,23 +149,20 @@ class LegacyReplay:
         self,
         source: str | PathLike[str],
         *,
-        estimator: str | None = None,
-        flat_field: str = "weights",
+        options: AnalysisOptions | None = None,
+        estimator: Estimator | str | None = None,
+        flat_field: FlatFieldMode | str | None = None,
         skip_bad: bool = False,
         threads: int = 2,
         frames_per_datum: int = 60,
         compression: str = "blosc-lz4",
     ) -> None:
         from xsvs_bluesky.callback import XSVSCallback
-        from xsvs_bluesky.core.estimators import check_estimator
         from xsvs_bluesky.legacy import read_frame, read_ini, read_inputs
-        from xsvs_bluesky.options import default_estimator
 
-        if flat_field not in _FLAT_MODES:
-            raise OptionError(
-                f"flat-field mode {flat_field!r} is unknown; give one of "
-                f"{', '.join(_FLAT_MODES)}"
-            )
+        options = AnalysisOptions.merge(
+            options, estimator=estimator, flat_field_mode=flat_field
+        )
         if compression not in COMPRESSIONS:
             raise OptionError(
                 f"compression {compression!r} is unknown; give one of "
@@ -168,8 +170,6 @@ class LegacyReplay:
             )
         if frames_per_datum < 1:
             raise OptionError(f"frames per datum = {frames_per_datum}; give >= 1")
-        if estimator is not None:
-            check_estimator(estimator)
         config = read_ini(source)
         if config.mode != "XSVS" or any(e.bin_factor != 1 for e in config.exposures):
             raise InputFileError(
@@ -200,11 +200,10 @@ class LegacyReplay:
         self.shape: tuple[int, int] = (int(first.shape[0]), int(first.shape[1]))
         self.dtype = np.dtype(first.dtype)
         self.inputs = read_inputs(
-            config, self.shape, self.dtype, use_flat=flat_field != "none"
+            config, self.shape, self.dtype, use_flat=options.uses_flat_field
         )
         has_flat = self.inputs.flat_field is not None
-        self.estimator = estimator or default_estimator(has_flat, flat_field)
-        self.flat_field_choice = flat_field
+        self.options = options.replace(estimator=options.main_estimator(has_flat))
         self.partitions = {
             "q1": config.q1,
             "q2": config.q2,
@@ -216,12 +215,17 @@ class LegacyReplay:
             "partitions": dict(self.partitions),
             "masks": self.inputs.masks,
             "flat_field": self.inputs.flat_field_labelled(),
-            "flat_field_mode": _FLAT_MODES[flat_field],
-            "estimator": self.estimator,
+            "options": self.options,
             "detector_key": DETECTOR,
         }
         XSVSCallback(**self.callback_options)  # bad partitions fail here
         self.content_hash = self.scan.content_hash(self.inputs)
+
+    @property
+    def estimator(self) -> Estimator:
+        """Main estimator of the derived run."""
+        assert self.options.estimator is not None
+        return self.options.estimator
 
     def replay_record(self) -> dict[str, Any]:
         """Return the ``xsvs_replay`` dict of the start document (plain JSON)."""
@@ -233,8 +237,8 @@ class LegacyReplay:
             ),
             "package_version": __version__,
             "skip_bad_frames": self.skip_bad,
-            "estimator": self.estimator,
-            "flat_field": self.flat_field_choice,
+            "estimator": self.estimator.value,
+            "flat_field": self.options.flat_field_mode.value,
             "compression": self.compression,
             "frames_per_datum": self.frames_per_datum,
             "n_files": self.scan.n_files,
@@ -407,12 +411,7 @@ class LegacyReplay:
             f"raw run {run.uid} holds this series complete but has no successful "
             f"analysis (derived runs: {states or 'none'}); analysing it again"
         )
-        out = reanalyze(
-            catalogs,
-            run.uid,
-            estimator=self.estimator,
-            flat_field=self.flat_field_choice,
-        )
+        out = reanalyze(catalogs, run.uid, options=self.options)
         return ReplayResult(
             raw_uid=run.uid,
             derived_uids=(out.derived_uid,) if out.derived_uid else (),

@@ -11,21 +11,35 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+import numpy as np
+
+from xsvs_bluesky.legacy.config import LegacyConfig
 from xsvs_bluesky.replay._docs import ExposureFile, RawRunComposer
+from xsvs_bluesky.replay._scan import InputScan
 
-if TYPE_CHECKING:
-    from xsvs_bluesky.replay import LegacyReplay
-
-__all__ = ["Progress", "write_series"]
+__all__ = ["Progress", "SeriesJob", "write_series"]
 
 Progress = Callable[[int, int], None]
 """``progress(files_done, files_total)``."""
 
 
+class SeriesJob(Protocol):
+    """What :func:`write_series` reads of a replay (a ``LegacyReplay`` has it)."""
+
+    config: LegacyConfig
+    scan: InputScan
+    shape: tuple[int, int]
+    dtype: np.dtype
+    skip_bad: bool
+    threads: int
+    frames_per_datum: int
+    compression: str
+
+
 def write_series(
-    job: LegacyReplay,
+    job: SeriesJob,
     composer: RawRunComposer,
     run_dir: Path,
     progress: Progress | None,
@@ -34,8 +48,9 @@ def write_series(
 
     Parameters
     ----------
-    job : LegacyReplay
-        The checked series (config, scan, shape, dtype and options).
+    job : SeriesJob
+        The checked series (config, scan, shape, dtype and writing options),
+        e.g. a :class:`~xsvs_bluesky.replay.LegacyReplay`.
     composer : RawRunComposer
         The documents of the raw run; it is started here, not stopped.
     run_dir : Path

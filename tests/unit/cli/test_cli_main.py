@@ -41,3 +41,35 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         main(["no-such-command"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["analyze", "replay", "reanalyze"])
+def test_option_values_are_checked_by_the_options_vocabulary(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command, "x", "--flat-field", "divide"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith(f"usage: xsvs-bluesky {command}")
+    assert err[-1].endswith(
+        "argument --flat-field: flat-field mode 'divide' is unknown; give one of "
+        "weights, divide-round, record-only, none"
+    )
+    with pytest.raises(SystemExit) as exc:
+        main([command, "x", "--estimator", "mle2"])
+    assert exc.value.code == 2
+    assert "estimator 'mle2' is unknown" in capsys.readouterr().err
+
+
+def test_old_flat_field_name_is_accepted_and_mapped() -> None:
+    from xsvs_bluesky.cli import build_parser
+    from xsvs_bluesky.cli._common import analysis_options
+    from xsvs_bluesky.options import FlatFieldMode
+
+    args = build_parser().parse_args(["analyze", "x.ini", "--flat-field", "weighted"])
+    opts = analysis_options(args, dynamics=args.dynamics)
+    assert opts.flat_field_mode is FlatFieldMode.WEIGHTS
+    assert opts.dynamics_model is None  # analyze without --dynamics fits none
+    args = build_parser().parse_args(["replay", "x.ini", "--flat-field", "record-only"])
+    assert analysis_options(args).flat_field_mode is FlatFieldMode.RECORD_ONLY

@@ -1,0 +1,118 @@
+"""RunAnalyser alone (a frozen RunConfig and a sink) and XSVSCallback's options."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+from test_callback_documents import (
+    GEO,
+    PARTS,
+    SHAPE,
+    Docs,
+    callback,
+    feed,
+    frames_for,
+    inline_run,
+    stream,
+)
+
+from xsvs_bluesky.analysis import AnalysisSetup, ExposureResult
+from xsvs_bluesky.callback import RunAnalyser, RunConfig, RunRecord, RunSink
+from xsvs_bluesky.options import AnalysisOptions, FlatFieldMode, OptionError
+
+
+class ListSink:
+    """A RunSink that keeps everything."""
+
+    def __init__(self) -> None:
+        self.docs: Docs = []
+        self.results: list[ExposureResult] = []
+        self.records: list[RunRecord] = []
+        self.emit_targets = [lambda name, doc: self.docs.append((name, doc))]
+
+    def publish(self, result: ExposureResult) -> None:
+        self.results.append(result)
+
+    def record(self, record: RunRecord) -> None:
+        self.records.append(record)
+
+
+def test_run_analyser_needs_no_callback() -> None:
+    options = AnalysisOptions(estimator="moments", dynamics_model=None)
+
+    def setup_for(start: Mapping[str, Any]) -> AnalysisSetup:
+        return AnalysisSetup.build(partitions=PARTS, geometry=GEO, options=options)
+
+    config = RunConfig(
+        setup_for=setup_for,
+        frame_shape=SHAPE,
+        progress_interval_s=0.0,
+        progress_every_frames=1000,
+        dynamics_model=None,
+    )
+    sink = ListSink()
+    checked: RunSink = sink  # the protocol is structural
+    raw = inline_run([(0.001, frames_for(0.3, n=60)), (0.002, frames_for(0.3, n=60))])
+    analyser = RunAnalyser(raw[0][1], config, checked)
+    for name, doc in raw[1:]:
+        analyser(name, doc)
+    (record,) = sink.records
+    assert record.exit_status == "success"
+    assert record.raw_uid == raw[0][1]["uid"]
+    assert record.derived_uid == sink.docs[0][1]["uid"]
+    assert [r.n_frames for r in record.results] == [60, 60]
+    assert [r.final for r in sink.results] == [True, True]
+    start = sink.docs[0][1]
+    assert start["xsvs"]["estimator"] == "moments"
+    assert start["xsvs"]["dynamics_model"] is None
+    assert "dynamics" not in {d["name"] for n, d in sink.docs if n == "descriptor"}
+    with pytest.raises(AttributeError):
+        config.read_timeout_s = 1.0  # type: ignore[misc]
+
+
+def test_keywords_are_a_convenience_over_options() -> None:
+    base = AnalysisOptions(estimator="moments", n_bins=40, dynamics_model=None)
+    cb = callback([], options=base)
+    assert cb.options is base
+    cb = callback([], options=base, estimator="mle", flat_field_mode="weighted")
+    assert cb.options == base.replace(estimator="mle")
+    assert cb.options.dynamics_model is None  # not given: kept from options
+    cb = callback([], options=base, dynamics_model="stretched")
+    assert cb.dynamics_model == "stretched"
+    with pytest.raises(OptionError):
+        callback([], flat_field_mode="divide")
+
+
+@pytest.mark.parametrize(
+    ("mode", "estimator", "recorded"),
+    [
+        ("weights", "mle-weighted", True),
+        ("weighted", "mle-weighted", True),  # the old name, mapped
+        ("divide-round", "mle", True),
+        ("record-only", "mle", True),
+        ("none", "mle", False),
+    ],
+)
+def test_four_flat_field_modes_in_the_derived_run(
+    mode: str, estimator: str, recorded: bool
+) -> None:
+    rng = np.random.default_rng(3)
+    flat = rng.uniform(0.9, 1.1, size=SHAPE)
+    out: Docs = []
+    cb = callback(out, flat_field=("flat.edf", flat), flat_field_mode=mode)
+    feed(cb, inline_run([(0.001, frames_for(0.3, n=40))]))
+    xsvs = out[0][1]["xsvs"]
+    canonical = FlatFieldMode.parse(mode).value
+    assert xsvs["flat_field_mode"] == canonical
+    assert xsvs["estimator"] == estimator
+    assert (xsvs["flat_field"] is not None) is recorded
+    if recorded:
+        assert xsvs["flat_field"]["mode"] == canonical
+    assert AnalysisOptions.from_metadata(xsvs) == cb.options.replace(
+        estimator=estimator
+    )
+    (result,) = stream(out, "results")
+    assert result["estimator"] == estimator
