@@ -54,13 +54,13 @@ A_FILE = "{file}"  # a plain file where a folder is expected
 CASES: list[tuple[str, list[str], str]] = [
     # -- analyze
     ("analyze", [INI, "--bogus"], "unrecognized arguments: --bogus"),
-    ("analyze", [INI, "--estimator", "magic"], "invalid choice: 'magic'"),
-    ("analyze", [INI, "--flat-field", "nope"], "invalid choice: 'nope'"),
+    ("analyze", [INI, "--estimator", "magic"], "estimator 'magic' is unknown"),
+    ("analyze", [INI, "--flat-field", "nope"], "flat-field mode 'nope' is unknown"),
     ("analyze", [INI, "--format", "xml"], "invalid choice: 'xml'"),
     ("analyze", [INI, "--threads", "-1"], "--threads: -1 must be >= 0"),
     ("analyze", [INI, "--frames-per-exposure", "0"], "0 must be >= 1"),
     ("analyze", [INI, "--center-frames", "-3"], "-3 must be >= 1"),
-    ("analyze", [INI, "--dynamics-model", "cubic"], "invalid choice: 'cubic'"),
+    ("analyze", [INI, "--dynamics-model", "cubic"], "dynamics model 'cubic' is unknown"),
     ("analyze", [], "the following arguments are required: INI"),
     ("analyze", [MISSING], "INI file not found"),
     ("analyze", [FOLDER], "is a folder, not an INI file"),
