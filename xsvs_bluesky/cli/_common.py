@@ -43,8 +43,7 @@ def add_estimator_arguments(parser: argparse.ArgumentParser, *, of: str) -> None
 
     ``of`` names whose flat field it is ("the INI's", "the run's").
     """
-    from xsvs_bluesky.core.estimators import ESTIMATORS
-    from xsvs_bluesky.options import FLAT_FIELD_CHOICES
+    from xsvs_bluesky.options import ESTIMATORS, FLAT_FIELD_CHOICES
 
     parser.add_argument(
         "--estimator",

@@ -49,8 +49,7 @@ Say = Callable[[str], None]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``xsvs-bluesky demo`` to ``parser``."""
     from xsvs_bluesky.cli._common import add_catalog_arguments, positive_int
-    from xsvs_bluesky.core.estimators import ESTIMATORS
-    from xsvs_bluesky.demo import DEMO_FRAMES
+    from xsvs_bluesky.options import DEMO_FRAMES, ESTIMATORS
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(

@@ -47,6 +47,7 @@ from xsvs_bluesky.core._moments import (
 )
 from xsvs_bluesky.core._nbinom import nbinom_logpmf, nbinom_pmf
 from xsvs_bluesky.core.legacy_fit import LEGACY_STATIC_FRAMES, fit_pyxsvs_lsq
+from xsvs_bluesky.options import ESTIMATORS
 
 __all__ = [
     "ESTIMATORS",
@@ -68,16 +69,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Names accepted by :func:`estimate_contrast` (and the CLI ``--estimator``).
-ESTIMATORS = (
-    "mle",
-    "moments",
-    "low-count",
-    "r-1",
-    "pyxsvs-lsq",
-    "mle-weighted",
-    "mle-frames",
-)
 
 _SINGLE = {
     "mle": fit_mle,

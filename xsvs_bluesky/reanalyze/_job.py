@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.options import FRAME_SOURCES
 from xsvs_bluesky.reanalyze._documents import (
     fetch_documents,
     local_files,
@@ -59,9 +60,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FRAME_SOURCES: tuple[str, ...] = ("auto", "file", "tiled")
-"""Where frames are read: the HDF5 files when readable here (``auto``), the
-files only, or through Tiled's HTTP API."""
 _FLAT_MODES = {
     "weights": "weighted",
     "divide-round": "divide-round",
