@@ -41,6 +41,7 @@ _register("export", "export", "export a derived run to CSV or NeXus-like HDF5")
 _register("report", "report", "write a self-contained HTML report of a derived run")
 _register("replay", "replay", "replay a legacy series into Tiled as raw + derived runs")
 _register("reanalyze", "reanalyze", "analyse a raw run from Tiled again, new settings")
+_register("serve", "serve", "serve a data folder with Tiled for other processes")
 
 
 class _SubcommandParser(argparse.ArgumentParser):

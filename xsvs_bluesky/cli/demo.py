@@ -8,8 +8,9 @@ a live table per exposure on stderr) and stores its results as a derived
 run. At the end the command prints beta(t_e) per q beside the truth the
 simulation used (stdout), saves a figure and says how to query the runs.
 
-With no server named, an embedded Tiled server keeps everything in a folder
-(default ./xsvs-data, printed at start) that later commands find again.
+With no server named, everything goes into a data folder (default
+./xsvs-data, printed at start) that later commands find again: its running
+'xsvs-bluesky serve' when there is one, else Tiled serves it in this process.
 
 Typical commands:
   xsvs-bluesky demo                        (under a minute on two cores)
@@ -106,11 +107,12 @@ def _where(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
 
 
 def _open(args: argparse.Namespace, data_dir: Path | None, external: Path) -> Any:
-    from xsvs_bluesky.cli._common import API_KEY_ENV
+    from xsvs_bluesky.cli._common import API_KEY_ENV, say_where
     from xsvs_bluesky.storage import open_catalogs
 
     names = {"raw": args.raw_catalog, "processed": args.processed_catalog}
     if data_dir is not None:
+        say_where(data_dir)
         return open_catalogs(
             data_dir=data_dir, api_key=args.api_key, external_dir=external, **names
         )
@@ -130,10 +132,10 @@ def run(args: argparse.Namespace) -> int:
     data_dir, external = _where(args)
     assert external is not None
     if data_dir is not None:
-        _say(f"data folder: {data_dir} (embedded Tiled server, starting)")
+        _say(f"data folder: {data_dir}")
     else:
         _say(f"Tiled server {args.tiled_uri}; detector files in {external}")
-    # the server starts (partly in a subprocess) while the RunEngine, the
+    # Tiled opens (or starts, in this process) while the RunEngine, the
     # detector and the numba kernels get ready
     box: dict[str, Any] = {}
 

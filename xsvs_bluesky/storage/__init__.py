@@ -11,6 +11,13 @@ from xsvs_bluesky.storage.server import (
     open_catalogs,
     register_document_exporter,
 )
+from xsvs_bluesky.storage.service import (
+    FolderBusyError,
+    RunningServer,
+    connection_help,
+    find_server,
+    serve,
+)
 from xsvs_bluesky.storage.writer import (
     DEFAULT_BATCH_SIZE,
     LIVE_BATCH_SIZE,
@@ -23,8 +30,13 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "LIVE_BATCH_SIZE",
     "Catalogs",
+    "FolderBusyError",
+    "RunningServer",
+    "connection_help",
     "ensure_run_catalog",
+    "find_server",
     "make_tiled_writer",
     "open_catalogs",
     "register_document_exporter",
+    "serve",
 ]

@@ -50,6 +50,8 @@ def _probe(*argv: str) -> dict[str, object]:
         ("analyze", "--help"),
         ("export", "--help"),
         ("report", "--help"),
+        ("serve", "--help"),
+        ("serve", "--port", "http"),
         ("results", "--no-such-option"),
         ("demo", "--frames", "0"),
         ("replay", "--compression", "zip", "x.ini"),
