@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,3 +18,15 @@ def example_dir() -> Path:
     if not (EXAMPLE_DIR / "analysis" / "xsvs" / "xsvs_input.txt").is_file():
         pytest.skip(f"example data not found at {EXAMPLE_DIR}")
     return EXAMPLE_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ipython_dir_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """IPython (imported by matplotlib backends, the profile tests) stays in tmp."""
+    old = os.environ.get("IPYTHONDIR")
+    os.environ["IPYTHONDIR"] = str(tmp_path_factory.mktemp("ipython"))
+    yield
+    if old is None:
+        os.environ.pop("IPYTHONDIR", None)
+    else:
+        os.environ["IPYTHONDIR"] = old

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from xsvs_bluesky.live import LiveSession, QueuedCallback, close_engine
+from xsvs_bluesky.options import DEMO_FRAMES
 from xsvs_bluesky.sim.speckle import SpeckleModel
 
 __all__ = [
@@ -36,9 +37,6 @@ __all__ = [
 
 #: Exposure times of the demo series: 8 doubling from 5e-5 s, in s.
 DEMO_EXPOSURE_TIMES: tuple[float, ...] = tuple(5e-5 * 2.0**i for i in range(8))
-#: Default frames per exposure of the demo (the series ends within a minute
-#: on two cores, server start-up included).
-DEMO_FRAMES = 500
 
 
 def demo_model(seed: int = 0) -> SpeckleModel:

@@ -18,6 +18,7 @@ __all__ = [
     "DocumentError",
     "EstimatorError",
     "FitError",
+    "FolderBusyError",
     "FrameDataError",
     "GeometryError",
     "InputFileError",
@@ -110,6 +111,10 @@ class StorageError(XSVSError, OSError):
     something that is not a catalog of runs, an output file or folder cannot
     be written.
     """
+
+
+class FolderBusyError(StorageError):
+    """The data folder is already served by another process (or server)."""
 
 
 class FitError(XSVSError, RuntimeError):

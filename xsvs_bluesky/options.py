@@ -30,6 +30,10 @@ Examples
 <FlatFieldMode.WEIGHTS: 'weights'>
 >>> opts.main_estimator(has_flat_field=True)
 <Estimator.MLE_WEIGHTED: 'mle-weighted'>
+
+The modules that act on these names re-export them
+(``xsvs_bluesky.core.estimators.ESTIMATORS``, ``xsvs_bluesky.replay.COMPRESSIONS``,
+``xsvs_bluesky.reanalyze.FRAME_SOURCES``, ``xsvs_bluesky.demo.DEMO_FRAMES``).
 """
 
 from __future__ import annotations
@@ -44,10 +48,13 @@ from typing import Any, Literal, get_args
 from xsvs_bluesky.errors import OptionError
 
 __all__ = [
+    "COMPRESSIONS",
     "DEFAULT_EXTRA_ESTIMATORS",
+    "DEMO_FRAMES",
     "DYNAMICS_MODELS",
     "ESTIMATORS",
     "FLAT_FIELD_MODES",
+    "FRAME_SOURCES",
     "AnalysisOptions",
     "Backend",
     "DynamicsModel",
@@ -56,6 +63,18 @@ __all__ = [
     "OptionError",
     "default_estimator",
 ]
+
+COMPRESSIONS: tuple[str, ...] = ("blosc-lz4", "gzip", "lzf", "none")
+"""HDF5 compressions of the legacy replay: Blosc LZ4 + bit shuffle
+(hdf5plugin; fast, default), gzip level 1 + shuffle and LZF (readable by any
+h5py), none."""
+
+FRAME_SOURCES: tuple[str, ...] = ("auto", "file", "tiled")
+"""Where a re-analysis reads frames: the HDF5 files when readable here
+(``auto``), the files only, or through Tiled's HTTP API."""
+
+DEMO_FRAMES = 500
+"""Default frames per exposure of the demo."""
 
 
 _FLAT_FIELD_ALIASES = {"weighted": "weights"}

@@ -1,8 +1,9 @@
 """05-tiled: the raw and processed catalogs, and the TiledWriter of raw runs.
 
-With no server named, an embedded Tiled server (SimpleTiledServer) keeps
-everything in ``$XSVS_DATA_DIR`` (the same folder ``xsvs-bluesky demo`` and
-``xsvs-bluesky results --data-dir`` use).  At a facility, name its server:
+With no server named, everything goes into ``$XSVS_DATA_DIR`` (the same
+folder ``xsvs-bluesky demo`` and ``xsvs-bluesky results --data-dir`` use):
+a running ``xsvs-bluesky serve`` of it is used, else Tiled serves it in this
+session (stopped at exit).  At a facility, name its server:
 
 XSVS_TILED_URI        e.g. https://tiled.facility.org/api (API key from
                       TILED_API_KEY; never write keys into these files)
@@ -37,5 +38,10 @@ processed = catalogs.processed
 raw_writer = make_tiled_writer(raw)
 RE.subscribe(raw_writer)
 
-where = f"embedded, data in {catalogs.data_dir}" if catalogs.server else "named"
+where = (
+    f"data in {catalogs.data_dir}, served "
+    + ("by this session" if catalogs.server else "by another process")
+    if catalogs.data_dir
+    else "named"
+)
 print(f"xsvs profile: Tiled at {catalogs.uri} ({where}); raw runs go to {raw.uri}")

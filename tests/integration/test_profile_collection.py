@@ -1,15 +1,24 @@
-"""The IPython profile in profile_collection/ starts and analyses a series live.
+"""The IPython profile in profile_collection/ starts, analyses a series, exits.
 
 Every startup file runs, in order, in one IPython ``InteractiveShell``
 namespace (as ``ipython --profile-dir=profile_collection`` would), against
 the session's Tiled server named through the environment (the facility
 path: XSVS_TILED_URI, TILED_API_KEY, XSVS_EXTERNAL_DIR), then a short
 ``xsvs`` series; the derived run must be in the processed catalog with one
-result per exposure and beta close to the simulation's truth.
+result per exposure and beta close to the simulation's truth.  A real
+``ipython`` process started with the profile (over its own data folder, so
+with a Tiled server of its own) must end at once on ``exit``, and write
+nothing outside its temporary folders.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,6 +33,7 @@ FILES = ("00-base.py", "05-tiled.py", "20-detectors.py", "60-xsvs.py", "80-plans
 @pytest.fixture
 def shell(tiled_server, tmp_path, monkeypatch) -> Any:
     from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
 
     name = uuid.uuid4().hex[:10]
     assert tiled_server.external_dir is not None
@@ -37,7 +47,10 @@ def shell(tiled_server, tmp_path, monkeypatch) -> Any:
     monkeypatch.setenv("XSVS_SIM_SEED", "5")
     monkeypatch.setenv("XSVS_LIVE_PLOT", "1")
     monkeypatch.setenv("XSVS_LIVE_PLOT_PATH", str(tmp_path / "live.png"))
-    sh = InteractiveShell.instance()
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))  # not ~/.ipython
+    config = Config()
+    config.HistoryManager.enabled = False
+    sh = InteractiveShell.instance(config=config)
     try:
         yield sh
     finally:
@@ -112,3 +125,70 @@ def test_startup_files_run_in_order_and_analyse_a_series(shell, tmp_path, capsys
     assert "latex" in out and ": success" in out
     png = (tmp_path / "live.png").read_bytes()  # the live figure, saved
     assert png[:4] == b"\x89PNG" and len(png) > 10_000
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.slow
+def test_ipython_with_the_profile_exits_at_once(tmp_path):
+    profile = tmp_path / "profile"  # IPython writes into its profile folder
+    shutil.copytree(STARTUP.parent, profile)
+    source_before = _files(STARTUP.parent)
+    env = {
+        **os.environ,
+        "IPYTHONDIR": str(tmp_path / "ipython"),
+        "XSVS_DATA_DIR": str(tmp_path / "state"),
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": str(STARTUP.parents[1]),
+    }
+    for name in ("XSVS_TILED_URI", "TILED_API_KEY", "XSVS_EXTERNAL_DIR"):
+        env.pop(name, None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "IPython",
+            f"--profile-dir={profile}",
+            "--simple-prompt",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None and proc.stdin is not None
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 240
+        while not any("xsvs profile: plans" in line for line in lines):
+            assert proc.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.2)
+        proc.stdin.write("x = 1\nexit\n")
+        proc.stdin.flush()
+        t0 = time.monotonic()
+        assert proc.wait(timeout=30) == 0, "".join(lines)
+        assert time.monotonic() - t0 < 30
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        reader.join(timeout=10)
+        proc.stdin.close()
+        proc.stdout.close()
+    out = "".join(lines)
+    assert "Traceback" not in out, out
+    # the history went to the data folder, not into the profile
+    assert (tmp_path / "state" / "ipython-history.sqlite").is_file()
+    assert not (profile / "history.sqlite").exists()
+    assert _files(STARTUP.parent) == source_before  # the source tree untouched
+    # the profile's Tiled server was stopped: the data folder is free again
+    from xsvs_bluesky.storage import find_server
+
+    assert find_server(tmp_path / "state") is None

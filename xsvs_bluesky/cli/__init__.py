@@ -1,8 +1,10 @@
 """The ``xsvs-bluesky`` command line.
 
-One console script with subcommands. Each subcommand lives in its own module
-and imports its heavy dependencies (bluesky, tiled, matplotlib) only when it
-runs, so ``xsvs-bluesky --help`` stays fast.
+One console script with subcommands. Each subcommand lives in its own module,
+imported only when that subcommand is named on the command line, and imports
+its heavy dependencies (numba, bluesky, tiled, matplotlib) only when it runs:
+``--help``, ``--version`` and argument errors load none of them
+(``tests/unit/cli/test_cli_light.py``, ``benchmarks/bench_cli.py``).
 
 Exit codes: 0 success, 1 unexpected internal error, 2 bad input (a one-line
 message on stderr, no traceback), 130 interrupted (Ctrl-C), 143 terminated
@@ -20,6 +22,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from .._version import __version__
 from ..errors import XSVSError
@@ -43,6 +46,34 @@ _register("export", "export", "export a derived run to CSV or NeXus-like HDF5")
 _register("report", "report", "write a self-contained HTML report of a derived run")
 _register("replay", "replay", "replay a legacy series into Tiled as raw + derived runs")
 _register("reanalyze", "reanalyze", "analyse a raw run from Tiled again, new settings")
+_register("serve", "serve", "serve a data folder with Tiled for other processes")
+
+
+class _SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser that imports its module on first use.
+
+    The top-level parser lists every subcommand with its one-line summary;
+    the module (its description, its options, its ``run``) is imported only
+    when argparse hands the remaining arguments to this parser.
+    """
+
+    def __init__(self, *args: Any, module: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._module = module
+
+    def load(self) -> None:
+        """Import the subcommand's module and add its options (once)."""
+        if not self._module:
+            return
+        mod = importlib.import_module(f"{__name__}.{self._module}")
+        self._module = ""
+        self.description = mod.__doc__
+        mod.add_arguments(self)
+        self.set_defaults(_run=mod.run)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self.load()
+        return super().parse_known_args(args, namespace)
 
 
 #: library argument -> the option that sets it, as error messages should say it
@@ -76,12 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output"
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_SubcommandParser
+    )
     for name, (module, summary) in SUBCOMMANDS.items():
-        mod = importlib.import_module(f"{__name__}.{module}")
-        p = sub.add_parser(name, help=summary, description=mod.__doc__)
-        mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        sub.add_parser(name, help=summary, module=module)
     return parser
 
 

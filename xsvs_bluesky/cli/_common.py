@@ -43,6 +43,7 @@ __all__ = [
     "positive_int",
     "progress_bar",
     "recorded_warnings",
+    "say_where",
     "show_progress",
     "warn",
 ]
@@ -138,15 +139,16 @@ def add_catalog_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--data-dir`` | ``--tiled-uri``, ``--api-key`` and the catalog keys."""
     group = parser.add_argument_group(
         "Tiled storage",
-        "Where the runs are: the embedded server over a local folder (default "
-        "./xsvs-data), or a running Tiled server.",
+        "Where the runs are: a local data folder (default ./xsvs-data; its "
+        "running 'xsvs-bluesky serve' is used, else Tiled serves it for the "
+        "command), or a Tiled server named by address.",
     )
     where = group.add_mutually_exclusive_group()
     where.add_argument(
         "--data-dir",
         metavar="DIR",
-        help="folder of the embedded Tiled server (default ./xsvs-data); the "
-        "server starts for this command and stops after it",
+        help="data folder (default ./xsvs-data): its running 'xsvs-bluesky "
+        "serve' is used, else Tiled serves it for this command only",
     )
     where.add_argument(
         "--tiled-uri",
@@ -182,13 +184,13 @@ def catalogs_from_args(args: argparse.Namespace, *, create: bool = False) -> Any
     args : argparse.Namespace
         Parsed arguments.
     create : bool, optional
-        Allow a new embedded-server folder (False: ``--data-dir`` must hold
-        a Tiled server already, so a typo does not start an empty one).
+        Allow a new data folder (False: ``--data-dir`` must hold Tiled data
+        already, so a typo does not start an empty one).
 
     Returns
     -------
     xsvs_bluesky.storage.Catalogs
-        Use as a context manager (stops the embedded server).
+        Use as a context manager (stops a server started for the command).
 
     Raises
     ------
@@ -208,8 +210,23 @@ def catalogs_from_args(args: argparse.Namespace, *, create: bool = False) -> Any
             f"{data_dir} holds no Tiled data; give --data-dir of an earlier "
             "analysis or --tiled-uri of a server"
         )
-    print(f"starting the embedded Tiled server over {data_dir}", file=sys.stderr)
+    say_where(data_dir)
     return open_catalogs(data_dir=data_dir, api_key=args.api_key, **names)
+
+
+def say_where(data_dir: Path) -> None:
+    """Say on stderr whether the folder's running server is used or one starts."""
+    from xsvs_bluesky.storage import find_server
+
+    running = find_server(data_dir)
+    if running is not None:
+        print(f"using the Tiled server at {running.describe()}", file=sys.stderr)
+    else:
+        print(
+            f"serving {data_dir} with Tiled for this command (a running "
+            "'xsvs-bluesky serve' of it answers faster)",
+            file=sys.stderr,
+        )
 
 
 def add_progress_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,8 +8,9 @@ a live table per exposure on stderr) and stores its results as a derived
 run. At the end the command prints beta(t_e) per q beside the truth the
 simulation used (stdout), saves a figure and says how to query the runs.
 
-With no server named, an embedded Tiled server keeps everything in a folder
-(default ./xsvs-data, printed at start) that later commands find again.
+With no server named, everything goes into a data folder (default
+./xsvs-data, printed at start) that later commands find again: its running
+'xsvs-bluesky serve' when there is one, else Tiled serves it in this process.
 
 Typical commands:
   xsvs-bluesky demo                        (under a minute on two cores)
@@ -53,8 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nonnegative_int,
         positive_int,
     )
-    from xsvs_bluesky.demo import DEMO_FRAMES
-    from xsvs_bluesky.options import ESTIMATORS
+    from xsvs_bluesky.options import DEMO_FRAMES, ESTIMATORS
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
@@ -115,11 +115,12 @@ def _where(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
 
 
 def _open(args: argparse.Namespace, data_dir: Path | None, external: Path) -> Any:
-    from xsvs_bluesky.cli._common import API_KEY_ENV
+    from xsvs_bluesky.cli._common import API_KEY_ENV, say_where
     from xsvs_bluesky.storage import open_catalogs
 
     names = {"raw": args.raw_catalog, "processed": args.processed_catalog}
     if data_dir is not None:
+        say_where(data_dir)
         return open_catalogs(
             data_dir=data_dir, api_key=args.api_key, external_dir=external, **names
         )
@@ -144,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
         ensure_folder(data_dir, "the data folder")
     ensure_folder(external, "the folder for detector files")
     if data_dir is not None:
-        _say(f"data folder: {data_dir} (embedded Tiled server, starting)")
-    # the server starts (partly in a subprocess) while the RunEngine, the
+        _say(f"data folder: {data_dir}")
+    # Tiled opens (or starts, in this process) while the RunEngine, the
     # detector and the numba kernels get ready
     box: dict[str, Any] = {}
 

@@ -58,7 +58,7 @@ def _q(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``xsvs-bluesky reanalyze`` to ``parser``."""
-    from xsvs_bluesky.reanalyze import FRAME_SOURCES
+    from xsvs_bluesky.options import FRAME_SOURCES
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(

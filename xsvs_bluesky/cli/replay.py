@@ -68,7 +68,7 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``xsvs-bluesky replay`` to ``parser``."""
-    from xsvs_bluesky.replay import COMPRESSIONS
+    from xsvs_bluesky.options import COMPRESSIONS
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("ini", metavar="INI", help="the pyxsvs INI input file")

@@ -42,7 +42,12 @@ from xsvs_bluesky.errors import (
     RunNotFoundError,
     StorageError,
 )
-from xsvs_bluesky.options import AnalysisOptions, Estimator, FlatFieldMode
+from xsvs_bluesky.options import (
+    FRAME_SOURCES,
+    AnalysisOptions,
+    Estimator,
+    FlatFieldMode,
+)
 from xsvs_bluesky.reanalyze._documents import (
     fetch_documents,
     local_files,
@@ -66,9 +71,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FRAME_SOURCES: tuple[str, ...] = ("auto", "file", "tiled")
-"""Where frames are read: the HDF5 files when readable here (``auto``), the
-files only, or through Tiled's HTTP API."""
 _BIG_BATCH = 1_000_000
 Progress = Callable[[int, int], None]
 

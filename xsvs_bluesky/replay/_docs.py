@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from xsvs_bluesky.legacy.config import ExposureSpec, LegacyConfig
+from xsvs_bluesky.options import COMPRESSIONS
 
 __all__ = [
     "COMPRESSIONS",
@@ -39,9 +40,6 @@ REPLAY_KEY = "xsvs_replay"
 """Start-document key of the replay record (``content_hash`` and options)."""
 DATA_PATH = "/entry/data/data"  # as xsvs_bluesky.sim.maxipix.DATA_PATH
 ATTRIBUTES = "/entry/instrument/NDAttributes"
-COMPRESSIONS: tuple[str, ...] = ("blosc-lz4", "gzip", "lzf", "none")
-"""HDF5 compressions: Blosc LZ4 + bit shuffle (hdf5plugin; fast, default),
-gzip level 1 + shuffle and LZF (readable by any h5py), none."""
 
 
 def stream_names(n_exposures: int) -> list[str]:

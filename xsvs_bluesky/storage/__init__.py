@@ -16,6 +16,13 @@ from xsvs_bluesky.storage.server import (
     open_catalogs,
     register_document_exporter,
 )
+from xsvs_bluesky.storage.service import (
+    FolderBusyError,
+    RunningServer,
+    connection_help,
+    find_server,
+    serve,
+)
 from xsvs_bluesky.storage.writer import (
     DEFAULT_BATCH_SIZE,
     LIVE_BATCH_SIZE,
@@ -29,10 +36,15 @@ __all__ = [
     "LIVE_BATCH_SIZE",
     "TEST_SIGNAL_ENV",
     "Catalogs",
+    "FolderBusyError",
+    "RunningServer",
     "WriterGuard",
+    "connection_help",
     "ensure_folder",
     "ensure_run_catalog",
+    "find_server",
     "make_tiled_writer",
     "open_catalogs",
     "register_document_exporter",
+    "serve",
 ]

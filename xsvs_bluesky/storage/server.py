@@ -1,15 +1,18 @@
-"""Tiled catalogs of raw and processed runs: an embedded server or a named one.
+"""Tiled catalogs of raw and processed runs: a data folder's server or a named one.
 
-With no server named, :func:`open_catalogs` starts a local Tiled
-(:class:`tiled.server.SimpleTiledServer`) over a persistent folder, so one
-command works on a fresh machine and a second session finds the runs of the
-first.  The folder holds::
+With a data folder (default ``./xsvs-data``), :func:`open_catalogs` uses the
+folder's running server when there is one (``xsvs-bluesky serve``, or
+another command serving it right now: see :mod:`xsvs_bluesky.storage.service`)
+and otherwise serves the folder in this process for as long as the catalogs
+are open, so one command works on a fresh machine and a second session finds
+the runs of the first.  The folder holds::
 
     xsvs-data/
         tiled/      Tiled's own catalog (SQLite), tables (DuckDB), arrays
-                    written through Tiled, and its logs
+                    written through Tiled, its logs, and the server lock
         external/   files written by detectors or the legacy replay (HDF5)
                     and registered by reference; served by Tiled
+        tiled-api-key, tiled-config.yml   the key (0600) and Tiled's config
 
 With ``tiled_uri`` the catalogs live on a running Tiled server (API key from
 the argument or the environment variable ``TILED_API_KEY``).
@@ -24,15 +27,15 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from subprocess import SubprocessError
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from xsvs_bluesky.errors import OptionError, StorageError
+from xsvs_bluesky.storage._folder import DataFolder
 
 __all__ = [
     "CATALOG_SPEC",
@@ -51,18 +54,13 @@ DEFAULT_DATA_DIR = Path("xsvs-data")
 #: Name and version of the Tiled spec marking a catalog of Bluesky runs.
 CATALOG_SPEC = ("CatalogOfBlueskyRuns", "3.0")
 
-# Tiled keeps its server settings in one cached object per process and every
-# app built writes its API key there: all embedded servers of a process end
-# up accepting only the last key.  So they share one key.
-_embedded_key: list[str] = []
-
 
 @dataclass(frozen=True, eq=False)
 class Catalogs:
     """The raw and processed catalogs and what serves them.
 
-    Use as a context manager, or call :meth:`close`, to stop an embedded
-    server (the data stay in :attr:`data_dir`).
+    Use as a context manager, or call :meth:`close`, to stop a server this
+    process runs for the folder (the data stay in :attr:`data_dir`).
 
     Attributes
     ----------
@@ -70,17 +68,19 @@ class Catalogs:
         ``CatalogOfBlueskyRuns`` containers of the raw and derived runs.
     client : tiled.client.container.Container
         The root node of the server.
-    server : tiled.server.SimpleTiledServer or None
-        The embedded server, None for a named server.
+    server : object or None
+        The folder's server running in this process (shared by every
+        ``open_catalogs`` of the folder in the process; the last ``close``
+        stops it), None when the server is another process.
     data_dir : pathlib.Path or None
-        Folder of the embedded server (None for a named server).
+        The data folder (None for a server named by URI).
     external_dir : pathlib.Path or None
         Where detectors should write files that Tiled serves by reference
         (inside the server's readable storage); None if unknown.
     uri : str
         Server API address, without the API key.
     api_key : str or None
-        The API key (embedded server: generated unless given).
+        The API key (data folder: the one in its ``tiled-api-key``).
     """
 
     raw: Any
@@ -214,25 +214,25 @@ def open_catalogs(
     Parameters
     ----------
     data_dir : path, optional
-        Folder of the embedded server, created if absent (default
-        ``./xsvs-data``).  Ignored with ``tiled_uri``.
+        Data folder, created if absent (default ``./xsvs-data``): its running
+        server is used, else the folder is served in this process (no
+        subprocess; the catalog is created only when new).  Ignored with
+        ``tiled_uri``.
     tiled_uri : str, optional
-        Address of a running Tiled server; None starts the embedded one.
+        Address of a running Tiled server.
     api_key : str, optional
-        API key.  Named server: default ``$TILED_API_KEY``.  Embedded server:
-        default a random key, the same for every embedded server of the
-        process (Tiled's server settings are process-wide, so embedded
-        servers of one process must share their key).
+        API key.  Named server: default ``$TILED_API_KEY``.  Data folder: the
+        key it gets when it has none yet (default random), kept in its
+        ``tiled-api-key`` (mode 0600).
     raw, processed : str
         Keys (or ``/`` paths) of the two catalogs.
     external_dir : path, optional
         Folder for detector files (HDF5) that Tiled serves by reference,
-        created if absent.  Embedded server: default ``<data_dir>/external``,
-        made readable by the server.  Named server: a folder in its readable
-        storage (None if not given).
+        created if absent.  Data folder: default ``<data_dir>/external``,
+        made readable by the server (a running ``serve`` reads only there).
+        Named server: a folder in its readable storage (None if not given).
     readable_storage : sequence of path
-        Embedded server: more folders it may serve files from (e.g. where the
-        legacy replay writes its HDF5).
+        Data folder served here: more folders it may serve files from.
 
     Returns
     -------
@@ -242,6 +242,8 @@ def open_catalogs(
     ------
     XSVSError
         If the server cannot be reached or a catalog cannot be created.
+    FolderBusyError
+        If another process holds the folder without saying where it serves.
     """
     from tiled.client import from_uri
 
@@ -263,33 +265,38 @@ def open_catalogs(
             client, None, None, ext, _strip_query(tiled_uri), key, raw, processed
         )
 
-    from sqlalchemy.exc import SQLAlchemyError
-    from tiled.server import SimpleTiledServer
-
     root = Path(DEFAULT_DATA_DIR if data_dir is None else data_dir).resolve()
-    ext = (root / "external" if external_dir is None else Path(external_dir)).resolve()
     ensure_folder(root, "the data folder")
+    folder = DataFolder(root)
+    ext = (folder.external if external_dir is None else Path(external_dir)).resolve()
     ensure_folder(ext, "the folder for detector files")
-    register_document_exporter()
-    key = _embedded_api_key(api_key)
     readable = [ext, *(Path(p).resolve() for p in readable_storage)]
+    running = folder.running_server()
+    if running is None:
+        handle = _serve_here(folder, api_key, readable)
+        if handle is None:  # another process started serving meanwhile
+            running = folder.running_server()
+    if running is not None:
+        outside = [p for p in readable if not p.is_relative_to(folder.external)]
+        if outside:
+            raise StorageError(
+                f"{root} is served by {running.describe()}, which reads files only "
+                f"under {folder.external}, not {outside[0]}; write there or stop it"
+            )
+        ext.mkdir(parents=True, exist_ok=True)
+        key = folder.api_key(create=False)
+        client = _connect(running.uri, key, f"the server of {root}")
+        logger.info("using the Tiled server of %s at %s", root, running.describe())
+        return _catalogs(client, None, root, ext, running.uri, key, raw, processed)
+    assert handle is not None
+    ext.mkdir(parents=True, exist_ok=True)
     try:
-        server = SimpleTiledServer(
-            root / "tiled", api_key=key, readable_storage=readable
-        )
-    except (OSError, RuntimeError, SubprocessError, SQLAlchemyError) as err:
-        raise StorageError(
-            f"cannot start the embedded Tiled server in {root} ({err}); see "
-            f"{root / 'tiled' / 'error.log'}"
-        ) from err
-    logger.info("embedded Tiled server on %s, data in %s", server.uri, root)
-    try:
-        client = from_uri(server.uri, trust_env=False)
+        client = _connect(handle.uri, handle.api_key, f"the Tiled server of {root}")
         return _catalogs(
-            client, server, root, ext, _strip_query(server.uri), key, raw, processed
+            client, handle, root, ext, handle.uri, handle.api_key, raw, processed
         )
     except BaseException:
-        server.close()
+        handle.close()
         raise
 
 
@@ -313,18 +320,78 @@ def ensure_folder(path: Path, what: str) -> None:
         ) from err
 
 
-def _embedded_api_key(api_key: str | None) -> str:
-    if api_key is None:
-        if not _embedded_key:
-            _embedded_key.append(secrets.token_hex(16))
-        return _embedded_key[0]
-    if _embedded_key and _embedded_key[0] != api_key:
-        logger.warning(
-            "a new API key for an embedded Tiled server replaces the key of the "
-            "other embedded servers of this process (Tiled settings are global)"
-        )
-    _embedded_key[:] = [api_key]
-    return api_key
+def _connect(uri: str, key: str | None, what: str) -> Any:
+    """Connect to ``uri`` (key in a header), retrying while the server starts."""
+    import httpx
+    from tiled.client import from_uri
+
+    deadline = time.monotonic() + 20.0
+    while True:
+        try:
+            return from_uri(uri, api_key=key, trust_env=False)
+        except httpx.ConnectError as err:
+            if time.monotonic() > deadline:
+                raise StorageError(
+                    f"cannot connect to {what} at {uri} ({err})"
+                ) from err
+            time.sleep(0.2)
+
+
+class _SharedServer:
+    """One in-process server per folder, shared by the catalogs that use it."""
+
+    _by_root: ClassVar[dict[Path, _SharedServer]] = {}
+
+    def __init__(self, server: Any, folder: DataFolder) -> None:
+        self.server = server
+        self.folder = folder
+        self.users = 0
+
+    @property
+    def uri(self) -> str:
+        return str(self.server.uri)
+
+    @property
+    def api_key(self) -> str:
+        return str(self.server.api_key)
+
+    def close(self) -> None:
+        """Release one user; the last one stops the server and frees the folder."""
+        self.users -= 1
+        if self.users > 0:
+            return
+        self._by_root.pop(self.folder.root, None)
+        try:
+            self.server.close()
+        finally:
+            self.folder.unlock()
+
+
+def _serve_here(
+    folder: DataFolder, api_key: str | None, readable: list[Path]
+) -> _SharedServer | None:
+    """Serve ``folder`` in this process (or share the server already here).
+
+    None if another process took the folder's lock first.
+    """
+    from xsvs_bluesky.storage._app import LocalServer
+
+    shared = _SharedServer._by_root.get(folder.root)
+    if shared is None:
+        if not folder.try_lock():
+            return None
+        try:
+            key = folder.api_key(default=api_key)
+            assert key is not None
+            server = LocalServer(folder, key, readable)
+            folder.write_server_file(server.uri)
+        except BaseException:
+            folder.unlock()
+            raise
+        logger.info("Tiled server of %s in this process at %s", folder.root, server.uri)
+        shared = _SharedServer._by_root[folder.root] = _SharedServer(server, folder)
+    shared.users += 1
+    return shared
 
 
 def _catalogs(

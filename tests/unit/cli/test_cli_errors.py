@@ -60,7 +60,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("analyze", [INI, "--threads", "-1"], "--threads: -1 must be >= 0"),
     ("analyze", [INI, "--frames-per-exposure", "0"], "0 must be >= 1"),
     ("analyze", [INI, "--center-frames", "-3"], "-3 must be >= 1"),
-    ("analyze", [INI, "--dynamics-model", "cubic"], "dynamics model 'cubic' is unknown"),
+    (
+        "analyze",
+        [INI, "--dynamics-model", "cubic"],
+        "dynamics model 'cubic' is unknown",
+    ),
     ("analyze", [], "the following arguments are required: INI"),
     ("analyze", [MISSING], "INI file not found"),
     ("analyze", [FOLDER], "is a folder, not an INI file"),

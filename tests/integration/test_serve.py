@@ -1,0 +1,186 @@
+"""``xsvs-bluesky serve``: a real server process other commands find and use.
+
+One ``serve`` subprocess over a temporary data folder on a free port for the
+module; the tests run in file order and the last one stops it with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from xsvs_bluesky.storage import find_server, open_catalogs
+from xsvs_bluesky.storage._folder import DataFolder
+
+pytestmark = [pytest.mark.tiled, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "xsvs_bluesky.cli"]
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[str]
+    data_dir: Path
+    port: int
+    out: list[str] = field(default_factory=list)
+    err: list[str] = field(default_factory=list)
+
+    @property
+    def folder(self) -> DataFolder:
+        return DataFolder.at(self.data_dir)
+
+    def log(self) -> str:
+        return "".join(self.out) + "".join(self.err)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _drain(stream, into: list[str]) -> None:
+    for line in stream:
+        into.append(line)
+
+
+def _run(*argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *argv], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    data_dir = tmp_path_factory.mktemp("served") / "xsvs-data"
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--data-dir", str(data_dir), "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    srv = Served(proc, data_dir, port)
+    drains = [
+        threading.Thread(target=_drain, args=(stream, into), daemon=True)
+        for stream, into in ((proc.stdout, srv.out), (proc.stderr, srv.err))
+    ]
+    for thread in drains:
+        thread.start()
+    deadline = time.monotonic() + 240
+    while not any("ready" in line for line in srv.err):
+        assert proc.poll() is None, srv.log()
+        assert time.monotonic() < deadline, srv.log()
+        time.sleep(0.2)
+    try:
+        yield srv
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        for thread in drains:
+            thread.join(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_serve_prints_how_to_connect_and_keeps_the_key_private(served):
+    folder = served.folder
+    uri = f"http://127.0.0.1:{served.port}/api/v1"
+    key = folder.key_file.read_text().strip()
+    assert key.isalnum() and len(key) >= 32
+    for path in (folder.key_file, folder.config_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    config = folder.config_file.read_text()
+    assert "xsvs_bluesky.storage.service:folder_tree" in config
+    assert f"port: {served.port}" in config
+    printed = "".join(served.out)
+    assert f'from_uri("{uri}", api_key=key)' in printed
+    assert str(folder.key_file) in printed and "TILED_API_KEY" in printed
+    assert key not in served.log()
+    running = find_server(served.data_dir)
+    assert running is not None
+    assert running.uri == uri and running.pid == served.proc.pid
+    assert key not in folder.server_file.read_text()
+
+
+def test_a_second_process_uses_the_running_server(served):
+    with open_catalogs(data_dir=served.data_dir) as cats:
+        assert cats.server is None  # no server of its own
+        assert cats.uri == f"http://127.0.0.1:{served.port}/api/v1"
+        assert len(cats.processed) == 0
+
+    demo = _run(
+        "demo",
+        "--frames",
+        "30",
+        "--no-progress",
+        "--data-dir",
+        str(served.data_dir),
+        "--figure",
+        str(served.data_dir.parent / "demo.png"),
+    )
+    assert demo.returncode == 0, demo.stderr
+    assert f"using the Tiled server at http://127.0.0.1:{served.port}" in demo.stderr
+    assert not (served.folder.tiled / "access.log").exists()  # nothing in-process
+
+    results = _run("results", "--data-dir", str(served.data_dir))
+    assert results.returncode == 0, results.stderr
+    assert "using the Tiled server at" in results.stderr
+    assert "beta" in results.stdout and len(results.stdout.splitlines()) > 8
+    # the server logged the requests, never the key
+    assert "/api/v1/search/processed" in served.log()
+    assert served.folder.key_file.read_text().strip() not in served.log()
+
+
+def test_a_second_server_is_refused_with_one_line_before_writing(served):
+    folder = served.folder
+    before = {p: p.stat().st_mtime_ns for p in (folder.config_file, folder.server_file)}
+    second = _run("serve", "--data-dir", str(served.data_dir), timeout=120)
+    assert second.returncode == 2
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1, second.stderr
+    assert "already served by" in lines[0] and f"pid {served.proc.pid}" in lines[0]
+
+    tiled = subprocess.run(
+        [sys.executable, "-m", "tiled", "serve", "config", str(folder.config_file)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert tiled.returncode == 2
+    refusals = [line for line in tiled.stderr.splitlines() if "already served" in line]
+    assert len(refusals) == 1 and f"pid {served.proc.pid}" in refusals[0]
+    assert "Traceback" not in tiled.stderr
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert after == before
+    assert served.proc.poll() is None  # the first one serves on
+
+
+def test_sigterm_stops_the_server_cleanly(served):
+    folder = served.folder
+    served.proc.send_signal(signal.SIGTERM)
+    assert served.proc.wait(timeout=60) == 0, served.log()
+    assert "stopped" in "".join(served.err)
+    assert not folder.locked_elsewhere()
+    assert not folder.server_file.exists()
+    assert find_server(served.data_dir) is None
+    # the folder is free: this process can take it
+    assert folder.try_lock()
+    folder.unlock()
+    assert os.path.exists(folder.catalog_db)

@@ -1,0 +1,245 @@
+"""The Tiled application over a data folder, in this process.
+
+Why not :class:`tiled.server.SimpleTiledServer`: it runs ``tiled catalog
+init`` in a subprocess at every start (half of its 7-28 s here), its uvicorn
+thread is not a daemon (a process that never closes it cannot exit: the
+IPython profile hung on ``exit``), and every app it builds writes its API key
+into Tiled's process-wide settings (the last key wins).  Here the catalog is
+initialised in-process and only when new, the server thread is a daemon
+closed at exit, and each app keeps its own copy of the settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import copy
+import logging
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from xsvs_bluesky.errors import StorageError
+from xsvs_bluesky.storage._folder import DataFolder
+
+__all__ = ["LocalServer", "build_folder_app", "catalog_adapter", "log_config"]
+
+logger = logging.getLogger(__name__)
+
+_STARTUP_TIMEOUT_S = 30.0
+
+
+def catalog_adapter(folder: DataFolder, readable_storage: Sequence[Path]) -> Any:
+    """Tiled's catalog adapter over ``folder`` (initialised first if new)."""
+    from tiled.catalog import from_uri as catalog_from_uri
+    from tiled.config import StreamingCacheConfig
+
+    (folder.tiled / "data").mkdir(parents=True, exist_ok=True)
+    if not folder.has_catalog():
+        _init_catalog(folder.catalog_db)
+    storage = f"duckdb:///{folder.tiled / 'storage.duckdb'}"
+    return catalog_from_uri(
+        f"sqlite:///{folder.catalog_db}",
+        writable_storage=[folder.tiled / "data", storage],
+        readable_storage=[Path(p) for p in readable_storage],
+        init_if_not_exists=False,
+        cache_config=StreamingCacheConfig(uri="memory").model_dump(),
+    )
+
+
+def _init_catalog(path: Path) -> None:
+    """Create the tables of a new SQLite catalog, as ``tiled catalog init`` does.
+
+    Run in a short-lived thread: the caller may already run an event loop
+    (IPython, Jupyter), and alembic's migration environment calls
+    ``asyncio.run``.
+    """
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from tiled.alembic_utils import stamp_head
+    from tiled.catalog.alembic_constants import ALEMBIC_DIR, ALEMBIC_INI_TEMPLATE_PATH
+    from tiled.catalog.core import initialize_database
+
+    uri = f"sqlite+aiosqlite:///{path}"
+    failure: list[BaseException] = []
+
+    async def create() -> None:
+        engine = create_async_engine(uri)
+        try:
+            await initialize_database(engine)
+        finally:
+            await engine.dispose()
+
+    def work() -> None:
+        try:
+            asyncio.run(create())
+            with warnings.catch_warnings():
+                # alembic on Tiled's own alembic.ini: noise, not ours to fix
+                warnings.filterwarnings("ignore", message="No path_separator found")
+                stamp_head(ALEMBIC_INI_TEMPLATE_PATH, ALEMBIC_DIR, uri)
+        except BaseException as err:  # re-raised in the caller
+            failure.append(err)
+
+    thread = threading.Thread(target=work, name="tiled-catalog-init")
+    thread.start()
+    thread.join()
+    if failure:
+        path.unlink(missing_ok=True)
+        raise StorageError(
+            f"cannot create the Tiled catalog {path} ({failure[0]})"
+        ) from failure[0]
+    logger.info("created the Tiled catalog %s", path)
+
+
+def build_folder_app(tree: Any, api_key: str) -> Any:
+    """Build the Tiled app serving ``tree`` with a single-user ``api_key``.
+
+    JSON-seq export of Bluesky runs is registered; the app keeps its own
+    copy of Tiled's settings so that another app of this process with
+    another key does not replace this one's.
+    """
+    from bluesky_tiled_plugins.exporters import json_seq_exporter
+    from tiled.config import Authentication
+    from tiled.media_type_registration import default_serialization_registry
+    from tiled.server.app import build_app
+    from tiled.server.settings import get_settings
+
+    serializers = copy.deepcopy(default_serialization_registry)
+    if "application/json-seq" not in serializers.media_types("BlueskyRun"):
+        serializers.register("BlueskyRun", "application/json-seq", json_seq_exporter)
+    app = build_app(
+        tree,
+        authentication=Authentication(single_user_api_key=api_key),
+        serialization_registry=serializers,
+    )
+    shared = app.dependency_overrides[get_settings]
+    own = shared().model_copy()  # the shared object, just set to this app's key
+
+    def app_settings() -> Any:
+        return own
+
+    app.dependency_overrides[get_settings] = app_settings
+    return app
+
+
+def log_config(folder: DataFolder | None) -> dict[str, Any]:
+    """Tiled's logging configuration; with a folder, to files inside it."""
+    from tiled.server.logging_config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    if folder is not None:
+        for name, file in (("access", "access.log"), ("default", "error.log")):
+            handler = config["handlers"][name]
+            handler["class"] = "logging.FileHandler"
+            handler.pop("stream", None)
+            handler["filename"] = str(folder.tiled / file)
+    return config
+
+
+class LocalServer:
+    """A Tiled server of a data folder on a daemon thread of this process.
+
+    Parameters
+    ----------
+    folder : DataFolder
+        The folder; this process must hold its lock.
+    api_key : str
+        Single-user API key (sent by clients in a header, never in URLs).
+    readable_storage : sequence of Path
+        Folders of files the server serves by reference.
+    host : str
+        Interface to listen on (port chosen by the system).
+
+    Attributes
+    ----------
+    uri : str
+        API address (``http://127.0.0.1:PORT/api/v1``), no key in it.
+    """
+
+    def __init__(
+        self,
+        folder: DataFolder,
+        api_key: str,
+        readable_storage: Sequence[Path],
+        host: str = "127.0.0.1",
+    ) -> None:
+        import uvicorn
+
+        self.folder = folder
+        self.api_key = api_key
+        app = build_folder_app(catalog_adapter(folder, readable_storage), api_key)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, 0))
+        port = self._sock.getsockname()[1]
+        self.uri = f"http://{host}:{port}/api/v1"
+        config = uvicorn.Config(
+            app, loop="asyncio", log_config=log_config(folder), lifespan="on"
+        )
+        self._server = _thread_server(config)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [self._sock]},
+            name=f"tiled-server-{port}",
+            daemon=True,
+        )
+        self._thread.start()
+        atexit.register(self.close)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + _STARTUP_TIMEOUT_S
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise StorageError(
+                    f"the Tiled server of {self.folder.root} stopped while starting; "
+                    f"see {self.folder.tiled / 'error.log'}"
+                )
+            if time.monotonic() > deadline:
+                raise StorageError(
+                    f"the Tiled server of {self.folder.root} did not start in "
+                    f"{_STARTUP_TIMEOUT_S:.0f} s; see {self.folder.tiled / 'error.log'}"
+                )
+            time.sleep(0.02)
+        # the socket is open; the app answers once its startup tasks are done
+        import httpx
+
+        with httpx.Client(trust_env=False) as client:
+            while True:
+                try:
+                    if client.get(self.uri[: -len("/api/v1")] + "/healthz").is_success:
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or not self._thread.is_alive():
+                    raise StorageError(
+                        f"the Tiled server of {self.folder.root} does not answer; "
+                        f"see {self.folder.tiled / 'error.log'}"
+                    )
+                time.sleep(0.02)
+
+    def close(self) -> None:
+        """Stop serving (idempotent); the data stay in the folder."""
+        atexit.unregister(self.close)
+        if self._thread.is_alive():
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+        self._sock.close()
+
+
+def _thread_server(config: Any) -> Any:
+    """Make a uvicorn server that leaves signals alone (it runs on a side thread)."""
+    import uvicorn
+
+    class ThreadServer(uvicorn.Server):
+        def install_signal_handlers(self) -> None:
+            pass
+
+    return ThreadServer(config)
