@@ -67,9 +67,15 @@ def run(args: argparse.Namespace) -> int:
     """Serve until interrupted; return the exit code."""
     from pathlib import Path
 
-    from xsvs_bluesky.storage import DEFAULT_DATA_DIR, connection_help, serve
+    from xsvs_bluesky.storage import (
+        DEFAULT_DATA_DIR,
+        connection_help,
+        ensure_folder,
+        serve,
+    )
 
     data_dir = Path(args.data_dir or DEFAULT_DATA_DIR).resolve()
+    ensure_folder(data_dir, "the data folder to serve")
 
     def start() -> None:
         print(f"{_PROG}: starting Tiled over {data_dir}", file=sys.stderr, flush=True)

@@ -109,6 +109,10 @@ CASES: list[tuple[str, list[str], str]] = [
     ("demo", ["--estimator", "magic"], "invalid choice: 'magic'"),
     ("demo", ["--data-dir", A_FILE], "is a file, not a folder"),
     ("demo", ["--external-dir", A_FILE], "is a file, not a folder"),
+    ("serve", ["--port", "http"], "--port"),
+    ("serve", ["--port", "-5"], "--port"),
+    ("serve", ["--data-dir", A_FILE], "is a file, not a folder"),
+    ("serve", ["--bogus"], "unrecognized arguments: --bogus"),
 ]
 
 
