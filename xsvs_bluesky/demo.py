@@ -24,7 +24,6 @@ from xsvs_bluesky.sim.speckle import SpeckleModel
 
 __all__ = [
     "DEMO_EXPOSURE_TIMES",
-    "DEMO_FRAMES",
     "LiveSession",
     "QueuedCallback",
     "close_engine",
@@ -36,9 +35,6 @@ __all__ = [
 
 #: Exposure times of the demo series: 8 doubling from 5e-5 s, in s.
 DEMO_EXPOSURE_TIMES: tuple[float, ...] = tuple(5e-5 * 2.0**i for i in range(8))
-#: Default frames per exposure of the demo (the series ends within a minute
-#: on two cores, server start-up included).
-DEMO_FRAMES = 500
 
 
 def demo_model(seed: int = 0) -> SpeckleModel:

@@ -43,6 +43,10 @@ __all__ = ["DemoOutcome", "add_arguments", "run", "run_demo"]
 
 _PROG = "xsvs-bluesky demo"
 _FIGURE_NAME = "xsvs-demo.png"
+#: Default frames per exposure of the demo (the series ends within a minute
+#: on two cores, server start-up included).  Here, not in
+#: :mod:`xsvs_bluesky.demo`, so that building the parser imports no bluesky.
+DEMO_FRAMES = 500
 Say = Callable[[str], None]
 
 
@@ -50,7 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``xsvs-bluesky demo`` to ``parser``."""
     from xsvs_bluesky.cli._common import add_catalog_arguments, positive_int
     from xsvs_bluesky.core.estimators import ESTIMATORS
-    from xsvs_bluesky.demo import DEMO_FRAMES
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(

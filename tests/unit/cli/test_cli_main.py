@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from xsvs_bluesky import __version__
@@ -41,3 +44,42 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         main(["no-such-command"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+_WITHOUT = (
+    "import sys\n"
+    "for name in sys.argv[1].split(','):\n"
+    "    sys.modules[name] = None  # import raises ModuleNotFoundError\n"
+    "from xsvs_bluesky.cli import main\n"
+    "sys.exit(main(sys.argv[2:]))\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("missing", "args", "extra"),
+    [
+        (
+            "tiled,bluesky_tiled_plugins",
+            ["results", "--tiled-uri", "http://x"],
+            "tiled",
+        ),
+        ("ophyd_async,ophyd", ["demo", "--frames", "2", "--data-dir", "{tmp}"], "sim"),
+    ],
+)
+def test_a_missing_extra_is_one_line_naming_it(
+    missing: str, args: list[str], extra: str, tmp_path
+) -> None:
+    """Without an extra's packages, a command says what to install: exit 2."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _WITHOUT, missing]
+        + [a.format(tmp=tmp_path) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert f"install 'xsvs-bluesky[{extra}]'" in lines[0]
+    assert lines[0].startswith(f"xsvs-bluesky {args[0]}: error:")
