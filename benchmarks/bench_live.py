@@ -245,12 +245,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 _CATEGORIES = (
-    ("frames read (HDF5, SWMR)", "xsvs_bluesky/_hdf5.py", "read"),
+    ("frames read (HDF5, SWMR)", "xsvs_bluesky/callback/_hdf5.py", "read"),
     ("image average", "core/images.py", "update"),
     ("histograms", "core/histogram.py", "update"),
-    ("fits (progress + final)", "xsvs_bluesky/_exposure.py", "result"),
-    ("derived run documents", "xsvs_bluesky/derived.py", "_event"),
-    ("derived run stop", "xsvs_bluesky/derived.py", "stop"),
+    ("fits (progress + final)", "xsvs_bluesky/analysis/_exposure.py", "result"),
+    ("derived run documents", "xsvs_bluesky/derived/_compose.py", "_event"),
+    ("derived run stop", "xsvs_bluesky/derived/_compose.py", "stop"),
     ("schema validation (jsonschema)", "jsonschema/validators.py", "validate"),
 )
 

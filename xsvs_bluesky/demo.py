@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from xsvs_bluesky.live import LiveSession, QueuedCallback, close_engine
-from xsvs_bluesky.options import DEMO_FRAMES
 from xsvs_bluesky.sim.speckle import SpeckleModel
 
 __all__ = [
     "DEMO_EXPOSURE_TIMES",
-    "DEMO_FRAMES",
     "LiveSession",
     "QueuedCallback",
     "close_engine",

@@ -8,16 +8,16 @@ file and handing the kernels a view at the frame's offset skips the copy;
 consecutive chunks (the usual layout of a detector writing frame after
 frame) form one ``(n, rows, cols)`` view.
 
-The offsets come from HDF5's chunk index, walked by ``H5Dchunk_iter`` of the
-HDF5 library h5py has loaded, with a compiled callback (~0.2 us per chunk,
-under h5py's lock, so a writer thread of the same process is safe).  A walk
-visits every chunk of the dataset, so it is only made when the new frames
-are worth it (:data:`WALK_RATIO`); a frame whose offset is unknown is read
-through HDF5 as before.  When the library, the file driver or the layout
-do not allow it (no ``/proc/self/maps``, a network filesystem, a user
-block, another driver, HDF5 older than 1.14), or the first or last written
-frame seen through the map differs from what HDF5 reads,
-:func:`open_chunk_map` returns None and the frames are read through HDF5.
+The offsets come from HDF5's chunk index, walked by h5py's
+``DatasetID.chunk_iter`` (``H5Dchunk_iter``; ~1.5 us per chunk, under h5py's
+lock, so a writer thread of the same process is safe).  A walk visits every
+chunk of the dataset, so it is only made when the new frames are worth it
+(:data:`WALK_RATIO`); a frame whose offset is unknown is read through HDF5
+as before.  When h5py, the file driver or the layout do not allow it (a
+network filesystem, a user block, another driver, an HDF5 without
+``H5Dchunk_iter``), or the first or last written frame seen through the map
+differs from what HDF5 reads, :func:`open_chunk_map` returns None and the
+frames are read through HDF5.
 
 A mapped view stays valid as long as it is referenced, but the callback's
 contract is the reused buffer's (valid during ``on_frames`` only): the
@@ -27,7 +27,6 @@ end of a file cut shorter kills the process (SIGBUS).
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import mmap
 import os
@@ -36,87 +35,26 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import numba as nb
 import numpy as np
-from numba import types
 from numpy.typing import NDArray
 
 __all__ = ["ChunkMap", "open_chunk_map"]
 
 logger = logging.getLogger(__name__)
 
-WALK_RATIO = 32
-"""Walk the chunk index (~0.17 us per chunk of the dataset) only when it
-holds at most this many chunks per frame not yet walked (a mapped frame
-saves ~15-20 us): at most ~5 us per frame, however long the series."""
+WALK_RATIO = 4
+"""Walk the chunk index (~1.5 us per chunk of the dataset: a Python call per
+chunk) only when it holds at most this many chunks per frame not yet walked
+(a mapped frame saves ~15-25 us).  The walks of a growing series then visit
+at most ``WALK_RATIO + 1`` chunks per frame: ~8 us, however long the
+series."""
 
 _UNKNOWN = -1
 
-_SIGNATURE = types.int32(
-    types.CPointer(types.uint64),  # chunk coordinates (hsize_t *)
-    types.uint32,  # filter mask
-    types.uint64,  # file address (haddr_t)
-    types.uint64,  # stored size (hsize_t)
-    types.CPointer(types.int64),  # op_data: [nbytes, n_rows, offsets...]
-)
 
-
-def _record_chunk(coords, filter_mask, address, size, table):  # pragma: no cover
-    """``H5Dchunk_iter`` callback: the offset of a whole, unfiltered chunk."""
-    row = np.int64(coords[0])
-    if row < table[1]:
-        whole = filter_mask == 0 and np.int64(size) == table[0]
-        table[2 + row] = np.int64(address) if whole else _UNKNOWN
-    return 0  # H5_ITER_CONT
-
-
-_walker: Any = None
-_callback: Any = None
-
-
-def _chunk_walker() -> Any:
-    """``H5Dchunk_iter`` of the HDF5 library h5py uses, or None.
-
-    Also compiles the callback (:func:`_record_chunk`) the first time.
-    """
-    global _walker, _callback
-    if _walker is None:
-        _walker = False
-        path = _h5py_library()
-        if path is None:
-            return None
-        try:
-            # PyDLL keeps the GIL: h5py's calls cannot interleave with ours
-            func = ctypes.PyDLL(path).H5Dchunk_iter
-        except (OSError, AttributeError):  # HDF5 < 1.14 has no H5Dchunk_iter
-            return None
-        func.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
-        func.argtypes += [ctypes.c_void_p]
-        func.restype = ctypes.c_int
-        _callback = nb.cfunc(_SIGNATURE, cache=True)(_record_chunk)
-        _walker = func
-    return _walker or None
-
-
-def _h5py_library() -> str | None:
-    """Path of the HDF5 library h5py has loaded (Linux), or None.
-
-    Its identifiers (``hid_t``) mean nothing to another copy of HDF5 that
-    some other package may have loaded: the copy in h5py's own wheel wins,
-    else the only one loaded; with several and none of h5py's, None.
-    """
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
-            maps = fh.read()
-    except OSError:
-        return None
-    pattern = r"(/\S*/libhdf5(?:_serial|_openmpi|_mpich)?(?:-[0-9a-f]+)?\.so[^/\s]*)"
-    names = sorted(set(re.findall(pattern, maps)))
-    wheel = str(Path(h5py.__file__).parent.parent / "h5py.libs")
-    own = [n for n in names if n.startswith(wheel)]
-    if own:
-        return own[0]
-    return names[0] if len(names) == 1 else None
+def chunk_iter_available() -> bool:
+    """Whether h5py offers ``DatasetID.chunk_iter`` (HDF5 >= 1.12.3 or 1.10.10)."""
+    return hasattr(h5py.h5d.DatasetID, "chunk_iter")
 
 
 LOCAL_FILESYSTEMS = frozenset(
@@ -147,6 +85,24 @@ def filesystem_type(path: Path) -> str:
         if inside and len(point) >= len(best):
             best, kind = point, fields[fields.index("-", 6) + 1]
     return kind
+
+
+def _offsets_of(chunks: list[Any], n_rows: int, nbytes: int) -> NDArray[np.int64]:
+    """File offsets of rows ``[0, n_rows)`` from ``chunk_iter``'s records.
+
+    A row whose chunk is filtered, of another size or not allocated gets
+    ``-1`` (read through HDF5).
+    """
+    fields = (x for c in chunks for x in (c.chunk_offset[0], c.byte_offset))
+    table = np.fromiter(fields, np.int64, 2 * len(chunks)).reshape(-1, 2)
+    whole = np.fromiter(
+        (c.filter_mask == 0 and c.size == nbytes for c in chunks), bool, len(chunks)
+    )
+    rows = table[:, 0]
+    keep = (rows < n_rows) & (rows >= 0)
+    offsets = np.full(n_rows, _UNKNOWN, dtype=np.int64)
+    offsets[rows[keep]] = np.where(whole[keep], table[keep, 1], _UNKNOWN)
+    return offsets
 
 
 class ChunkMap:
@@ -208,18 +164,18 @@ class ChunkMap:
         known = self._offsets.shape[0]
         if n_rows <= known or n_rows > WALK_RATIO * (n_rows - known):
             return False
-        walker = _chunk_walker()
-        if walker is None:
+        if not chunk_iter_available():
             return False
-        table = np.full(n_rows + 2, _UNKNOWN, dtype=np.int64)
-        table[0], table[1] = self._nbytes, n_rows
-        with h5py._objects.phil:  # h5py's lock on the library
-            status = walker(self._ds.id.id, 0, _callback.address, table.ctypes.data)
-        if status < 0:
-            logger.debug("H5Dchunk_iter failed on %s", self._path)
+        chunks: list[Any] = []
+        try:
+            # list.append returns None, which lets the walk go on; h5py holds
+            # its lock on the library during the walk (a writer thread of the
+            # same process is safe)
+            self._ds.id.chunk_iter(chunks.append)
+        except (OSError, RuntimeError, ValueError) as err:
+            logger.debug("chunk walk of %s failed: %s", self._path, err)
             return False
-        self._offsets = table[2:]
-        off = self._offsets
+        self._offsets = off = _offsets_of(chunks, n_rows, self._nbytes)
         apart = (np.diff(off) != self._nbytes) | (off[1:] < 0) | (off[:-1] < 0)
         self._breaks = np.flatnonzero(apart) + 1
         return True
@@ -261,7 +217,7 @@ def open_chunk_map(ds: h5py.Dataset, path: Path, nbytes: int) -> ChunkMap | None
     ``nbytes`` is the bytes of one whole-frame, unfiltered chunk (the
     caller's check).  None unless the file is on a local filesystem
     (:data:`LOCAL_FILESYSTEMS`), uses the default driver with no user
-    block, ``H5Dchunk_iter`` is available, and the first and last
+    block, ``chunk_iter`` is available, and the first and last
     frames written so far read through the map equal those HDF5 reads.
     """
     try:
@@ -272,7 +228,7 @@ def open_chunk_map(ds: h5py.Dataset, path: Path, nbytes: int) -> ChunkMap | None
         return None
     if filesystem_type(path) not in LOCAL_FILESYSTEMS:
         return None
-    if _chunk_walker() is None or not ds.shape or ds.shape[0] < 1:
+    if not chunk_iter_available() or not ds.shape or ds.shape[0] < 1:
         return None
     chunks = ChunkMap(ds, path, nbytes)
     n_rows = int(ds.shape[0])

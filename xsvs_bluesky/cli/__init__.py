@@ -27,7 +27,7 @@ from typing import Any
 from .._version import __version__
 from ..errors import XSVSError
 
-__all__ = ["Terminated", "main"]
+__all__ = ["EXTRAS", "Terminated", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,24 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+#: top-level module of an optional dependency -> the extra that installs it
+#: (``[project.optional-dependencies]`` in pyproject.toml)
+EXTRAS: dict[str, str] = {
+    "tiled": "tiled",
+    "bluesky_tiled_plugins": "tiled",
+    "bluesky": "tiled",
+    "ophyd": "sim",
+    "ophyd_async": "sim",
+    "matplotlib": "plots",
+}
+
+
+def _missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """Return the extra that installs the module ``exc`` misses, or None."""
+    name = (exc.name or "").split(".")[0]
+    return EXTRAS.get(name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code."""
     parser = build_parser()
@@ -152,6 +170,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args._run(args) or 0)
     except XSVSError as exc:
         print(error_line(args.command, exc), file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        extra = _missing_extra(exc)
+        if extra is None:
+            raise  # not an optional dependency: a bug, keep the traceback
+        print(
+            f"xsvs-bluesky {args.command}: error: this command needs "
+            f"{exc.name!r}, which is not installed: python3 -m pip install "
+            f"'xsvs-bluesky[{extra}]' (or '[all]' for every extra)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)

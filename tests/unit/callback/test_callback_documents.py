@@ -528,7 +528,7 @@ def mappable(path: Path) -> bool:
     from xsvs_bluesky.callback import _chunk_map
 
     local = _chunk_map.filesystem_type(path) in _chunk_map.LOCAL_FILESYSTEMS
-    return local and _chunk_map._chunk_walker() is not None
+    return local and _chunk_map.chunk_iter_available()
 
 
 def test_hdf5_frame_reader_returns_the_file_data_exactly(tmp_path):

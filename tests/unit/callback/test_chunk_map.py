@@ -25,9 +25,9 @@ NBYTES = 2 * SHAPE[0] * SHAPE[1]
 
 pytestmark = [
     pytest.mark.skipif(
-        _chunk_map._chunk_walker() is None,
-        reason="this HDF5 library has no H5Dchunk_iter (HDF5 < 1.14) or no "
-        "/proc/self/maps: frames are read through HDF5 instead",
+        not _chunk_map.chunk_iter_available(),
+        reason="this h5py has no DatasetID.chunk_iter (HDF5 without "
+        "H5Dchunk_iter): frames are read through HDF5 instead",
     ),
     pytest.mark.skipif(
         filesystem_type(Path(tempfile.gettempdir())) not in LOCAL_FILESYSTEMS,
@@ -225,4 +225,29 @@ def test_files_on_other_filesystems_are_read_through_hdf5(tmp_path, monkeypatch)
     reader = reader_of(path)
     np.testing.assert_array_equal(reader.read(0, 40), frames)
     assert reader._map is None
+    reader.close()
+
+
+def test_rows_not_allocated_yet_have_no_offset_and_read_as_hdf5_does(tmp_path):
+    frames = frames_of(12)
+    path = tmp_path / "holes.h5"
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset(
+            "d", shape=(12, *SHAPE), chunks=(1, *SHAPE), dtype="<u2", fillvalue=7
+        )
+        for row in (0, 1, 2, 5, 6, 11):  # rows 3, 4, 7-10: never written
+            ds[row] = frames[row]
+    with h5py.File(path, "r") as f:
+        chunks = open_chunk_map(f["d"], path, NBYTES)
+        assert chunks is not None
+        assert chunks.written(12) == [0, 11]
+        assert np.flatnonzero(chunks._offsets < 0).tolist() == [3, 4, 7, 8, 9, 10]
+        assert chunks.frames(3, 5, 12) is None
+        np.testing.assert_array_equal(chunks.frames(0, 3, 12), frames[:3])
+        chunks.close()
+    reader = reader_of(path)
+    expected = frames.copy()
+    expected[[3, 4, 7, 8, 9, 10]] = 7
+    got = [reader.read(i, i + 1).copy() for i in range(12)]
+    np.testing.assert_array_equal(np.concatenate(got), expected)
     reader.close()

@@ -323,3 +323,25 @@ def test_missing_files_skipped_with_option(tmp_path, capsys):
     assert code == 0
     assert {r["exposure"]: r["n_frames"] for r in json.loads(out)} == {0: 2, 1: 3}
     assert f"[Exp_1] {PREFIX}0003{SUFFIX} (file not found)" in err
+
+
+def test_analyze_runs_without_the_extras(tmp_path):
+    """The light install: no tiled, bluesky, ophyd or matplotlib importable."""
+    ini = small_series(tmp_path)
+    script = (
+        "import json, sys\n"
+        "for name in ('tiled', 'bluesky', 'bluesky_tiled_plugins', 'ophyd',\n"
+        "             'ophyd_async', 'matplotlib'):\n"
+        "    sys.modules[name] = None  # import raises ModuleNotFoundError\n"
+        "from xsvs_bluesky.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "analyze", str(ini), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = json.loads(proc.stdout)
+    assert {r["exposure_time"] for r in records} == {1e-3, 2e-3}

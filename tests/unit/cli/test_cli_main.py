@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from xsvs_bluesky import __version__
@@ -82,3 +85,42 @@ def test_old_flat_field_name_is_accepted_and_mapped() -> None:
     assert opts.dynamics_model is None  # analyze without --dynamics fits none
     args = build_parser().parse_args(["replay", "x.ini", "--flat-field", "record-only"])
     assert analysis_options(args).flat_field_mode is FlatFieldMode.RECORD_ONLY
+
+
+_WITHOUT = (
+    "import sys\n"
+    "for name in sys.argv[1].split(','):\n"
+    "    sys.modules[name] = None  # import raises ModuleNotFoundError\n"
+    "from xsvs_bluesky.cli import main\n"
+    "sys.exit(main(sys.argv[2:]))\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("missing", "args", "extra"),
+    [
+        (
+            "tiled,bluesky_tiled_plugins",
+            ["results", "--tiled-uri", "http://x"],
+            "tiled",
+        ),
+        ("ophyd_async,ophyd", ["demo", "--frames", "2", "--data-dir", "{tmp}"], "sim"),
+    ],
+)
+def test_a_missing_extra_is_one_line_naming_it(
+    missing: str, args: list[str], extra: str, tmp_path
+) -> None:
+    """Without an extra's packages, a command says what to install: exit 2."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _WITHOUT, missing]
+        + [a.format(tmp=tmp_path) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert f"install 'xsvs-bluesky[{extra}]'" in lines[0]
+    assert lines[0].startswith(f"xsvs-bluesky {args[0]}: error:")
