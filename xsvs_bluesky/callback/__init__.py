@@ -13,6 +13,11 @@ reason.  The per-run analyser and :class:`RunRecord` live in
 
 from __future__ import annotations
 
+from xsvs_bluesky.callback._access import (
+    FrameAccess,
+    FrameFallback,
+    parse_path_map,
+)
 from xsvs_bluesky.callback._callback import (
     RunRecord,
     XSVSCallback,
@@ -22,7 +27,10 @@ from xsvs_bluesky.callback._frames import (
 )
 
 __all__ = [
+    "FrameAccess",
+    "FrameFallback",
     "RunRecord",
     "XSVSCallback",
+    "parse_path_map",
     "uri_to_path",
 ]

@@ -26,6 +26,7 @@ from xsvs_bluesky.analysis import (
     ExposureResult,
     LabelledArray,
 )
+from xsvs_bluesky.callback._access import FrameAccess
 from xsvs_bluesky.callback._run_analyser import RunAnalyser, RunRecord
 from xsvs_bluesky.core.dynamics import MODELS
 from xsvs_bluesky.core.geometry import Geometry, Partitions
@@ -124,6 +125,10 @@ class XSVSCallback:
         Model of the ``dynamics`` stream fitted at the end of a run with two
         or more exposure times (``"exponential"`` or ``"stretched"``); None
         for no dynamics stream.
+    frame_access : FrameAccess, optional
+        Path map, allowed roots and Tiled fallback of the files that
+        StreamResource documents name (a callback fed from a network);
+        default: read every file as named.
 
     Raises
     ------
@@ -163,6 +168,7 @@ class XSVSCallback:
         histogram_backend: Backend = "auto",
         keep_records: int = 8,
         dynamics_model: str | None = "exponential",
+        frame_access: FrameAccess | None = None,
     ) -> None:
         # strong references: event_model's DocumentRouter would hold them weakly
         self.emit_targets: list[Emitter] = _callables(emit)
@@ -193,6 +199,8 @@ class XSVSCallback:
                 f"dynamics_model = {dynamics_model!r}; give one of {MODELS} or None"
             )
         self.dynamics_model = dynamics_model
+        self.frame_access = frame_access
+        self._analysers: dict[str, RunAnalyser] = {}
         self.records: OrderedDict[str, RunRecord] = OrderedDict()
         self._cache: tuple[str, AnalysisSetup] | None = None
         if partitions is not None and (
@@ -231,7 +239,32 @@ class XSVSCallback:
             except Exception:
                 logger.exception("accept() raised on run %s", start.get("uid"))
                 return [], []
-        return [RunAnalyser(self, start)], []
+        analyser = RunAnalyser(self, start)
+        self._analysers = {k: a for k, a in self._analysers.items() if not a.done}
+        self._analysers[str(start["uid"])] = analyser
+        return [analyser], []
+
+    @property
+    def open_runs(self) -> list[str]:
+        """Return the raw runs being analysed (started, not stopped): uids."""
+        return [k for k, a in self._analysers.items() if not a.done]
+
+    def abort_open(self, reason: str) -> list[str]:
+        """End the derived run of every open raw run with ``exit_status="abort"``.
+
+        For a consumer that stops before the stop documents arrive (e.g.
+        ``xsvs-bluesky listen`` on SIGTERM): the results so far are stored
+        and no derived run is left open.
+
+        Returns
+        -------
+        list of str
+            uids of the raw runs aborted.
+        """
+        uids = self.open_runs
+        for uid in uids:
+            self._analysers.pop(uid).abort(reason)
+        return uids
 
     def setup_for(self, start: Mapping[str, Any]) -> AnalysisSetup:
         """Return the analysis setup of a run (from the arguments, else its start).

@@ -90,6 +90,7 @@ class RunAnalyser(DocumentRouter):
             self._add,
             detector_key=owner.detector_key,
             frame_shape=None if geometry is None else geometry.shape,
+            access=owner.frame_access,
         )
         self._setup: AnalysisSetup | None = None
         self._derived: DerivedRun | None = None
@@ -137,7 +138,11 @@ class RunAnalyser(DocumentRouter):
         results = tuple(self._close(exp) for exp in self._exposures.values())
         notes = []
         if missing:
-            notes.append(f"{missing} frames could not be read in time")
+            why = "; ".join(self._frames.problems)
+            notes.append(
+                f"{missing} frames could not be read in time"
+                + (f" ({why})" if why else "")
+            )
         if doc.get("exit_status", "success") != "success":
             notes.append(f"raw run exit_status {doc.get('exit_status')!r}")
         status: Literal["success", "fail"] = "success"
@@ -146,6 +151,30 @@ class RunAnalyser(DocumentRouter):
         self._derived.results(results)
         self._dynamics(results)
         self._finish(status, "; ".join(notes), results)
+
+    def abort(self, reason: str) -> None:
+        """End the derived run now with ``exit_status="abort"`` (no raw stop).
+
+        The frames analysed so far are stored as results; used when the
+        source of the documents goes away mid-run (a listener shutting down).
+        """
+        if self._done:
+            return
+        self._done = True
+        try:
+            results: tuple[ExposureResult, ...] = ()
+            if self._derived is not None:
+                results = tuple(self._close(exp) for exp in self._exposures.values())
+                if results:
+                    self._derived.results(results)
+            self._finish("abort", reason, results)
+        except Exception as err:
+            self._fail(err)
+
+    @property
+    def done(self) -> bool:
+        """Whether the derived run is finished (or was never needed)."""
+        return self._done
 
     # ---------------------------------------------------------- analysis
     def _begin(self, frame_key: str = "") -> None:
@@ -237,7 +266,7 @@ class RunAnalyser(DocumentRouter):
 
     def _finish(
         self,
-        status: Literal["success", "fail"],
+        status: Literal["success", "abort", "fail"],
         reason: str,
         results: tuple[ExposureResult, ...],
     ) -> None:

@@ -38,6 +38,7 @@ _register("export", "export", "export a derived run to CSV or NeXus-like HDF5")
 _register("report", "report", "write a self-contained HTML report of a derived run")
 _register("replay", "replay", "replay a legacy series into Tiled as raw + derived runs")
 _register("reanalyze", "reanalyze", "analyse a raw run from Tiled again, new settings")
+_register("listen", "listen", "analyse runs published on a 0MQ proxy or NATS JetStream")
 
 
 def build_parser() -> argparse.ArgumentParser:
