@@ -332,14 +332,17 @@ def _consumer_pending(url: str, durable: str) -> int:
     return box[0] if box else 0
 
 
-def test_listener_killed_mid_run_on_nats_analyses_the_run_after_restart(
-    RE, catalogs, nats_url
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])
+def test_listener_stopped_mid_run_on_nats_analyses_the_run_after_restart(
+    RE, catalogs, nats_url, sig
 ):
+    """SIGKILL: nothing written; SIGTERM: an abort derived run, messages nak'ed."""
     from xsvs_bluesky.listen import nats_publisher
 
+    durable = f"stopped-{sig.name}"
     args = (
         "--nats", nats_url, "--subject", "xsvs-test", "--create-stream",
-        "--durable", "killed", "--ack-wait", "5", "--max-runs", "1",
+        "--durable", durable, "--ack-wait", "5", "--max-runs", "1",
         "--allow-root", str(catalogs.external_dir),
     )  # fmt: skip
     first = ListenerProcess(catalogs, *args)
@@ -354,12 +357,10 @@ def test_listener_killed_mid_run_on_nats_analyses_the_run_after_restart(
         def kill_at_second_stream(name: str, doc: dict[str, Any]) -> None:
             if name == "descriptor" and doc.get("name") == "exposure_1" and not killed:
                 deadline = time.monotonic() + 30
-                while _consumer_pending(nats_url, "killed") == 0:
+                while _consumer_pending(nats_url, durable) == 0:
                     assert time.monotonic() < deadline, "the listener got nothing"
                     time.sleep(0.2)
-                first.proc.kill()  # no goodbye: the run's messages stay unacked
-                first.proc.wait(timeout=30)
-                killed.append(True)
+                killed.append(first.stop(sig))
 
         RE.subscribe(kill_at_second_stream)
         det = fly_detector(catalogs.external_dir)
@@ -368,7 +369,14 @@ def test_listener_killed_mid_run_on_nats_analyses_the_run_after_restart(
         )
         RE.unsubscribe(token)
         assert publisher.close() and publisher.dropped == 0 and publisher.failed == 0
-        assert killed and not any(raw_uid in x for x in first.out)
+        if sig == signal.SIGKILL:  # no goodbye: the run's messages stay unacked
+            assert killed == [-signal.SIGKILL] and first.out == []
+        else:
+            assert killed == [0]
+            (aborted,) = first.out
+            assert f"raw run {raw_uid}: abort" in aborted
+            stop = catalogs.processed[derived_uid(aborted)].metadata["stop"]
+            assert stop["exit_status"] == "abort"
         # the rest of the run was published while no listener ran
         second = ListenerProcess(catalogs, *args)
         line = second.wait_for(f"raw run {raw_uid}: success", second.out)
@@ -382,4 +390,4 @@ def test_listener_killed_mid_run_on_nats_analyses_the_run_after_restart(
     expected = RunResults.from_documents(docs)
     assert len(expected.table) > 0
     np.testing.assert_array_equal(table(stored).to_numpy(), table(expected).to_numpy())
-    assert _consumer_pending(nats_url, "killed") == 0  # everything acknowledged
+    assert _consumer_pending(nats_url, durable) == 0  # everything acknowledged
