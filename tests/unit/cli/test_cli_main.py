@@ -7,7 +7,16 @@ import pytest
 from xsvs_bluesky import __version__
 from xsvs_bluesky.cli import SUBCOMMANDS, main
 
-EXPECTED = {"demo", "analyze", "results", "export", "report", "replay", "reanalyze"}
+EXPECTED = {
+    "demo",
+    "analyze",
+    "results",
+    "export",
+    "report",
+    "replay",
+    "reanalyze",
+    "listen",
+}
 
 
 def test_every_documented_subcommand_is_registered() -> None:
