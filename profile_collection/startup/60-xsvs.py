@@ -12,6 +12,9 @@ XSVS_ESTIMATOR       contrast estimator (default: mle-weighted with the flat fie
 XSVS_LIVE_PLOT       "1" for a live matplotlib figure (default off; in IPython
                      run %matplotlib qt first, or give XSVS_LIVE_PLOT_PATH)
 XSVS_LIVE_PLOT_PATH  PNG file the live figure is saved to (headless sessions)
+XSVS_LOCAL_ANALYSIS  "0": no analysis here (documents published by 55-publish.py
+                     are analysed by ``xsvs-bluesky listen`` elsewhere);
+                     ``xsvs_session`` and ``xsvs_callback`` are then None
 """
 
 import atexit
@@ -39,21 +42,24 @@ def _keep_final(result):
         xsvs_results.append(result)
 
 
-# the raw TiledWriter is already subscribed (05-tiled.py); the derived
-# runs' events are written at their stop document, one request per array
-# key (see docs/explanation/performance.md)
-xsvs_session = LiveSession(
-    catalogs,
-    RE=RE,
-    write_raw=False,
-    live=[xsvs_table] + ([xsvs_figure] if xsvs_figure is not None else []),
-    on_result=_keep_final,
-    masks=xsvs_masks,
-    flat_field=xsvs_flat_field,
-    estimator=os.environ.get("XSVS_ESTIMATOR") or None,
-    accept=lambda start: "xsvs_partitions" in start,
-)
-xsvs_callback = xsvs_session.callback
-atexit.register(xsvs_session.close)
-
-print("xsvs profile: live XSVS analysis subscribed (derived runs -> 'processed')")
+xsvs_session = xsvs_callback = None
+if os.environ.get("XSVS_LOCAL_ANALYSIS", "1") != "0":
+    # the raw TiledWriter is already subscribed (05-tiled.py); the derived
+    # runs' events are written at their stop document, one request per array
+    # key (see docs/explanation/performance.md)
+    xsvs_session = LiveSession(
+        catalogs,
+        RE=RE,
+        write_raw=False,
+        live=[xsvs_table] + ([xsvs_figure] if xsvs_figure is not None else []),
+        on_result=_keep_final,
+        masks=xsvs_masks,
+        flat_field=xsvs_flat_field,
+        estimator=os.environ.get("XSVS_ESTIMATOR") or None,
+        accept=lambda start: "xsvs_partitions" in start,
+    )
+    xsvs_callback = xsvs_session.callback
+    atexit.register(xsvs_session.close)
+    print("xsvs profile: live XSVS analysis subscribed (derived runs -> 'processed')")
+else:
+    print("xsvs profile: no analysis in this process (XSVS_LOCAL_ANALYSIS=0)")

@@ -48,7 +48,13 @@ def xsvs_quick(frames=200, *, sample_name="quick look"):
 
 
 def wait_for_analysis(timeout=None):
-    """Block until the runs so far are analysed and their results stored."""
+    """Block until the runs so far are analysed and their results stored.
+
+    Without analysis in this process (XSVS_LOCAL_ANALYSIS=0) this only
+    publishes what is buffered; the listener's derived runs appear later.
+    """
+    if xsvs_session is None:
+        return xsvs_publisher is None or xsvs_publisher.close(timeout or 10.0)
     return xsvs_session.wait(timeout)
 
 

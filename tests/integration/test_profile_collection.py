@@ -27,7 +27,14 @@ import numpy as np
 import pytest
 
 STARTUP = Path(__file__).resolve().parents[2] / "profile_collection" / "startup"
-FILES = ("00-base.py", "05-tiled.py", "20-detectors.py", "60-xsvs.py", "80-plans.py")
+FILES = (
+    "00-base.py",
+    "05-tiled.py",
+    "20-detectors.py",
+    "55-publish.py",
+    "60-xsvs.py",
+    "80-plans.py",
+)
 
 
 @pytest.fixture
@@ -55,8 +62,10 @@ def shell(tiled_server, tmp_path, monkeypatch) -> Any:
         yield sh
     finally:
         ns = sh.user_ns
-        if "xsvs_session" in ns:
+        if ns.get("xsvs_session") is not None:
             ns["xsvs_session"].close()
+        if ns.get("xsvs_publisher") is not None:
+            ns["xsvs_publisher"].close()
         if "catalogs" in ns:
             ns["catalogs"].close()
         if "RE" in ns:
@@ -192,3 +201,29 @@ def test_ipython_with_the_profile_exits_at_once(tmp_path):
     from xsvs_bluesky.storage import find_server
 
     assert find_server(tmp_path / "state") is None
+
+
+@pytest.mark.tiled
+@pytest.mark.slow
+def test_publishing_instead_of_analysing_never_holds_the_run_engine(shell, monkeypatch):
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port where no proxy listens
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("XSVS_PUBLISH", f"zmq://127.0.0.1:{port}")
+    monkeypatch.setenv("XSVS_LOCAL_ANALYSIS", "0")
+    for name in FILES:
+        shell.safe_execfile(str(STARTUP / name), shell.user_ns, raise_exceptions=True)
+    ns = shell.user_ns
+    assert ns["xsvs_session"] is None and ns["xsvs_publisher"] is not None
+    t0 = time.perf_counter()
+    result = shell.run_cell(
+        "(raw_uid,) = RE(xsvs([2e-4, 8e-4], frames=50, sample_name='remote'))\n"
+        "published = wait_for_analysis(10)\n"
+    )
+    result.raise_error()
+    assert time.perf_counter() - t0 < 60
+    assert ns["published"] is True and ns["xsvs_publisher"].dropped == 0
+    assert ns["raw_uid"] in ns["catalogs"].raw  # the raw run is stored as usual

@@ -14,6 +14,11 @@ reason.  The per-run analyser (:class:`RunAnalyser`, built from a frozen
 
 from __future__ import annotations
 
+from xsvs_bluesky.callback._access import (
+    FrameAccess,
+    FrameFallback,
+    parse_path_map,
+)
 from xsvs_bluesky.callback._callback import XSVSCallback
 from xsvs_bluesky.callback._frames import uri_to_path
 from xsvs_bluesky.callback._run_analyser import (
@@ -24,10 +29,13 @@ from xsvs_bluesky.callback._run_analyser import (
 )
 
 __all__ = [
+    "FrameAccess",
+    "FrameFallback",
     "RunAnalyser",
     "RunConfig",
     "RunRecord",
     "RunSink",
     "XSVSCallback",
+    "parse_path_map",
     "uri_to_path",
 ]

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from event_model import RunRouter
 
 from xsvs_bluesky.analysis import AnalysisSetup, ExposureResult, LabelledArray
+from xsvs_bluesky.callback._access import FrameAccess
 from xsvs_bluesky.callback._run_analyser import (
     Emitter,
     RunAnalyser,
@@ -146,6 +147,10 @@ class XSVSCallback:
         Model of the ``dynamics`` stream fitted at the end of a run with two
         or more exposure times (``"exponential"``, the default, or
         ``"stretched"``); None for no dynamics stream.
+    frame_access : FrameAccess, optional
+        Path map, allowed roots and Tiled fallback of the files that
+        StreamResource documents name (a callback fed from a network);
+        default: read every file as named.
 
     Raises
     ------
@@ -189,6 +194,7 @@ class XSVSCallback:
         histogram_backend: Backend | None = None,
         keep_records: int = 8,
         dynamics_model: DynamicsModel | str | None | Literal[_Unset.TOKEN] = _UNSET,
+        frame_access: FrameAccess | None = None,
     ) -> None:
         # strong references: event_model's DocumentRouter would hold them weakly
         self.emit_targets: list[Emitter] = _callables(emit)
@@ -218,6 +224,8 @@ class XSVSCallback:
         self.accept = accept
         self.read_timeout_s = float(read_timeout_s)
         self.keep_records = max(int(keep_records), 0)
+        self.frame_access = frame_access
+        self._analysers: dict[str, RunAnalyser] = {}
         self.records: OrderedDict[str, RunRecord] = OrderedDict()
         self._cache: tuple[str, AnalysisSetup] | None = None
         if partitions is not None and (
@@ -265,13 +273,39 @@ class XSVSCallback:
             progress_interval_s=self.progress_interval_s,
             progress_every_frames=self.progress_every_frames,
             dynamics_model=self.options.dynamics_model,
+            frame_access=self.frame_access,
         )
-        return [RunAnalyser(start, config, self)], []
+        analyser = RunAnalyser(start, config, self)
+        self._analysers = {k: a for k, a in self._analysers.items() if not a.done}
+        self._analysers[str(start["uid"])] = analyser
+        return [analyser], []
 
     @property
     def dynamics_model(self) -> DynamicsModel | None:
         """Model of the ``dynamics`` stream (``options.dynamics_model``)."""
         return self.options.dynamics_model
+
+    @property
+    def open_runs(self) -> list[str]:
+        """Return the raw runs being analysed (started, not stopped): uids."""
+        return [k for k, a in self._analysers.items() if not a.done]
+
+    def abort_open(self, reason: str) -> list[str]:
+        """End the derived run of every open raw run with ``exit_status="abort"``.
+
+        For a consumer that stops before the stop documents arrive (e.g.
+        ``xsvs-bluesky listen`` on SIGTERM): the results so far are stored
+        and no derived run is left open.
+
+        Returns
+        -------
+        list of str
+            uids of the raw runs aborted.
+        """
+        uids = self.open_runs
+        for uid in uids:
+            self._analysers.pop(uid).abort(reason)
+        return uids
 
     def setup_for(self, start: Mapping[str, Any]) -> AnalysisSetup:
         """Return the analysis setup of a run (from the arguments, else its start).

@@ -17,14 +17,21 @@ reader from ``_hdf5``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from numpy.typing import NDArray
 
+from xsvs_bluesky.callback._access import (
+    FallbackReader,
+    FrameAccess,
+    RefusedReader,
+    unreadable_reason,
+)
 from xsvs_bluesky.callback._descriptors import (
     data_key_shape,
     exposure_keys,
@@ -35,6 +42,7 @@ from xsvs_bluesky.callback._descriptors import (
     stack_frames,
 )
 from xsvs_bluesky.callback._hdf5 import HDF5FrameReader, uri_to_path
+from xsvs_bluesky.errors import XSVSError
 
 __all__ = [
     "FrameBatch",
@@ -52,6 +60,16 @@ __all__ = [
 
 PIECE_FRAMES = 32
 """Frames read and analysed at a time from the HDF5 range of one StreamDatum."""
+
+
+class _Reader(Protocol):
+    frames_per_index: int
+
+    def read(
+        self, start: int, stop: int, *, partial: bool = False
+    ) -> NDArray[Any] | None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -104,6 +122,15 @@ class RunFrames:
         Data key of the frames (default: see :func:`find_frame_key`).
     frame_shape : tuple of int, optional
         Expected ``(rows, cols)``.
+    access : FrameAccess, optional
+        Path map, allowed roots and fallback of StreamResource files (see
+        :class:`~xsvs_bluesky.callback.FrameAccess`); None reads any file
+        as named.
+
+    Attributes
+    ----------
+    problems : list of str
+        After :meth:`stop`: why frames were not read (file, reason).
     """
 
     def __init__(
@@ -113,15 +140,19 @@ class RunFrames:
         *,
         detector_key: str | None = None,
         frame_shape: tuple[int, int] | None = None,
+        access: FrameAccess | None = None,
     ) -> None:
         self._start = start
         self._on_frames = on_frames
         self._detector_key = detector_key
         self._frame_shape = frame_shape
+        self._access = access
         self.streams: dict[str, StreamInfo] = {}
         self._resources: dict[str, Mapping[str, Any]] = {}
-        self._readers: dict[str, HDF5FrameReader] = {}
-        self._pending: deque[tuple[HDF5FrameReader, StreamInfo, int, int]] = deque()
+        self._readers: dict[str, _Reader] = {}
+        self._pending: deque[tuple[_Reader, StreamInfo, int, int]] = deque()
+        self._lost: list[tuple[int, str]] = []
+        self.problems: list[str] = []
         self._normalizer: Any = None
 
     # ------------------------------------------------------------ documents
@@ -195,7 +226,7 @@ class RunFrames:
             return
         reader = self._readers.get(resource["uid"])
         if reader is None:
-            reader = HDF5FrameReader(resource, info.datum_shape, reuse_buffer=True)
+            reader = self._reader_for(resource, info)
             self._readers[resource["uid"]] = reader
         indices = doc["indices"]
         self._pending.append(
@@ -231,7 +262,20 @@ class RunFrames:
         deadline = time.monotonic() + max(timeout_s, 0.0)
         while self.flush() and time.monotonic() < deadline:
             time.sleep(0.02)
+        access = self._access
+        if self._pending and access is not None and access.fallback is not None:
+            # files never readable here: the frames of the stored raw run
+            self._pending = deque(
+                (self._fallback_for(r, info), info, a, b)
+                for r, info, a, b in self._pending
+            )
+            deadline = time.monotonic() + max(access.fallback_timeout_s, 0.0)
+            while self.flush() and time.monotonic() < deadline:
+                time.sleep(0.1)
         missing = sum((b - a) * r.frames_per_index for r, _, a, b in self._pending)
+        missing += sum(n for n, _ in self._lost)
+        reasons = [_problem(r) for r, *_ in self._pending] + [w for _, w in self._lost]
+        self.problems = list(dict.fromkeys(reasons))
         self._pending.clear()
         self.close()
         return missing
@@ -247,10 +291,17 @@ class RunFrames:
         """
         while self._pending:
             reader, info, a, b = self._pending[0]
+            if isinstance(reader, RefusedReader):
+                self._pending.popleft()
+                self._lost.append(((b - a) * reader.frames_per_index, reader.why))
+                continue
             # a datum may span hundreds of frames: read and analyse them in
             # pieces whose memory the allocator reuses (a fresh 30 MB array
             # per datum costs a page fault per 4 KiB, as much as the read)
-            stop = min(b, a + max(1, PIECE_FRAMES // reader.frames_per_index))
+            piece = PIECE_FRAMES
+            if isinstance(reader, FallbackReader) and self._access is not None:
+                piece = self._access.fallback_frames  # one request per piece
+            stop = min(b, a + max(1, piece // reader.frames_per_index))
             # partial: the reader may stop early where the frames stop lying
             # one after the other in the file (a view of them needs no copy)
             frames = reader.read(a, stop, partial=True)
@@ -269,6 +320,50 @@ class RunFrames:
         for reader in self._readers.values():
             reader.close()
 
+    def _reader_for(self, resource: Mapping[str, Any], info: StreamInfo) -> _Reader:
+        """Return the reader of a StreamResource's frames, as ``_access`` allows."""
+        access = self._access
+        if access is None:
+            return HDF5FrameReader(resource, info.datum_shape, reuse_buffer=True)
+        try:
+            path = access.map(uri_to_path(str(resource["uri"])))
+        except XSVSError as err:
+            why = str(err)
+        else:
+            why = access.check(path)
+            if not why:
+                local = {**resource, "uri": path.resolve().as_uri()}
+                return HDF5FrameReader(local, info.datum_shape, reuse_buffer=True)
+        params = resource.get("parameters") or {}
+        fpi = int(params.get("multiplier") or math.prod(info.datum_shape[:-2]) or 1)
+        if access.fallback is None:
+            return RefusedReader(f"frames of stream {info.name!r} not read: {why}", fpi)
+        return self._fallback_reader(info, fpi, why)
+
+    def _fallback_for(self, reader: _Reader, info: StreamInfo) -> _Reader:
+        if not isinstance(reader, HDF5FrameReader):
+            return reader
+        key = f"fallback-{id(reader)}"
+        if key not in self._readers:
+            why = unreadable_reason(reader.path)
+            self._readers[key] = self._fallback_reader(
+                info, reader.frames_per_index, why
+            )
+        return self._readers[key]
+
+    def _fallback_reader(self, info: StreamInfo, fpi: int, why: str) -> _Reader:
+        assert self._access is not None and self._access.fallback is not None
+        shape = info.datum_shape
+        return FallbackReader(
+            self._access.fallback,
+            raw_uid=str(self._start.get("uid")),
+            stream=info.name,
+            data_key=info.frame_key,
+            frame_shape=(int(shape[-2]), int(shape[-1])),
+            frames_per_index=fpi,
+            why=f"frames of stream {info.name!r}: {why}",
+        )
+
     def _legacy(self) -> Any:
         if self._normalizer is None:
             from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer
@@ -284,3 +379,9 @@ class RunFrames:
             self.stream_resource(doc)
         elif name == "stream_datum":
             self.stream_datum(doc)
+
+
+def _problem(reader: Any) -> str:
+    if isinstance(reader, HDF5FrameReader):
+        return unreadable_reason(reader.path)
+    return str(reader.problem())

@@ -25,6 +25,7 @@ import numpy as np
 from event_model import DocumentRouter
 
 from xsvs_bluesky.analysis import AnalysisSetup, ExposureAnalysis, ExposureResult
+from xsvs_bluesky.callback._access import FrameAccess
 from xsvs_bluesky.callback._frames import FrameBatch, RunFrames
 from xsvs_bluesky.core.dynamics import fit_dynamics
 from xsvs_bluesky.derived import DerivedRun
@@ -99,6 +100,9 @@ class RunConfig:
         Minimum time between two progress events of one exposure, s.
     progress_every_frames : int
         Minimum number of new frames between two progress events.
+    frame_access : FrameAccess or None
+        Path map, allowed roots and Tiled fallback of StreamResource files
+        (a callback fed from a network); None reads every file as named.
     dynamics_model : DynamicsModel or None
         Model of the ``dynamics`` stream; None for none.
     """
@@ -110,6 +114,7 @@ class RunConfig:
     progress_interval_s: float = 1.0
     progress_every_frames: int = 1
     dynamics_model: DynamicsModel | None = DynamicsModel.EXPONENTIAL
+    frame_access: FrameAccess | None = None
 
 
 class _Exposure:
@@ -145,6 +150,7 @@ class RunAnalyser(DocumentRouter):
             self._add,
             detector_key=config.detector_key,
             frame_shape=config.frame_shape,
+            access=config.frame_access,
         )
         self._setup: AnalysisSetup | None = None
         self._derived: DerivedRun | None = None
@@ -192,7 +198,11 @@ class RunAnalyser(DocumentRouter):
         results = tuple(self._close(exp) for exp in self._exposures.values())
         notes = []
         if missing:
-            notes.append(f"{missing} frames could not be read in time")
+            why = "; ".join(self._frames.problems)
+            notes.append(
+                f"{missing} frames could not be read in time"
+                + (f" ({why})" if why else "")
+            )
         if doc.get("exit_status", "success") != "success":
             notes.append(f"raw run exit_status {doc.get('exit_status')!r}")
         status: Literal["success", "fail"] = "success"
@@ -201,6 +211,30 @@ class RunAnalyser(DocumentRouter):
         self._derived.results(results)
         self._dynamics(results)
         self._finish(status, "; ".join(notes), results)
+
+    def abort(self, reason: str) -> None:
+        """End the derived run now with ``exit_status="abort"`` (no raw stop).
+
+        The frames analysed so far are stored as results; used when the
+        source of the documents goes away mid-run (a listener shutting down).
+        """
+        if self._done:
+            return
+        self._done = True
+        try:
+            results: tuple[ExposureResult, ...] = ()
+            if self._derived is not None:
+                results = tuple(self._close(exp) for exp in self._exposures.values())
+                if results:
+                    self._derived.results(results)
+            self._finish("abort", reason, results)
+        except Exception as err:
+            self._fail(err)
+
+    @property
+    def done(self) -> bool:
+        """Whether the derived run is finished (or was never needed)."""
+        return self._done
 
     # ---------------------------------------------------------- analysis
     def _begin(self, frame_key: str = "") -> None:
@@ -293,7 +327,7 @@ class RunAnalyser(DocumentRouter):
 
     def _finish(
         self,
-        status: Literal["success", "fail"],
+        status: Literal["success", "abort", "fail"],
         reason: str,
         results: tuple[ExposureResult, ...],
     ) -> None:

@@ -47,6 +47,7 @@ _register("report", "report", "write a self-contained HTML report of a derived r
 _register("replay", "replay", "replay a legacy series into Tiled as raw + derived runs")
 _register("reanalyze", "reanalyze", "analyse a raw run from Tiled again, new settings")
 _register("serve", "serve", "serve a data folder with Tiled for other processes")
+_register("listen", "listen", "analyse runs published on a 0MQ proxy or NATS JetStream")
 
 
 class _SubcommandParser(argparse.ArgumentParser):

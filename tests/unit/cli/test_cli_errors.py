@@ -113,6 +113,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("serve", ["--port", "-5"], "--port"),
     ("serve", ["--data-dir", A_FILE], "is a file, not a folder"),
     ("serve", ["--bogus"], "unrecognized arguments: --bogus"),
+    ("listen", [], "one of the arguments --zmq --nats is required"),
+    ("listen", ["--zmq", "nohostport"], "0MQ address 'nohostport'"),
+    ("listen", ["--zmq", "localhost:99999"], "0MQ address 'localhost:99999'"),
+    ("listen", ["--nats", "nats://x"], "--nats needs --subject"),
+    ("listen", ["--zmq", "localhost:5578", "--path-map", "x"], "path map 'x'"),
 ]
 
 

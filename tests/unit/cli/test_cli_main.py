@@ -19,6 +19,7 @@ EXPECTED = {
     "replay",
     "reanalyze",
     "serve",
+    "listen",
 }
 
 
