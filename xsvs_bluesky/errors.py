@@ -25,9 +25,12 @@ __all__ = [
     "NoDataError",
     "NotFoundError",
     "OptionError",
+    "PickleRefusedError",
     "RunError",
     "RunNotFoundError",
+    "RunNotStoredError",
     "StorageError",
+    "WireFormatError",
 ]
 
 
@@ -119,3 +122,15 @@ class FolderBusyError(StorageError):
 
 class FitError(XSVSError, RuntimeError):
     """A fit could not be carried out (not enough data, no convergence)."""
+
+
+class WireFormatError(XSVSError, ValueError):
+    """A message on a document bus that is not a bluesky document in JSON or msgpack."""
+
+
+class PickleRefusedError(WireFormatError):
+    """A publisher speaks pickle: refused (unpickling runs arbitrary code)."""
+
+
+class RunNotStoredError(StorageError):
+    """A derived run could not be stored: the listener stops (nothing acked)."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xsvs_bluesky.callback import FrameAccess, FrameFallback, XSVSCallback
-from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.errors import RunNotStoredError
 from xsvs_bluesky.storage import make_tiled_writer
 
 __all__ = ["Listener", "RunNotStoredError", "RunOutcome", "tiled_frames"]
@@ -28,10 +28,6 @@ logger = logging.getLogger(__name__)
 
 _AT_STOP = 1_000_000
 """Batch size of the derived-run writer: everything is written at the stop."""
-
-
-class RunNotStoredError(XSVSError, RuntimeError):
-    """A derived run could not be stored: the listener stops (nothing acked)."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.errors import PickleRefusedError, WireFormatError
 
 __all__ = [
     "PickleRefusedError",
@@ -28,14 +28,6 @@ __all__ = [
     "encode_msgpack",
     "split_zmq_message",
 ]
-
-
-class WireFormatError(XSVSError, ValueError):
-    """A message that is not a bluesky document in JSON or msgpack."""
-
-
-class PickleRefusedError(WireFormatError):
-    """A publisher speaks pickle: refused (unpickling runs arbitrary code)."""
 
 
 def _plain(obj: Any) -> Any:
