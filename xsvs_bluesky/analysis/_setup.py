@@ -22,7 +22,13 @@ from xsvs_bluesky.analysis._exposure import (
     ExposureAnalysis,
     checked_flat,
 )
-from xsvs_bluesky.core.geometry import Geometry, Partitions, PixelGroups, combine_masks
+from xsvs_bluesky.core.geometry import (
+    Geometry,
+    Partitions,
+    PixelGroups,
+    combine_masks,
+    partition_centers,
+)
 from xsvs_bluesky.errors import GeometryError
 from xsvs_bluesky.options import AnalysisOptions, Estimator, FlatFieldMode
 
@@ -136,6 +142,10 @@ class AnalysisSetup:
         GeometryError
             On missing or inconsistent geometry, partitions, masks or flat
             field.
+        LimitError
+            On a detector of more than ``options.limits.max_pixels`` or more
+            than ``options.limits.max_partitions`` partitions, before the q
+            map or the partitions are made.
         """
         options = AnalysisOptions() if options is None else options
         mode = options.flat_field_mode
@@ -152,15 +162,21 @@ class AnalysisSetup:
                     "Partitions object"
                 )
             spec = dict(partitions)
+            limits = options.limits
+            limits.check_pixels(geometry.shape, "the detector geometry")
             mask = combine_masks(*(a for _, a, _ in labelled), shape=geometry.shape)
             try:
                 if "centers" in spec:
                     centers = [float(c) for c in spec["centers"]]
+                    limits.check_partitions(len(centers), f"{len(centers)} centres")
                     parts = Partitions.from_centers(
-                        geometry.q_map(), centers, spec["dq"], mask=mask
+                        geometry.q_map(), centers, spec["dq"], mask=mask, limits=limits
                     )
                     spec["centers"] = centers
                 else:
+                    partition_centers(  # checks the limit before the q map
+                        spec["q1"], spec["q2"], spec["qs"], limits=limits
+                    )
                     parts = Partitions.from_range(
                         geometry.q_map(),
                         spec["q1"],
@@ -168,6 +184,7 @@ class AnalysisSetup:
                         spec["qs"],
                         spec["dq"],
                         mask=mask,
+                        limits=limits,
                     )
             except KeyError as err:
                 raise GeometryError(

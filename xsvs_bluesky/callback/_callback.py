@@ -265,6 +265,7 @@ class XSVSCallback:
             progress_interval_s=self.progress_interval_s,
             progress_every_frames=self.progress_every_frames,
             dynamics_model=self.options.dynamics_model,
+            limits=self.options.limits,
         )
         return [RunAnalyser(start, config, self)], []
 

@@ -35,6 +35,7 @@ from xsvs_bluesky.callback._descriptors import (
     stack_frames,
 )
 from xsvs_bluesky.callback._hdf5 import HDF5FrameReader, uri_to_path
+from xsvs_bluesky.options import DEFAULT_LIMITS, Limits
 
 __all__ = [
     "FrameBatch",
@@ -104,6 +105,16 @@ class RunFrames:
         Data key of the frames (default: see :func:`find_frame_key`).
     frame_shape : tuple of int, optional
         Expected ``(rows, cols)``.
+    limits : Limits, optional
+        ``limits.max_pixels`` is checked on the frame shape of every
+        descriptor (a :class:`~xsvs_bluesky.errors.LimitError`) before any
+        frame is read.
+
+    Attributes
+    ----------
+    unread : list of str
+        After :meth:`stop`: per file, how many frames could not be read in
+        time and why.
     """
 
     def __init__(
@@ -113,8 +124,11 @@ class RunFrames:
         *,
         detector_key: str | None = None,
         frame_shape: tuple[int, int] | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._start = start
+        self._limits = limits
+        self.unread: list[str] = []
         self._on_frames = on_frames
         self._detector_key = detector_key
         self._frame_shape = frame_shape
@@ -146,6 +160,9 @@ class RunFrames:
             exposure_time=value,
             exposure_origin=origin if value is not None else "",
             event_exposure_key=event_keys[0] if event_keys else None,
+        )
+        self._limits.check_pixels(
+            info.datum_shape[-2:], f"frame data key {key!r} of stream {info.name!r}"
         )
         self.streams[info.uid] = info
         if info.kind == "legacy":
@@ -231,7 +248,19 @@ class RunFrames:
         deadline = time.monotonic() + max(timeout_s, 0.0)
         while self.flush() and time.monotonic() < deadline:
             time.sleep(0.02)
-        missing = sum((b - a) * r.frames_per_index for r, _, a, b in self._pending)
+        missing = 0
+        per_file: dict[HDF5FrameReader, int] = {}
+        for reader, _, a, b in self._pending:
+            per_file[reader] = (
+                per_file.get(reader, 0) + (b - a) * reader.frames_per_index
+            )
+        for reader, count in per_file.items():
+            missing += count
+            why = reader.waiting_for or "no reason recorded"
+            self.unread.append(
+                f"{count} frames of {reader.path} could not be read within "
+                f"{max(timeout_s, 0.0):g} s: {why}"
+            )
         self._pending.clear()
         self.close()
         return missing

@@ -29,7 +29,7 @@ from xsvs_bluesky.callback._frames import FrameBatch, RunFrames
 from xsvs_bluesky.core.dynamics import fit_dynamics
 from xsvs_bluesky.derived import DerivedRun
 from xsvs_bluesky.errors import XSVSError
-from xsvs_bluesky.options import DynamicsModel
+from xsvs_bluesky.options import DEFAULT_LIMITS, DynamicsModel, Limits
 
 __all__ = ["Emitter", "RunAnalyser", "RunConfig", "RunRecord", "RunSink"]
 
@@ -101,6 +101,9 @@ class RunConfig:
         Minimum number of new frames between two progress events.
     dynamics_model : DynamicsModel or None
         Model of the ``dynamics`` stream; None for none.
+    limits : Limits
+        Checked on the frame shape of each descriptor (the setup checks the
+        geometry and partitions).
     """
 
     setup_for: Callable[[Mapping[str, Any]], AnalysisSetup]
@@ -110,6 +113,7 @@ class RunConfig:
     progress_interval_s: float = 1.0
     progress_every_frames: int = 1
     dynamics_model: DynamicsModel | None = DynamicsModel.EXPONENTIAL
+    limits: Limits = DEFAULT_LIMITS
 
 
 class _Exposure:
@@ -145,6 +149,7 @@ class RunAnalyser(DocumentRouter):
             self._add,
             detector_key=config.detector_key,
             frame_shape=config.frame_shape,
+            limits=config.limits,
         )
         self._setup: AnalysisSetup | None = None
         self._derived: DerivedRun | None = None
@@ -192,7 +197,7 @@ class RunAnalyser(DocumentRouter):
         results = tuple(self._close(exp) for exp in self._exposures.values())
         notes = []
         if missing:
-            notes.append(f"{missing} frames could not be read in time")
+            notes.extend(self._frames.unread)
         if doc.get("exit_status", "success") != "success":
             notes.append(f"raw run exit_status {doc.get('exit_status')!r}")
         status: Literal["success", "fail"] = "success"

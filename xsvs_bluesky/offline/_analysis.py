@@ -174,6 +174,7 @@ class LegacyAnalysis:
             skip_bad=skip_bad,
             threads=threads,
             chunk_size=chunk_size,
+            limits=options.limits,
         )
         first = self.reader.first_frame()
         self.inputs: LegacyInputs = read_inputs(

@@ -182,11 +182,16 @@ class LegacyReplay:
         self.threads = max(int(threads), 0)
         self.frames_per_datum = int(frames_per_datum)
         self.compression = compression
-        self.scan = scan_inputs(config, skip_bad=self.skip_bad, threads=self.threads)
+        self.scan = scan_inputs(
+            config,
+            skip_bad=self.skip_bad,
+            threads=self.threads,
+            limits=options.limits,
+        )
         first = None
         for path in self.scan.usable_files():
             try:
-                first = read_frame(path)
+                first = read_frame(path, limits=options.limits)
                 break
             except InputFileError as exc:
                 if not self.skip_bad:

@@ -411,7 +411,19 @@ def test_unreadable_frames_are_reported_in_the_stop_reason(tmp_path):
         callback(out, read_timeout_s=0.05), stream_run(tmp_path / "short.h5", [10, 10])
     )
     assert stream(out, "results")[0]["n_frames"] == 10
-    assert "10 frames could not be read" in stop_doc(out)["reason"]
+    reason = stop_doc(out)["reason"]
+    assert f"10 frames of {tmp_path / 'short.h5'} could not be read within 0.05 s" in (
+        reason
+    )
+    assert "holds 10 of the 20 frames needed" in reason  # why
+
+
+def test_frames_of_a_missing_file_name_the_file_and_the_reason(tmp_path):
+    out: Docs = []
+    feed(callback(out, read_timeout_s=0.05), stream_run(tmp_path / "gone.h5", [10]))
+    reason = stop_doc(out)["reason"]
+    assert f"10 frames of {tmp_path / 'gone.h5'} could not be read" in reason
+    assert "the file does not exist" in reason
 
 
 def test_legacy_resource_and_datum_are_normalised(tmp_path):

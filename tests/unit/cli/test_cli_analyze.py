@@ -323,3 +323,42 @@ def test_missing_files_skipped_with_option(tmp_path, capsys):
     assert code == 0
     assert {r["exposure"]: r["n_frames"] for r in json.loads(out)} == {0: 2, 1: 3}
     assert f"[Exp_1] {PREFIX}0003{SUFFIX} (file not found)" in err
+
+
+# -- resource limits -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "q2, needle", [("1e6", "1e+09 q partitions"), ("100", "99999 q partitions")]
+)
+def test_hostile_q_range_is_one_line_before_allocating(tmp_path, capsys, q2, needle):
+    import resource
+
+    ini = small_series(tmp_path, main={"q2": q2, "qs": "0.001", "q1": "0.002"})
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code, out, err = run_cli(capsys, ini)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert_user_error(code, out, err, needle, "--max-partitions")
+    assert grown_mb < 300  # imports; 22.8 GB for q2 = 1e6 without the limit
+
+
+def test_max_partitions_option_raises_the_limit(tmp_path, capsys):
+    ini = small_series(tmp_path, main={"qs": "0.0001", "dq": "0.00005"})  # 11
+    code, out, err = run_cli(capsys, ini, "--max-partitions", "10")
+    assert_user_error(code, out, err, "11 q partitions", "limit of 10")
+    code, out, err = run_cli(capsys, ini, "--max-partitions", "11", "--format", "csv")
+    assert code == 0, err
+    assert len(out.strip().splitlines()) == 1 + 2 * 11
+
+
+def test_gzip_bomb_frame_is_one_line_naming_the_file(tmp_path, capsys):
+    import gzip
+
+    ini = small_series(tmp_path)
+    target = tmp_path / "data" / f"{PREFIX}0002{SUFFIX}"
+    payload = gzip.decompress(target.read_bytes()) + bytes(4 * 2**20)
+    target.write_bytes(gzip.compress(payload))  # 4 MiB inflated, a few kB stored
+    code, out, err = run_cli(capsys, ini, "--max-frame-mb", "1")
+    assert_user_error(code, out, err, str(target), "inflates to more than 1048576")
+    assert "--max-frame-mb" in err
+    code, out, err = run_cli(capsys, ini, "--max-frame-mb", "1", "--skip-bad-frames")
+    assert code == 0, err
+    assert "0002" in err  # named as skipped
