@@ -34,6 +34,7 @@ from xsvs_bluesky.options import DEFAULT_LIMITS, DynamicsModel, Limits
 __all__ = ["Emitter", "RunAnalyser", "RunConfig", "RunRecord", "RunSink"]
 
 Emitter = Callable[[str, dict[str, Any]], None]
+Status = Literal["success", "abort", "fail"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,10 @@ class RunRecord:
     derived_uid : str or None
         uid of the derived run, None if none was started (no frames).
     exit_status : str
-        ``"success"`` or ``"fail"`` (as in the derived run's stop document).
+        As in the derived run's stop document: ``"success"``; ``"abort"``
+        when the raw run was aborted, ``"fail"`` when it failed (the partial
+        results are kept, the reason says how far the raw run got), when no
+        frame arrived or when the analysis failed.
     reason : str
         Failure reason or a note, empty otherwise.
     results : tuple of ExposureResult
@@ -196,11 +200,15 @@ class RunAnalyser(DocumentRouter):
             return
         results = tuple(self._close(exp) for exp in self._exposures.values())
         notes = []
+        status: Status = "success"
+        raw_status = str(doc.get("exit_status", "success"))
+        if raw_status != "success":
+            # partial results of an interrupted or failed raw run are kept,
+            # but the derived run says it is not a complete analysis
+            status = "abort" if raw_status == "abort" else "fail"
+            notes.append(self._raw_incomplete(raw_status, doc, results))
         if missing:
             notes.extend(self._frames.unread)
-        if doc.get("exit_status", "success") != "success":
-            notes.append(f"raw run exit_status {doc.get('exit_status')!r}")
-        status: Literal["success", "fail"] = "success"
         if not any(r.n_frames for r in results):
             status, notes = "fail", ["no frames received", *notes]
         self._derived.results(results)
@@ -296,9 +304,26 @@ class RunAnalyser(DocumentRouter):
             self._sink.publish(final)
         return final
 
+    def _raw_incomplete(
+        self,
+        raw_status: str,
+        stop: Mapping[str, Any],
+        results: Sequence[ExposureResult],
+    ) -> str:
+        """Say how far the raw run got: ``raw run aborted after 5 of 8 exposures``."""
+        word = {"abort": "aborted", "fail": "failed"}.get(raw_status, raw_status)
+        done = sum(1 for r in results if r.n_frames)
+        planned = self._start.get("xsvs_exposure_times")
+        total = f" of {len(planned)}" if isinstance(planned, Sequence) else ""
+        frames = sum(r.n_frames for r in results)
+        text = f"raw run {word} after {done}{total} exposures ({frames} frames)"
+        if stop.get("reason"):
+            text += f": {stop['reason']}"
+        return text
+
     def _finish(
         self,
-        status: Literal["success", "fail"],
+        status: Status,
         reason: str,
         results: tuple[ExposureResult, ...],
     ) -> None:

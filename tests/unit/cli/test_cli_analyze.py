@@ -362,3 +362,28 @@ def test_gzip_bomb_frame_is_one_line_naming_the_file(tmp_path, capsys):
     code, out, err = run_cli(capsys, ini, "--max-frame-mb", "1", "--skip-bad-frames")
     assert code == 0, err
     assert "0002" in err  # named as skipped
+
+
+# -- garbage refused: one line, never a silent table of NaN -------------------------
+def test_a_beam_centre_of_1e300_is_one_line(tmp_path, capsys):
+    ini = small_series(tmp_path, main={"cenx": "1e300"})
+    code, out, err = run_cli(capsys, ini)
+    assert_user_error(code, out, err, "center_x = 1e+300 px", "check the beam centre")
+
+
+def test_an_all_ones_mask_is_one_line(tmp_path, capsys):
+    ini = small_series(tmp_path, mask=np.ones(SHAPE, np.int8))
+    code, out, err = run_cli(capsys, ini)
+    assert code == 2 and out == ""
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # after the mask-polarity warning
+    assert "masks exclude every pixel" in last
+
+
+def test_a_flat_field_of_1e30_on_used_pixels_is_one_line(tmp_path, capsys):
+    flat = np.ones(SHAPE, np.float32)
+    flat[16, 25:28] = 1e30  # on the partitions (q ~ 0.001 1/A)
+    write_edf(tmp_path / "flat.edf", flat)
+    ini = small_series(tmp_path, main={"flat field": "flat.edf"})
+    code, out, err = run_cli(capsys, ini)
+    assert_user_error(code, out, err, "flat field", "1e+30", "times their median")
