@@ -110,6 +110,8 @@ class SeriesReader:
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.limits = limits
+        self.first_path: Path | None = None
+        """The file :meth:`first_frame` read."""
         if frames_per_exposure is not None and frames_per_exposure < 1:
             raise OptionError(
                 f"frames_per_exposure = {frames_per_exposure}; give an integer >= 1"
@@ -180,7 +182,9 @@ class SeriesReader:
         for members, files in self._groups:
             for path in files:
                 try:
-                    return read_frame(path, limits=self.limits)
+                    frame = read_frame(path, limits=self.limits)
+                    self.first_path = path
+                    return frame
                 except InputFileError as exc:
                     if not self.skip_bad:
                         raise self._error(members, str(exc)) from None

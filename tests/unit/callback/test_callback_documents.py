@@ -10,6 +10,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import pytest
 from event_model import compose_run
 
 from xsvs_bluesky.callback import XSVSCallback
@@ -220,6 +221,7 @@ def test_run_without_frames_makes_no_derived_run():
     assert out == []
 
 
+@pytest.mark.filterwarnings("ignore::xsvs_bluesky.analysis.EmptyPartitionWarning")
 def test_analysis_failure_marks_derived_run_failed_and_never_raises(caplog):
     out: Docs = []
     small = Geometry(1.5, 5000.0, 0.055, 16.5, 16.5, (32, 32))

@@ -311,9 +311,12 @@ def test_mask_polarity_warning_is_one_line(tmp_path, capsys):
     code, out, err = run_cli(capsys, ini, "--format", "json")
     assert code == 0
     lines = err.strip().splitlines()
-    assert len(lines) == 1
+    assert len(lines) == 2  # one line per warning, each once
     assert "warning" in lines[0] and "mask.edf" in lines[0] and "polarity" in lines[0]
-    assert json.loads(out)
+    # the mask leaves the first partition empty: said, and flagged in the results
+    assert "1 of 3 q partitions hold no pixel" in lines[1]
+    records = json.loads(out)
+    assert all("no-data" in r["flags"] for r in records if r["n_pixels"] == 0)
 
 
 def test_missing_files_skipped_with_option(tmp_path, capsys):
@@ -387,3 +390,14 @@ def test_a_flat_field_of_1e30_on_used_pixels_is_one_line(tmp_path, capsys):
     ini = small_series(tmp_path, main={"flat field": "flat.edf"})
     code, out, err = run_cli(capsys, ini)
     assert_user_error(code, out, err, "flat field", "1e+30", "times their median")
+
+
+def test_a_first_frame_of_the_wrong_shape_blames_the_frame(tmp_path, capsys):
+    ini = small_series(tmp_path)
+    first = tmp_path / "data" / f"{PREFIX}0001{SUFFIX}"
+    write_edf(first, np.zeros((10, 12), np.uint16))  # EdfImage writes plain EDF
+    code, out, err = run_cli(capsys, ini)
+    assert_user_error(
+        code, out, err, f"first frame file {first} has shape (10, 12)", "the mask"
+    )
+    assert "mask.edf: mask shape" not in err  # not the mask's fault
