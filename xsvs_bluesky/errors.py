@@ -22,9 +22,11 @@ __all__ = [
     "FrameDataError",
     "GeometryError",
     "InputFileError",
+    "LimitError",
     "NoDataError",
     "NotFoundError",
     "OptionError",
+    "OversizedFileError",
     "PickleRefusedError",
     "RunError",
     "RunNotFoundError",
@@ -69,6 +71,24 @@ class GeometryError(XSVSError, ValueError):
 
 class FrameDataError(XSVSError, ValueError):
     """Frame data cannot be histogrammed (negative or absurdly large counts, floats)."""
+
+
+class LimitError(XSVSError, ValueError):
+    """An input asks for more than a resource limit allows, checked before allocating.
+
+    Too many q partitions, a detector or frame too large, a compressed file
+    that inflates beyond the frame-size limit.  The message names the input,
+    the size it asks for, the limit and the option that raises it
+    (:class:`xsvs_bluesky.options.Limits`).
+    """
+
+
+class OversizedFileError(LimitError, InputFileError):
+    """An input file (a gzip frame, an EDF header) exceeds the frame-size limit.
+
+    Both a :class:`LimitError` and an :class:`InputFileError`, so a series
+    replayed with bad frames skipped skips such a file as a damaged one.
+    """
 
 
 class NoDataError(XSVSError, ValueError):

@@ -45,11 +45,12 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
-from xsvs_bluesky.errors import OptionError
+from xsvs_bluesky.errors import LimitError, OptionError
 
 __all__ = [
     "COMPRESSIONS",
     "DEFAULT_EXTRA_ESTIMATORS",
+    "DEFAULT_LIMITS",
     "DEMO_FRAMES",
     "DYNAMICS_MODELS",
     "ESTIMATORS",
@@ -60,6 +61,7 @@ __all__ = [
     "DynamicsModel",
     "Estimator",
     "FlatFieldMode",
+    "Limits",
     "OptionError",
     "default_estimator",
 ]
@@ -176,6 +178,100 @@ DEFAULT_EXTRA_ESTIMATORS: tuple[Estimator, ...] = (
 """Cheap closed-form estimators reported next to the main one."""
 
 
+_LIMIT_FIELDS = ("max_partitions", "max_pixels", "max_frame_bytes")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits, checked before memory is allocated.
+
+    An input that asks for more (an INI file's q range, a run's start
+    document, a frame file) is refused with :class:`~xsvs_bluesky.errors.
+    LimitError` naming the input, the size and the limit; in the live
+    callback the derived run of that raw run fails and the scan goes on.
+    The defaults cover every detector in use (an Eiger2 16M has 18.1 Mpx)
+    and every partitioning that makes sense (tens to a few hundred annuli);
+    raise them deliberately.  See ``docs/reference/limits.md``.
+
+    Parameters
+    ----------
+    max_partitions : int
+        Most q partitions (default 1024).  Memory and time grow with them:
+        the example series (256 x 256 px, 8 exposures, 2700 frames) takes
+        0.4 GB and 12 s with 9 partitions, 2.0 GB and 61 s with 4096.
+    max_pixels : int
+        Most pixels of the detector and of a frame, rows x columns
+        (default 2**25 = 33 554 432, e.g. 5793 x 5793).
+    max_frame_bytes : int
+        Most bytes of one frame file once inflated (gzip) or as announced by
+        its EDF header (default 2**28 bytes = 256 MiB: the largest detector
+        at 64 bits per pixel).
+
+    Raises
+    ------
+    OptionError
+        On a value that is not an integer >= 1.
+
+    Examples
+    --------
+    >>> Limits().max_partitions
+    1024
+    >>> try:
+    ...     Limits(max_partitions=10).check_partitions(20, "q1 = 0, q2 = 19, qs = 1")
+    ... except LimitError as err:
+    ...     print(str(err)[:60])
+    q1 = 0, q2 = 19, qs = 1 make 20 q partitions, more than the
+    """
+
+    max_partitions: int = 1024
+    max_pixels: int = 2**25
+    max_frame_bytes: int = 2**28
+
+    def __post_init__(self) -> None:
+        for name in _LIMIT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise OptionError(f"{name} = {value!r}; give an integer >= 1")
+            object.__setattr__(self, name, int(value))
+
+    def check_partitions(self, count: float, what: str) -> None:
+        """Raise :class:`LimitError` if ``what`` makes more than ``max_partitions``.
+
+        ``count`` may be a float (a count computed before rounding, or inf).
+        """
+        if not count <= self.max_partitions:
+            shown = f"{count:.3g}" if count >= 1e6 else f"{int(count)}"
+            raise LimitError(
+                f"{what} make {shown} q partitions, more than the limit of "
+                f"{self.max_partitions} (Limits.max_partitions); give fewer "
+                "partitions or raise the limit"
+            )
+
+    def check_pixels(self, shape: Iterable[int], what: str) -> None:
+        """Raise :class:`LimitError` if ``shape`` has more than ``max_pixels``."""
+        dims = [int(n) for n in shape]
+        count = 1
+        for n in dims:
+            count *= n
+        if count > self.max_pixels:
+            raise LimitError(
+                f"{what} has shape {tuple(dims)} = {count} pixels, more than "
+                f"the limit of {self.max_pixels} (Limits.max_pixels); check "
+                "the shape or raise the limit"
+            )
+
+    def frame_bytes_exceeded(self, what: str, size: str) -> LimitError:
+        """Return the error for a frame of ``size`` (text) over ``max_frame_bytes``."""
+        return LimitError(
+            f"{what}: {size}, more than the limit of {self.max_frame_bytes} bytes "
+            "(Limits.max_frame_bytes); check the file or raise the limit"
+        )
+
+
+DEFAULT_LIMITS = Limits()
+"""The default :class:`Limits`."""
+
+
 def default_estimator(
     has_flat_field: bool, flat_field_mode: FlatFieldMode | str = FlatFieldMode.WEIGHTS
 ) -> Estimator:
@@ -222,6 +318,9 @@ class AnalysisOptions:
     histogram_backend : {"auto", "numba", "numpy"}
     dynamics_model : DynamicsModel or str or None
         Model of the beta(t_e) fit over exposure times; None for none.
+    limits : Limits
+        Resource limits checked before allocating (default ``Limits()``);
+        not part of :meth:`to_metadata` (they never change a result).
 
     Raises
     ------
@@ -239,6 +338,7 @@ class AnalysisOptions:
     n_groups: int = 16
     histogram_backend: Backend = "auto"
     dynamics_model: DynamicsModel | None = DynamicsModel.EXPONENTIAL
+    limits: Limits = DEFAULT_LIMITS
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place once
@@ -258,6 +358,8 @@ class AnalysisOptions:
         _choice("histogram backend", self.histogram_backend, get_args(Backend))
         if self.dynamics_model is not None:
             set_(self, "dynamics_model", DynamicsModel.parse(self.dynamics_model))
+        if not isinstance(self.limits, Limits):
+            raise OptionError(f"limits = {self.limits!r}; give a Limits object")
 
     @property
     def uses_flat_field(self) -> bool:

@@ -229,3 +229,55 @@ def test_results_stream_reads_as_one_dataset_with_the_recorded_dims(RE, catalogs
         dataset["counts"].values.sum(axis=2),
         dataset["n_pixels"].values * 30,  # every pixel of every frame, once
     )
+
+
+def test_hostile_start_documents_fail_their_derived_runs_and_the_scan_goes_on(RE):
+    """Limits reached from a run's start document inside the RunEngine process."""
+    import resource
+
+    model = SpeckleModel(geometry=GEO, efficiency_sigma=0.0, seed=5)
+    det = InlineMaxipix(model, name="maxipix")
+    out, record = recorder()
+    raw, raw_record = recorder()
+    cb = XSVSCallback(emit=record)  # geometry and partitions from each run
+    good = {"q1": 0.0015, "q2": 0.003, "qs": 0.0005, "dq": 0.0002}
+    huge = dict(GEO.to_dict(), shape=[8192, 8192])  # 67 Mpx: a 0.5 GB q map
+    plans = [
+        ({"q1": 0.002, "q2": 1e6, "qs": 0.001, "dq": 4e-4}, GEO, "max_partitions"),
+        (good, huge, "max_pixels"),
+        (good, GEO, None),
+    ]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tokens = [RE.subscribe(raw_record), RE.subscribe(cb)]
+    try:
+        for partitions, geometry, _ in plans:
+            RE(
+                xsvs_series(
+                    det,
+                    TIMES[:1],
+                    10,
+                    sample_name="hostile",
+                    fly=False,
+                    geometry=geometry,
+                    partitions=partitions,
+                )
+            )
+    finally:
+        for token in tokens:
+            RE.unsubscribe(token)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 300, grown_mb
+    raw_stops = [d for n, d in raw if n == "stop"]
+    assert [d["exit_status"] for d in raw_stops] == ["success"] * 3  # scan went on
+    records = list(cb.records.values())
+    for rec, (_, _, limit) in zip(records, plans, strict=True):
+        if limit is None:
+            assert rec.exit_status == "success" and rec.results
+            continue
+        assert rec.exit_status == "fail"
+        assert rec.reason.startswith("LimitError: ")
+        assert f"Limits.{limit}" in rec.reason
+    derived_stops = [d for n, d in out if n == "stop"]
+    assert [d["exit_status"] for d in derived_stops] == ["fail", "fail", "success"]
+    assert "1e+09 q partitions" in derived_stops[0]["reason"]
+    assert "(8192, 8192) = 67108864 pixels" in derived_stops[1]["reason"]

@@ -140,3 +140,25 @@ def test_v1_start_documents_are_read() -> None:
     opts = AnalysisOptions.from_metadata(v1_none)
     assert opts.flat_field_mode is FlatFieldMode.NONE
     assert opts.dynamics_model is None
+
+
+def test_limits_defaults_and_validation() -> None:
+    from xsvs_bluesky.errors import LimitError
+    from xsvs_bluesky.options import DEFAULT_LIMITS, AnalysisOptions, Limits
+
+    assert AnalysisOptions().limits is DEFAULT_LIMITS
+    assert (DEFAULT_LIMITS.max_partitions, DEFAULT_LIMITS.max_pixels) == (
+        1024,
+        2**25,
+    )
+    assert DEFAULT_LIMITS.max_frame_bytes == 2**28
+    for bad in (0, -3, 1.5, True):
+        with pytest.raises(XSVSError, match="give an integer >= 1"):
+            Limits(max_partitions=bad)
+    with pytest.raises(XSVSError, match="give a Limits object"):
+        AnalysisOptions(limits={"max_partitions": 3})  # type: ignore[arg-type]
+    small = Limits(max_pixels=100)
+    small.check_pixels((10, 10), "x")
+    with pytest.raises(LimitError, match=r"x has shape \(10, 11\) = 110 pixels"):
+        small.check_pixels((10, 11), "x")
+    assert "limits" not in AnalysisOptions().to_metadata()

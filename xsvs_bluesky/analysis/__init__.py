@@ -21,7 +21,12 @@ Li et al., J. Synchrotron Rad. 21, 1288 (2014).
 
 from xsvs_bluesky.analysis._exposure import ExposureAnalysis
 from xsvs_bluesky.analysis._result import FLAG_FIT_FAILED, ExposureResult
-from xsvs_bluesky.analysis._setup import AnalysisSetup, LabelledArray, array_identity
+from xsvs_bluesky.analysis._setup import (
+    AnalysisSetup,
+    EmptyPartitionWarning,
+    LabelledArray,
+    array_identity,
+)
 from xsvs_bluesky.options import (
     DEFAULT_EXTRA_ESTIMATORS,
     FLAT_FIELD_MODES,
@@ -31,6 +36,7 @@ from xsvs_bluesky.options import (
 )
 
 __all__ = [
+    "EmptyPartitionWarning",
     "DEFAULT_EXTRA_ESTIMATORS",
     "FLAG_FIT_FAILED",
     "FLAT_FIELD_MODES",

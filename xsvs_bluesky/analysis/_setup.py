@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -22,11 +23,123 @@ from xsvs_bluesky.analysis._exposure import (
     ExposureAnalysis,
     checked_flat,
 )
-from xsvs_bluesky.core.geometry import Geometry, Partitions, PixelGroups, combine_masks
+from xsvs_bluesky.core.geometry import (
+    Geometry,
+    Partitions,
+    PixelGroups,
+    combine_masks,
+    partition_centers,
+)
 from xsvs_bluesky.errors import GeometryError
 from xsvs_bluesky.options import AnalysisOptions, Estimator, FlatFieldMode
 
-__all__ = ["AnalysisSetup", "LabelledArray", "array_identity"]
+__all__ = [
+    "AnalysisSetup",
+    "EmptyPartitionWarning",
+    "LabelledArray",
+    "array_identity",
+    "FLAT_FIELD_RANGE",
+    "CENTER_RANGE",
+]
+
+FLAT_FIELD_RANGE = 100.0
+"""A flat field is refused when a used value is over this many times its
+median over the used pixels, or under the median divided by it."""
+CENTER_RANGE = 100
+"""A beam centre farther outside the detector than this many detector sizes
+(the larger of rows and columns) is refused."""
+
+
+class EmptyPartitionWarning(UserWarning):
+    """Some q partitions hold no pixel: their results are NaN, flagged no-data."""
+
+
+def _check_center(geometry: Geometry) -> None:
+    rows, cols = geometry.shape
+    shift = 1.0 if geometry.one_based else 0.0
+    span = CENTER_RANGE * max(rows, cols)
+    for name, value, size in (
+        ("center_x", geometry.center_x, cols),
+        ("center_y", geometry.center_y, rows),
+    ):
+        outside = max(shift - value, value - (size - 1 + shift), 0.0)
+        if outside > span:
+            raise GeometryError(
+                f"beam centre {name} = {value:g} px is {outside:g} px outside the "
+                f"detector of shape {geometry.shape} (more than {CENTER_RANGE} "
+                "detector sizes): no pixel would be near any q partition; check "
+                "the beam centre (cenx, ceny in an INI file) and its units (px)"
+            )
+
+
+def _check_coverage(
+    parts: Partitions,
+    q_map: NDArray[np.float64] | None,
+    mask: NDArray[Any] | None,
+) -> None:
+    """Refuse partitions that are all empty; warn about some empty ones."""
+    empty = [j for j, pix in enumerate(parts.pixels) if pix.size == 0]
+    if not empty:
+        return
+    centres = parts.centers
+    span = (
+        f"the partitions span q = {centres.min() - parts.half_width:.4g} .. "
+        f"{centres.max() + parts.half_width:.4g} 1/A"
+    )
+    if len(empty) < len(parts):
+        listed = ", ".join(f"{centres[j]:.4g}" for j in empty[:5])
+        more = ", ..." if len(empty) > 5 else ""
+        warnings.warn(
+            f"{len(empty)} of {len(parts)} q partitions hold no pixel (centres "
+            f"{listed}{more} 1/A): their results are NaN, flagged no-data; "
+            "narrow the q range or check the masks",
+            EmptyPartitionWarning,
+            stacklevel=3,
+        )
+        return
+    why = "no q partition holds a pixel"
+    if mask is not None and bool(np.all(mask)):
+        raise GeometryError(
+            f"{why}: the masks exclude every pixel of the detector (polarity "
+            "inverted? nonzero = excluded); check the masks"
+        )
+    if q_map is not None:
+        valid = np.isfinite(q_map) if mask is None else (mask == 0) & np.isfinite(q_map)
+        if valid.any():
+            q = q_map[valid]
+            raise GeometryError(
+                f"{why}: the unmasked pixels cover q = {q.min():.4g} .. "
+                f"{q.max():.4g} 1/A but {span}; check q1/q2 (1/Angstrom), the "
+                "beam centre, the distance and the masks"
+            )
+    raise GeometryError(f"{why} ({span}); check the partitions and the masks")
+
+
+def _check_flat_range(name: str, flat: NDArray[np.float64], parts: Partitions) -> None:
+    """Refuse a flat field with implausible values on pixels of a partition."""
+    used = [pix for pix in parts.pixels if pix.size]
+    if not used:
+        return
+    index = np.unique(np.concatenate(used))
+    values = flat.ravel()[index]
+    good = np.isfinite(values) & (values > 0)
+    median = float(np.median(values[good])) if good.any() else math.nan
+    bad = ~good
+    if math.isfinite(median):
+        bad |= (values > FLAT_FIELD_RANGE * median) | (
+            values < median / FLAT_FIELD_RANGE
+        )
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        row, col = divmod(int(index[first]), parts.shape[1])
+        raise GeometryError(
+            f"flat field {name!r}: {int(bad.sum())} of {index.size} pixels used "
+            f"by the q partitions are not finite, <= 0 or outside "
+            f"1/{FLAT_FIELD_RANGE:g} .. {FLAT_FIELD_RANGE:g} times their median "
+            f"{median:.4g} (first at row {row}, column {col}: "
+            f"{float(values[first]):.6g}); a flat field holds relative pixel "
+            "efficiencies near 1: check the file, or mask those pixels"
+        )
 
 
 def array_identity(
@@ -131,11 +244,26 @@ class AnalysisSetup:
             Estimators, flat-field mode, histogram settings (default
             ``AnalysisOptions()``).
 
+        Warns
+        -----
+        EmptyPartitionWarning
+            When some (not all) partitions hold no pixel; their results are
+            NaN and flagged ``no-data``.
+
         Raises
         ------
         GeometryError
             On missing or inconsistent geometry, partitions, masks or flat
-            field.
+            field; on a beam centre more than :data:`CENTER_RANGE` detector
+            sizes outside the detector; when no partition holds a pixel (the
+            message says why: masks, q range); on a flat field whose values
+            on the partitions' pixels are not finite and positive or lie
+            outside 1/:data:`FLAT_FIELD_RANGE` .. :data:`FLAT_FIELD_RANGE`
+            times their median.
+        LimitError
+            On a detector of more than ``options.limits.max_pixels`` or more
+            than ``options.limits.max_partitions`` partitions, before the q
+            map or the partitions are made.
         """
         options = AnalysisOptions() if options is None else options
         mode = options.flat_field_mode
@@ -143,6 +271,7 @@ class AnalysisSetup:
             flat_field = None
         labelled = [_labelled(m, f"mask{i}") for i, m in enumerate(masks)]
         spec: dict[str, Any] = {}
+        q_map = mask = None
         if isinstance(partitions, Partitions):
             parts = partitions
         else:
@@ -152,22 +281,32 @@ class AnalysisSetup:
                     "Partitions object"
                 )
             spec = dict(partitions)
+            limits = options.limits
+            limits.check_pixels(geometry.shape, "the detector geometry")
+            _check_center(geometry)
             mask = combine_masks(*(a for _, a, _ in labelled), shape=geometry.shape)
             try:
                 if "centers" in spec:
                     centers = [float(c) for c in spec["centers"]]
+                    limits.check_partitions(len(centers), f"{len(centers)} centres")
+                    q_map = geometry.q_map()
                     parts = Partitions.from_centers(
-                        geometry.q_map(), centers, spec["dq"], mask=mask
+                        q_map, centers, spec["dq"], mask=mask, limits=limits
                     )
                     spec["centers"] = centers
                 else:
+                    partition_centers(  # checks the limit before the q map
+                        spec["q1"], spec["q2"], spec["qs"], limits=limits
+                    )
+                    q_map = geometry.q_map()
                     parts = Partitions.from_range(
-                        geometry.q_map(),
+                        q_map,
                         spec["q1"],
                         spec["q2"],
                         spec["qs"],
                         spec["dq"],
                         mask=mask,
+                        limits=limits,
                     )
             except KeyError as err:
                 raise GeometryError(
@@ -180,12 +319,15 @@ class AnalysisSetup:
                     f"mask {name!r} has shape {arr.shape} but the detector has "
                     f"shape {parts.shape}; give masks of the detector shape"
                 )
+        _check_coverage(parts, q_map, mask)
+        del q_map
         flat = None
         flat_md = None
         if flat_field is not None:
             name, raw, sha = _labelled(flat_field, "flat_field")
             flat = checked_flat(raw, parts.shape)
             assert flat is not None
+            _check_flat_range(name, flat, parts)
             flat_md = array_identity(name, raw, sha)
             finite = flat[np.isfinite(flat)]
             flat_md.update(

@@ -274,6 +274,7 @@ class XSVSCallback:
             progress_every_frames=self.progress_every_frames,
             dynamics_model=self.options.dynamics_model,
             frame_access=self.frame_access,
+            limits=self.options.limits,
         )
         analyser = RunAnalyser(start, config, self)
         self._analysers = {k: a for k, a in self._analysers.items() if not a.done}

@@ -43,6 +43,7 @@ from xsvs_bluesky.callback._descriptors import (
 )
 from xsvs_bluesky.callback._hdf5 import HDF5FrameReader, uri_to_path
 from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.options import DEFAULT_LIMITS, Limits
 
 __all__ = [
     "FrameBatch",
@@ -126,11 +127,16 @@ class RunFrames:
         Path map, allowed roots and fallback of StreamResource files (see
         :class:`~xsvs_bluesky.callback.FrameAccess`); None reads any file
         as named.
+    limits : Limits, optional
+        ``limits.max_pixels`` is checked on the frame shape of every
+        descriptor (a :class:`~xsvs_bluesky.errors.LimitError`) before any
+        frame is read.
 
     Attributes
     ----------
     problems : list of str
-        After :meth:`stop`: why frames were not read (file, reason).
+        After :meth:`stop`: per file, how many frames could not be read in
+        time and why.
     """
 
     def __init__(
@@ -141,8 +147,10 @@ class RunFrames:
         detector_key: str | None = None,
         frame_shape: tuple[int, int] | None = None,
         access: FrameAccess | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._start = start
+        self._limits = limits
         self._on_frames = on_frames
         self._detector_key = detector_key
         self._frame_shape = frame_shape
@@ -177,6 +185,9 @@ class RunFrames:
             exposure_time=value,
             exposure_origin=origin if value is not None else "",
             event_exposure_key=event_keys[0] if event_keys else None,
+        )
+        self._limits.check_pixels(
+            info.datum_shape[-2:], f"frame data key {key!r} of stream {info.name!r}"
         )
         self.streams[info.uid] = info
         if info.kind == "legacy":
@@ -272,9 +283,23 @@ class RunFrames:
             deadline = time.monotonic() + max(access.fallback_timeout_s, 0.0)
             while self.flush() and time.monotonic() < deadline:
                 time.sleep(0.1)
-        missing = sum((b - a) * r.frames_per_index for r, _, a, b in self._pending)
+        missing = 0
+        per_file: dict[Any, int] = {}
+        for reader, _, a, b in self._pending:
+            per_file[reader] = (
+                per_file.get(reader, 0) + (b - a) * reader.frames_per_index
+            )
+        reasons = []
+        for reader, count in per_file.items():
+            missing += count
+            why = getattr(reader, "waiting_for", "") or _problem(reader)
+            where = getattr(reader, "path", "the stored raw run")
+            reasons.append(
+                f"{count} frames of {where} could not be read within "
+                f"{max(timeout_s, 0.0):g} s: {why}"
+            )
         missing += sum(n for n, _ in self._lost)
-        reasons = [_problem(r) for r, *_ in self._pending] + [w for _, w in self._lost]
+        reasons += [w for _, w in self._lost]
         self.problems = list(dict.fromkeys(reasons))
         self._pending.clear()
         self.close()

@@ -111,11 +111,18 @@ class HDF5FrameReader:
         # cannot be used, _map_tried after the first try
         self._map: ChunkMap | None = None
         self._map_tried = False
+        self.waiting_for = ""
+        """Why the last :meth:`read` returned None (empty after a read)."""
 
     def _open(self) -> h5py.Dataset | None:
         if self._dataset is not None:
             return self._dataset
         if not self.path.is_file():
+            self.waiting_for = (
+                "the file does not exist"
+                if not self.path.exists()
+                else "the path is not a file"
+            )
             return None
         try:
             handle = h5py.File(self.path, "r", swmr=True)
@@ -125,9 +132,11 @@ class HDF5FrameReader:
                 handle = h5py.File(self.path, "r")
             except OSError as err:
                 logger.debug("cannot open %s yet: %s", self.path, err)
+                self.waiting_for = f"the file cannot be opened ({err})"
                 return None
         if self.dataset_path not in handle:
             handle.close()
+            self.waiting_for = f"the file has no dataset {self.dataset_path!r}"
             return None
         self._file = handle
         self._dataset = handle[self.dataset_path]
@@ -173,7 +182,12 @@ class HDF5FrameReader:
         if hi < 0:
             return np.asarray(ds[()])[None]
         if shape[0] < hi:
+            self.waiting_for = (
+                f"its dataset {self.dataset_path!r} holds {shape[0]} of the "
+                f"{hi} frames needed"
+            )
             return None
+        self.waiting_for = ""
         data = None
         if self._reuse:
             data = self._read_mapped(ds, shape, (lo, hi), start, partial)

@@ -30,11 +30,12 @@ from xsvs_bluesky.callback._frames import FrameBatch, RunFrames
 from xsvs_bluesky.core.dynamics import fit_dynamics
 from xsvs_bluesky.derived import DerivedRun
 from xsvs_bluesky.errors import XSVSError
-from xsvs_bluesky.options import DynamicsModel
+from xsvs_bluesky.options import DEFAULT_LIMITS, DynamicsModel, Limits
 
 __all__ = ["Emitter", "RunAnalyser", "RunConfig", "RunRecord", "RunSink"]
 
 Emitter = Callable[[str, dict[str, Any]], None]
+Status = Literal["success", "abort", "fail"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,10 @@ class RunRecord:
     derived_uid : str or None
         uid of the derived run, None if none was started (no frames).
     exit_status : str
-        ``"success"`` or ``"fail"`` (as in the derived run's stop document).
+        As in the derived run's stop document: ``"success"``; ``"abort"``
+        when the raw run was aborted, ``"fail"`` when it failed (the partial
+        results are kept, the reason says how far the raw run got), when no
+        frame arrived or when the analysis failed.
     reason : str
         Failure reason or a note, empty otherwise.
     results : tuple of ExposureResult
@@ -105,6 +109,9 @@ class RunConfig:
         (a callback fed from a network); None reads every file as named.
     dynamics_model : DynamicsModel or None
         Model of the ``dynamics`` stream; None for none.
+    limits : Limits
+        Checked on the frame shape of each descriptor (the setup checks the
+        geometry and partitions).
     """
 
     setup_for: Callable[[Mapping[str, Any]], AnalysisSetup]
@@ -115,6 +122,7 @@ class RunConfig:
     progress_every_frames: int = 1
     dynamics_model: DynamicsModel | None = DynamicsModel.EXPONENTIAL
     frame_access: FrameAccess | None = None
+    limits: Limits = DEFAULT_LIMITS
 
 
 class _Exposure:
@@ -151,6 +159,7 @@ class RunAnalyser(DocumentRouter):
             detector_key=config.detector_key,
             frame_shape=config.frame_shape,
             access=config.frame_access,
+            limits=config.limits,
         )
         self._setup: AnalysisSetup | None = None
         self._derived: DerivedRun | None = None
@@ -197,15 +206,19 @@ class RunAnalyser(DocumentRouter):
             return
         results = tuple(self._close(exp) for exp in self._exposures.values())
         notes = []
+        status: Status = "success"
+        raw_status = str(doc.get("exit_status", "success"))
+        if raw_status != "success":
+            # partial results of an interrupted or failed raw run are kept,
+            # but the derived run says it is not a complete analysis
+            status = "abort" if raw_status == "abort" else "fail"
+            notes.append(self._raw_incomplete(raw_status, doc, results))
         if missing:
             why = "; ".join(self._frames.problems)
             notes.append(
                 f"{missing} frames could not be read in time"
                 + (f" ({why})" if why else "")
             )
-        if doc.get("exit_status", "success") != "success":
-            notes.append(f"raw run exit_status {doc.get('exit_status')!r}")
-        status: Literal["success", "fail"] = "success"
         if not any(r.n_frames for r in results):
             status, notes = "fail", ["no frames received", *notes]
         self._derived.results(results)
@@ -325,9 +338,26 @@ class RunAnalyser(DocumentRouter):
             self._sink.publish(final)
         return final
 
+    def _raw_incomplete(
+        self,
+        raw_status: str,
+        stop: Mapping[str, Any],
+        results: Sequence[ExposureResult],
+    ) -> str:
+        """Say how far the raw run got: ``raw run aborted after 5 of 8 exposures``."""
+        word = {"abort": "aborted", "fail": "failed"}.get(raw_status, raw_status)
+        done = sum(1 for r in results if r.n_frames)
+        planned = self._start.get("xsvs_exposure_times")
+        total = f" of {len(planned)}" if isinstance(planned, Sequence) else ""
+        frames = sum(r.n_frames for r in results)
+        text = f"raw run {word} after {done}{total} exposures ({frames} frames)"
+        if stop.get("reason"):
+            text += f": {stop['reason']}"
+        return text
+
     def _finish(
         self,
-        status: Literal["success", "abort", "fail"],
+        status: Status,
         reason: str,
         results: tuple[ExposureResult, ...],
     ) -> None:

@@ -78,7 +78,12 @@ class _SubcommandParser(argparse.ArgumentParser):
 
 
 #: library argument -> the option that sets it, as error messages should say it
-_OPTION_NAMES = {"skip_bad=True": "--skip-bad-frames"}
+_OPTION_NAMES = {
+    "skip_bad=True": "--skip-bad-frames",
+    "Limits.max_partitions": "--max-partitions",
+    "Limits.max_pixels": "--max-pixels",
+    "Limits.max_frame_bytes": "--max-frame-mb",
+}
 
 
 def error_line(command: str, exc: BaseException) -> str:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from xsvs_bluesky.errors import OptionError, StorageError
 from xsvs_bluesky.options import (
+    DEFAULT_LIMITS,
     DYNAMICS_MODELS,
     ESTIMATORS,
     FLAT_FIELD_MODES,
@@ -28,11 +29,14 @@ from xsvs_bluesky.options import (
     DynamicsModel,
     Estimator,
     FlatFieldMode,
+    Limits,
 )
 
 __all__ = [
     "add_catalog_arguments",
     "add_estimator_arguments",
+    "add_limit_arguments",
+    "limits_from_args",
     "analysis_options",
     "dynamics_model_argument",
     "add_progress_arguments",
@@ -98,6 +102,57 @@ def add_estimator_arguments(parser: argparse.ArgumentParser, *, of: str) -> None
     )
 
 
+_MIB = 2**20
+
+
+def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--max-partitions``, ``--max-pixels`` and ``--max-frame-mb``.
+
+    The resource limits of :class:`xsvs_bluesky.options.Limits`, checked
+    before memory is allocated (see docs/reference/limits.md).
+    """
+    group = parser.add_argument_group(
+        "resource limits",
+        "Inputs asking for more are refused before memory is allocated; raise a "
+        "limit deliberately.",
+    )
+    group.add_argument(
+        "--max-partitions",
+        type=positive_int,
+        metavar="N",
+        default=DEFAULT_LIMITS.max_partitions,
+        help="most q partitions (default %(default)s)",
+    )
+    group.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        metavar="N",
+        default=DEFAULT_LIMITS.max_pixels,
+        help="most detector pixels, rows x columns (default %(default)s)",
+    )
+    group.add_argument(
+        "--max-frame-mb",
+        type=positive_int,
+        metavar="MB",
+        default=DEFAULT_LIMITS.max_frame_bytes // _MIB,
+        help="most MiB of one frame file, inflated (gzip) or as its EDF header "
+        "announces it (default %(default)s)",
+    )
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    """Return the :class:`Limits` of the parsed command line (defaults if absent)."""
+    defaults = DEFAULT_LIMITS
+    frame_mb = getattr(args, "max_frame_mb", None)
+    return Limits(
+        max_partitions=getattr(args, "max_partitions", defaults.max_partitions),
+        max_pixels=getattr(args, "max_pixels", defaults.max_pixels),
+        max_frame_bytes=(
+            defaults.max_frame_bytes if frame_mb is None else frame_mb * _MIB
+        ),
+    )
+
+
 def dynamics_model_argument() -> dict[str, Any]:
     """Keyword arguments of ``add_argument`` for a dynamics-model option."""
     return {
@@ -113,13 +168,15 @@ def analysis_options(
     """Build the :class:`AnalysisOptions` of the parsed command line.
 
     ``--estimator`` and ``--flat-field`` (and ``--dynamics-model`` where the
-    command has it); ``dynamics=False`` records no dynamics model.
+    command has it, the limits of :func:`add_limit_arguments`);
+    ``dynamics=False`` records no dynamics model.
     """
     model = getattr(args, "dynamics_model", DynamicsModel.EXPONENTIAL)
     return AnalysisOptions(
         estimator=args.estimator,
         flat_field_mode=args.flat_field,
         dynamics_model=model if dynamics else None,
+        limits=limits_from_args(args),
     )
 
 

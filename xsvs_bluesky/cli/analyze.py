@@ -28,6 +28,7 @@ from typing import Any
 
 from xsvs_bluesky.cli._common import (
     add_estimator_arguments,
+    add_limit_arguments,
     add_progress_arguments,
     analysis_options,
     dynamics_model_argument,
@@ -51,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("ini", metavar="INI", help="the pyxsvs INI input file")
     add_estimator_arguments(parser, of="the INI's")
+    add_limit_arguments(parser)
     parser.add_argument(
         "--format",
         choices=("table", "csv", "json"),

@@ -32,6 +32,7 @@ import sys
 from xsvs_bluesky.cli._common import (
     add_catalog_arguments,
     add_estimator_arguments,
+    add_limit_arguments,
     analysis_options,
     catalogs_from_args,
     flush_warnings,
@@ -67,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="raw run: uid, unique uid prefix (>= 5 characters), scan_id or -1",
     )
     add_estimator_arguments(parser, of="the run's")
+    add_limit_arguments(parser)
     group = parser.add_argument_group(
         "q partitions", "1/Angstrom; each one not given keeps the run's value"
     )

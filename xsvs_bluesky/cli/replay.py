@@ -38,6 +38,7 @@ from typing import Any
 from xsvs_bluesky.cli._common import (
     add_catalog_arguments,
     add_estimator_arguments,
+    add_limit_arguments,
     add_progress_arguments,
     analysis_options,
     catalogs_from_args,
@@ -73,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("ini", metavar="INI", help="the pyxsvs INI input file")
     add_estimator_arguments(parser, of="the INI's")
+    add_limit_arguments(parser)
     parser.add_argument(
         "--force",
         action="store_true",

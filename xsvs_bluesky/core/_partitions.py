@@ -16,6 +16,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from xsvs_bluesky.core._pixel_groups import PixelGroups, as_index_tuple
 from xsvs_bluesky.errors import GeometryError
+from xsvs_bluesky.options import DEFAULT_LIMITS, Limits
 
 __all__ = ["PartitionOverlapWarning", "Partitions", "partition_centers"]
 
@@ -40,7 +41,9 @@ def _finite(name: str, value: object) -> float:
     return out
 
 
-def partition_centers(q1: float, q2: float, qs: float) -> NDArray[np.float64]:
+def partition_centers(
+    q1: float, q2: float, qs: float, *, limits: Limits = DEFAULT_LIMITS
+) -> NDArray[np.float64]:
     """Centres ``q1, q1 + qs, ..., q2`` of the q partitions, in 1/Angstrom.
 
     The count is ``round((q2 - q1) / qs) + 1``, so float rounding of the end
@@ -52,6 +55,8 @@ def partition_centers(q1: float, q2: float, qs: float) -> NDArray[np.float64]:
         First and last centre, in 1/Angstrom (``q2 >= q1``).
     qs : float
         Step between centres, in 1/Angstrom (> 0).
+    limits : Limits, optional
+        ``limits.max_partitions`` is checked before the centres are made.
 
     Returns
     -------
@@ -62,6 +67,8 @@ def partition_centers(q1: float, q2: float, qs: float) -> NDArray[np.float64]:
     ------
     GeometryError
         If a value is not finite, ``qs <= 0`` or ``q2 < q1``.
+    LimitError
+        If there would be more than ``limits.max_partitions`` centres.
 
     Examples
     --------
@@ -76,6 +83,7 @@ def partition_centers(q1: float, q2: float, qs: float) -> NDArray[np.float64]:
             f"q2 = {q2!r} < q1 = {q1!r}; the last centre must be >= the first"
         )
     steps = (q2f - q1f) / qsf
+    limits.check_partitions(steps + 1, f"q1 = {q1!r}, q2 = {q2!r}, qs = {qs!r}")
     n_steps = round(steps)
     if abs(steps - n_steps) > 1e-6 * max(1.0, steps):
         logger.warning(
@@ -136,6 +144,8 @@ class Partitions:
         centers: ArrayLike,
         dq: float,
         mask: ArrayLike | None = None,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> Partitions:
         """Partitions around given centres.
 
@@ -152,6 +162,8 @@ class Partitions:
             Half-width in 1/Angstrom (> 0).
         mask : array_like, optional
             Excluded pixels (True or nonzero = excluded), shape of ``q_map``.
+        limits : Limits, optional
+            ``limits.max_partitions`` is checked first.
 
         Returns
         -------
@@ -162,13 +174,17 @@ class Partitions:
         GeometryError
             On a non 2-d ``q_map``, a mask of another shape, ``dq <= 0`` or
             non-finite centres.
+        LimitError
+            On more than ``limits.max_partitions`` centres.
 
         Warns
         -----
         PartitionOverlapWarning
             When ``2 * dq`` exceeds the spacing of two centres.
         """
-        return _build(q_map, centers, dq, mask)
+        c = np.asarray(centers)
+        limits.check_partitions(c.size, f"{c.size} centres")
+        return _build(q_map, c, dq, mask)
 
     @classmethod
     def from_range(
@@ -179,6 +195,8 @@ class Partitions:
         qs: float,
         dq: float,
         mask: ArrayLike | None = None,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> Partitions:
         """Partitions centred on ``q1, q1 + qs, ..., q2`` (legacy INI keys).
 
@@ -193,6 +211,8 @@ class Partitions:
             Half-width in 1/Angstrom.
         mask : array_like, optional
             Excluded pixels (True or nonzero = excluded).
+        limits : Limits, optional
+            ``limits.max_partitions`` is checked before anything is made.
 
         Returns
         -------
@@ -202,13 +222,15 @@ class Partitions:
         ------
         GeometryError
             As :func:`partition_centers` and :meth:`from_centers`.
+        LimitError
+            As :func:`partition_centers`.
 
         Warns
         -----
         PartitionOverlapWarning
             When ``2 * dq > qs``.
         """
-        return _build(q_map, partition_centers(q1, q2, qs), dq, mask)
+        return _build(q_map, partition_centers(q1, q2, qs, limits=limits), dq, mask)
 
     def __len__(self) -> int:
         return len(self.pixels)

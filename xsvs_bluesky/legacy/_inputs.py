@@ -23,7 +23,7 @@ from xsvs_bluesky.core.geometry import Geometry
 from xsvs_bluesky.core.images import CenterFit, ImageAverager, refine_center
 from xsvs_bluesky.errors import FitError, InputFileError
 from xsvs_bluesky.legacy.config import LegacyConfig
-from xsvs_bluesky.legacy.edf import read_flat_field, read_mask
+from xsvs_bluesky.legacy.edf import read_flat_field, read_frame, read_mask
 from xsvs_bluesky.legacy.frames import FrameSeries
 from xsvs_bluesky.legacy.pipeline import SeriesReader
 
@@ -110,12 +110,57 @@ def _named(config: LegacyConfig, key: str, path: Path) -> Iterator[None]:
         raise InputFileError(f"{where}: {exc}") from None
 
 
+def _check_first_frame(
+    config: LegacyConfig,
+    shape: tuple[int, int],
+    first_frame: Path | None,
+    use_flat: bool,
+) -> None:
+    """Blame the first frame when it is the odd one out.
+
+    That is when the masks and the flat field agree on a shape other than
+    the first frame's, and so does the next frame file of the series.
+    """
+    if first_frame is None:
+        return
+    named = [("default mask", config.default_mask), ("mask", config.mask)]
+    if use_flat:
+        named.append(("flat field", config.flat_field))
+    shapes: dict[str, tuple[int, ...]] = {}
+    for key, path in named:
+        if path is None or not path.is_file():
+            continue
+        try:
+            shapes[key] = tuple(read_frame(path).shape)
+        except InputFileError:
+            return  # the file's own error comes next, from read_mask/read_flat
+    found = set(shapes.values())
+    if len(found) != 1 or shape in found:
+        return
+    (reference,) = found
+    files = config.all_files()
+    later = files[files.index(first_frame) + 1 :] if first_frame in files else ()
+    try:
+        next_shape = tuple(read_frame(later[0]).shape) if later else None
+    except InputFileError:
+        next_shape = None
+    if next_shape != reference:
+        return  # the frames agree with each other: the mask's error follows
+    raise InputFileError(
+        f"{config.path}: the first frame file {first_frame} has shape {shape} but "
+        f"the {' and the '.join(shapes)} and the next frame file {later[0].name} "
+        f"have shape {reference}; the first frame is damaged or from another "
+        "series: remove it or check 'first data file'"
+    )
+
+
 def read_inputs(
     config: LegacyConfig,
     shape: tuple[int, ...],
     dtype: np.dtype,
     *,
     use_flat: bool = True,
+    first_frame: Path | None = None,
 ) -> LegacyInputs:
     """Read and check the masks and the flat field of ``config``.
 
@@ -129,6 +174,10 @@ def read_inputs(
         Frame dtype.
     use_flat : bool, optional
         Read the flat field (False: ignore it).
+    first_frame : Path, optional
+        The frame file ``shape`` was read from: when the masks and the flat
+        field agree on another shape, the error names this file (the frame
+        is the odd one out), not a mask.
 
     Returns
     -------
@@ -146,6 +195,7 @@ def read_inputs(
         A mask excludes more than half of the detector (from ``read_mask``).
     """
     rows, cols = (int(n) for n in shape)
+    _check_first_frame(config, (rows, cols), first_frame, use_flat)
     masks: list[tuple[str, NDArray[np.bool_], str]] = []
     for key, path, one_is_bad in (
         ("default mask", config.default_mask, True),

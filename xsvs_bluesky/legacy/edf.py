@@ -10,7 +10,6 @@ damaged files (an error where fabio pads with zeros). See
 
 from __future__ import annotations
 
-import gzip
 import logging
 import re
 import zlib
@@ -18,12 +17,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
-from xsvs_bluesky.errors import InputFileError
+from xsvs_bluesky.errors import InputFileError, OversizedFileError
+from xsvs_bluesky.options import DEFAULT_LIMITS, Limits
 
 __all__ = [
     "EDFFrame",
@@ -38,23 +38,26 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-_Inflate = Callable[[bytes, int], bytes]
+_Decompressor = Callable[[int], Any]
+"""``decompressobj(wbits)`` of zlib or isal_zlib."""
 
 
-def _pick_inflate() -> tuple[_Inflate, tuple[type[Exception], ...], str]:
+def _pick_inflate() -> tuple[_Decompressor, tuple[type[Exception], ...], str]:
     """Use python-isal (``pip install isal``, 2-5x faster) when installed."""
     try:
         from isal import isal_zlib
     except ImportError:
-        return zlib.decompress, (zlib.error,), "zlib"
+        return zlib.decompressobj, (zlib.error,), "zlib"
     isal_error = cast("type[Exception]", isal_zlib.IsalError)  # mistyped in its stubs
     errors: tuple[type[Exception], ...] = (isal_error, zlib.error)
-    return isal_zlib.decompress, errors, "isal"
+    return isal_zlib.decompressobj, errors, "isal"
 
 
-_inflate, _INFLATE_ERRORS, GUNZIP_BACKEND = _pick_inflate()
+_decompressobj, _INFLATE_ERRORS, GUNZIP_BACKEND = _pick_inflate()
 """Name of the gunzip implementation in use: ``"isal"`` or ``"zlib"``."""
 _GUNZIP_ERRORS: tuple[type[Exception], ...] = (*_INFLATE_ERRORS, OSError, EOFError)
+_HEAD_BYTES = 64 * 1024
+"""Bytes inflated first, for the EDF header's frame size to be checked."""
 
 # EDF DataType names -> numpy types (the names fabio and ESRF software write).
 _DATA_TYPES: dict[str, type[np.generic]] = {
@@ -120,15 +123,26 @@ class EDFFrame:
     decoder: str
 
 
-def read_edf(path: str | PathLike[str], *, fast: bool = True) -> EDFFrame:
+def read_edf(
+    path: str | PathLike[str], *, fast: bool = True, limits: Limits = DEFAULT_LIMITS
+) -> EDFFrame:
     """Read an EDF or gzipped EDF file (first frame), or any image fabio reads.
+
+    A file larger than ``limits.max_frame_bytes`` is refused before it is
+    read; a gzip file is inflated in a stream that stops at that size, and
+    refused as soon as its EDF header announces more (a "gzip bomb" costs
+    at most the limit in memory).
 
     Parameters
     ----------
     path : str or path-like
         The file.
     fast : bool
-        Try the fast decoder first (default). False: always use fabio.
+        Try the fast decoder first (default). False: always use fabio
+        (the size limits are still checked on the file and its inflated
+        size first).
+    limits : Limits, optional
+        ``limits.max_frame_bytes`` bounds the file and its inflated size.
 
     Returns
     -------
@@ -138,15 +152,29 @@ def read_edf(path: str | PathLike[str], *, fast: bool = True) -> EDFFrame:
     ------
     InputFileError
         Missing, unreadable, truncated or corrupt file (message names it).
+    OversizedFileError
+        The file, its inflated content or the frame its header announces is
+        larger than ``limits.max_frame_bytes`` (also an InputFileError).
     """
     file = Path(path)
-    if fast:
+    cap = limits.max_frame_bytes
+    try:
+        size = file.stat().st_size
+    except FileNotFoundError:
+        raise InputFileError(f"{file}: frame file not found") from None
+    except OSError as exc:
+        raise InputFileError(f"{file}: cannot read frame file ({exc})") from None
+    if size > cap:
+        raise _oversized(file, limits, f"the file has {size} bytes")
+    raw: bytes | None = None
+    if fast or _is_gzip(file):
         try:
             raw = file.read_bytes()
-        except FileNotFoundError:
-            raise InputFileError(f"{file}: frame file not found") from None
         except OSError as exc:
             raise InputFileError(f"{file}: cannot read frame file ({exc})") from None
+        if raw[:2] == _GZIP_MAGIC:
+            raw = _gunzip(raw, file, limits)  # checks the sizes before fabio
+    if fast and raw is not None:
         try:
             data, header = _decode_fast(raw, file)
         except _NotSimpleError as why:
@@ -157,9 +185,11 @@ def read_edf(path: str | PathLike[str], *, fast: bool = True) -> EDFFrame:
     return EDFFrame(data, header, file, "fabio")
 
 
-def read_frame(path: str | PathLike[str], *, fast: bool = True) -> NDArray[np.generic]:
+def read_frame(
+    path: str | PathLike[str], *, fast: bool = True, limits: Limits = DEFAULT_LIMITS
+) -> NDArray[np.generic]:
     """Read the image of an EDF / EDF.gz file (see :func:`read_edf`)."""
-    return read_edf(path, fast=fast).data
+    return read_edf(path, fast=fast, limits=limits).data
 
 
 def read_header(path: str | PathLike[str]) -> dict[str, str]:
@@ -168,21 +198,104 @@ def read_header(path: str | PathLike[str]) -> dict[str, str]:
 
 
 # -- fast path -----------------------------------------------------------------
-def _gunzip(raw: bytes, file: Path) -> bytes:
-    """Decompress a gzip file, checking CRC and length; error if truncated."""
+def _is_gzip(file: Path) -> bool:
     try:
-        out = _inflate(raw, 31)
-        # One-shot inflate stops after the first member. The trailer's ISIZE
-        # (last 4 bytes) equals the output length only for a single member
-        # without trailing bytes; otherwise let gzip handle members/padding.
-        if int.from_bytes(raw[-4:], "little") != len(out) & 0xFFFFFFFF:
-            out = gzip.decompress(raw)
+        with file.open("rb") as handle:
+            return handle.read(2) == _GZIP_MAGIC
+    except OSError:
+        return False
+
+
+def _oversized(file: Path, limits: Limits, size: str) -> OversizedFileError:
+    err = limits.frame_bytes_exceeded(str(file), size)
+    return OversizedFileError(*err.args)
+
+
+def _announced_bytes(head: bytes) -> tuple[int, str] | None:
+    """Frame bytes an EDF header announces, with how it says it, or None."""
+    start = head.find(b"{", 0, 512)
+    end = _HEADER_END.search(head, max(start, 0))
+    if start < 0 or end is None:
+        return None
+    caps = {
+        k.upper(): v for k, v in _parse_header(head[start + 1 : end.start()]).items()
+    }
+    found: list[tuple[int, str]] = []
+    for key in ("EDF_BINARYSIZE", "SIZE"):
+        try:
+            found.append((int(float(caps[key])), f"{key.title()} = {caps[key]}"))
+        except (KeyError, ValueError, OverflowError):
+            pass
+    scalar = _DATA_TYPES.get(caps.get("DATATYPE", ""))
+    try:
+        rows, cols = int(caps["DIM_2"]), int(caps["DIM_1"])
+    except (KeyError, ValueError):
+        rows = cols = 0
+    if rows > 0 and cols > 0:
+        itemsize = np.dtype(scalar).itemsize if scalar is not None else 1
+        found.append(
+            (rows * cols * itemsize, f"Dim_1 x Dim_2 = {cols} x {rows} pixels")
+        )
+    return max(found) if found else None
+
+
+def _gunzip(raw: bytes, file: Path, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """Inflate a gzip file, every member, checking CRC and length.
+
+    The inflated size is bounded by ``limits.max_frame_bytes``: the first
+    64 KiB are inflated, the frame size the EDF header announces is checked,
+    then the rest is inflated in a stream that stops one byte past the
+    limit.  Trailing zero bytes after the last member are ignored (as gzip
+    does).
+
+    Raises
+    ------
+    InputFileError
+        Truncated or corrupt data.
+    OversizedFileError
+        More than ``limits.max_frame_bytes`` inflated or announced.
+    """
+    cap = limits.max_frame_bytes
+    pieces: list[bytes] = []
+    size = 0
+    data = raw
+    try:
+        while True:
+            inflater = _decompressobj(31)
+            if not pieces:  # the first member holds the EDF header
+                head = inflater.decompress(data, min(_HEAD_BYTES, cap + 1))
+                announced = _announced_bytes(head)
+                if announced is not None and announced[0] > cap:
+                    raise _oversized(
+                        file,
+                        limits,
+                        f"its EDF header announces {announced[1]}"
+                        f" ({announced[0]} bytes)",
+                    )
+                pieces.append(head)
+                size += len(head)
+                data = inflater.unconsumed_tail
+            while not inflater.eof and size <= cap:
+                if not data:
+                    raise EOFError("the gzip stream ends before its last block")
+                piece = inflater.decompress(data, cap + 1 - size)
+                pieces.append(piece)
+                size += len(piece)
+                data = inflater.unconsumed_tail
+            if size > cap:
+                raise _oversized(file, limits, f"it inflates to more than {cap} bytes")
+            rest = inflater.unused_data
+            if not rest.strip(b"\0"):
+                break
+            if rest[:2] != _GZIP_MAGIC:
+                raise OSError(f"{len(rest)} bytes of garbage after the gzip data")
+            data = rest
     except _GUNZIP_ERRORS as exc:
         raise InputFileError(
             f"{file}: corrupt or truncated gzip data ({exc}); re-copy the file "
             f"or skip it (skip_bad=True)"
         ) from None
-    return out
+    return b"".join(pieces)
 
 
 def _parse_header(block: bytes) -> dict[str, str]:
@@ -216,10 +329,8 @@ def _split_header(buf: bytes, file: Path) -> tuple[dict[str, str], int]:
 
 
 def _decode_fast(raw: bytes, file: Path) -> tuple[NDArray[np.generic], dict[str, str]]:
-    """Decode a simple EDF file; raise _NotSimpleError for anything unusual."""
-    if raw[:2] == _GZIP_MAGIC:
-        raw = _gunzip(raw, file)
-    elif raw[:3] == b"BZh":
+    """Decode a simple (inflated) EDF file; _NotSimpleError for anything unusual."""
+    if raw[:3] == b"BZh":
         raise _NotSimpleError("bzip2 file")
     header, offset = _split_header(raw, file)
     caps = {key.upper(): value for key, value in header.items()}

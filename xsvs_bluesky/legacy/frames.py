@@ -22,6 +22,7 @@ from numpy.typing import DTypeLike, NDArray
 
 from xsvs_bluesky.errors import InputFileError, OptionError
 from xsvs_bluesky.legacy.edf import read_frame
+from xsvs_bluesky.options import DEFAULT_LIMITS, Limits
 
 __all__ = ["FrameSeries", "check_files_exist"]
 
@@ -102,8 +103,10 @@ class FrameSeries:
         expected_shape: Sequence[int] | None = None,
         expected_dtype: DTypeLike | None = None,
         fast: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         files = tuple(Path(p) for p in paths)
+        self.limits = limits
         if threads < 0:
             raise OptionError(f"threads must be >= 0, got {threads}")
         self.skip_bad = skip_bad
@@ -138,7 +141,7 @@ class FrameSeries:
     # -- reading ------------------------------------------------------------
     def _decode(self, path: Path) -> NDArray[np.generic] | InputFileError:
         try:
-            return read_frame(path, fast=self.fast)
+            return read_frame(path, fast=self.fast, limits=self.limits)
         except InputFileError as exc:
             return exc
 

@@ -27,6 +27,7 @@ from xsvs_bluesky.errors import InputFileError, OptionError
 from xsvs_bluesky.legacy.config import ExposureSpec
 from xsvs_bluesky.legacy.edf import read_frame
 from xsvs_bluesky.legacy.frames import FrameSeries, check_files_exist
+from xsvs_bluesky.options import DEFAULT_LIMITS, Limits
 
 __all__ = ["SeriesReader", "SkippedFile"]
 
@@ -106,7 +107,11 @@ class SeriesReader:
         skip_bad: bool = False,
         threads: int = 2,
         chunk_size: int = 64,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
+        self.limits = limits
+        self.first_path: Path | None = None
+        """The file :meth:`first_frame` read."""
         if frames_per_exposure is not None and frames_per_exposure < 1:
             raise OptionError(
                 f"frames_per_exposure = {frames_per_exposure}; give an integer >= 1"
@@ -177,7 +182,9 @@ class SeriesReader:
         for members, files in self._groups:
             for path in files:
                 try:
-                    return read_frame(path)
+                    frame = read_frame(path, limits=self.limits)
+                    self.first_path = path
+                    return frame
                 except InputFileError as exc:
                     if not self.skip_bad:
                         raise self._error(members, str(exc)) from None
@@ -226,6 +233,7 @@ class SeriesReader:
             threads=self.threads,
             expected_shape=shape,
             expected_dtype=dtype,
+            limits=self.limits,
         )
         self.files_read = 0
         self.skipped = []

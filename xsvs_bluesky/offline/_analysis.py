@@ -174,10 +174,15 @@ class LegacyAnalysis:
             skip_bad=skip_bad,
             threads=threads,
             chunk_size=chunk_size,
+            limits=options.limits,
         )
         first = self.reader.first_frame()
         self.inputs: LegacyInputs = read_inputs(
-            config, first.shape, first.dtype, use_flat=options.uses_flat_field
+            config,
+            first.shape,
+            first.dtype,
+            use_flat=options.uses_flat_field,
+            first_frame=self.reader.first_path,
         )
         if options.uses_flat_field and config.flat_field is None:
             logger.info("%s has no flat field: --flat-field ignored", config.path)

@@ -182,11 +182,17 @@ class LegacyReplay:
         self.threads = max(int(threads), 0)
         self.frames_per_datum = int(frames_per_datum)
         self.compression = compression
-        self.scan = scan_inputs(config, skip_bad=self.skip_bad, threads=self.threads)
-        first = None
+        self.scan = scan_inputs(
+            config,
+            skip_bad=self.skip_bad,
+            threads=self.threads,
+            limits=options.limits,
+        )
+        first = first_path = None
         for path in self.scan.usable_files():
             try:
-                first = read_frame(path)
+                first = read_frame(path, limits=options.limits)
+                first_path = path
                 break
             except InputFileError as exc:
                 if not self.skip_bad:
@@ -200,7 +206,11 @@ class LegacyReplay:
         self.shape: tuple[int, int] = (int(first.shape[0]), int(first.shape[1]))
         self.dtype = np.dtype(first.dtype)
         self.inputs = read_inputs(
-            config, self.shape, self.dtype, use_flat=options.uses_flat_field
+            config,
+            self.shape,
+            self.dtype,
+            use_flat=options.uses_flat_field,
+            first_frame=first_path,
         )
         has_flat = self.inputs.flat_field is not None
         self.options = options.replace(estimator=options.main_estimator(has_flat))

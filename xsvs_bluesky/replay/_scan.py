@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from numpy.typing import NDArray
 from xsvs_bluesky.errors import InputFileError
 from xsvs_bluesky.legacy.config import ExposureSpec, LegacyConfig
 from xsvs_bluesky.legacy.metadata import header_metadata, header_value
+from xsvs_bluesky.options import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
     from xsvs_bluesky.legacy import LegacyInputs
@@ -76,7 +78,11 @@ def _edf_header(raw: bytes) -> tuple[dict[str, str] | None, int]:
 
 
 def _gzip_problem(
-    path: Path, raw: bytes, header: Mapping[str, str] | None, offset: int
+    path: Path,
+    raw: bytes,
+    header: Mapping[str, str] | None,
+    offset: int,
+    limits: Limits,
 ) -> str | None:
     """Why a gzipped frame file is damaged, or None.
 
@@ -95,26 +101,39 @@ def _gzip_problem(
     if expected >= 0 and int.from_bytes(raw[-4:], "little") == expected % 2**32:
         return None
     try:
-        read_frame(path)
+        read_frame(path, limits=limits)
     except InputFileError as exc:
         return str(exc).removeprefix(f"{path}: ").split("; ")[0]
     return None
 
 
-def _scan_file(path: Path) -> _Scanned:
+def _scan_file(path: Path, limits: Limits) -> _Scanned:
     try:
+        size = path.stat().st_size
+        if size > limits.max_frame_bytes:
+            return _Scanned(
+                size,
+                "",
+                None,
+                f"the file has {size} bytes, more than the limit of "
+                f"{limits.max_frame_bytes} (Limits.max_frame_bytes)",
+            )
         raw = path.read_bytes()
     except FileNotFoundError:
         return _Scanned(-1, "", None, "file not found")
     except OSError as exc:
         return _Scanned(-1, "", None, f"cannot read the file ({exc.strerror or exc})")
     header, offset = _edf_header(raw)
-    problem = _gzip_problem(path, raw, header, offset) if raw[:2] == _GZIP else None
+    problem = (
+        _gzip_problem(path, raw, header, offset, limits) if raw[:2] == _GZIP else None
+    )
     return _Scanned(len(raw), hashlib.sha256(raw).hexdigest(), header, problem)
 
 
-def _scan_batch(paths: Sequence[Path]) -> list[tuple[Path, _Scanned]]:
-    return [(p, _scan_file(p)) for p in paths]
+def _scan_batch(
+    paths: Sequence[Path], limits: Limits = DEFAULT_LIMITS
+) -> list[tuple[Path, _Scanned]]:
+    return [(p, _scan_file(p, limits)) for p in paths]
 
 
 def _sha256(path: Path) -> str:
@@ -261,8 +280,17 @@ def _frame_period(times: NDArray[np.float64], sizes: Sequence[int]) -> float | N
     return statistics.median(steps) if steps else None
 
 
-def scan_inputs(config: LegacyConfig, *, skip_bad: bool, threads: int) -> InputScan:
+def scan_inputs(
+    config: LegacyConfig,
+    *,
+    skip_bad: bool,
+    threads: int,
+    limits: Limits = DEFAULT_LIMITS,
+) -> InputScan:
     """Hash every frame file and read its EDF header, in a thread pool.
+
+    A file larger than ``limits.max_frame_bytes``, or a gzip file that
+    inflates beyond it, is unusable (never read whole).
 
     Raises
     ------
@@ -274,9 +302,9 @@ def scan_inputs(config: LegacyConfig, *, skip_bad: bool, threads: int) -> InputS
     batches = [files[i : i + _SCAN_BATCH] for i in range(0, len(files), _SCAN_BATCH)]
     if threads > 0:
         with ThreadPoolExecutor(threads, thread_name_prefix="replay-scan") as pool:
-            done = list(pool.map(_scan_batch, batches))
+            done = list(pool.map(partial(_scan_batch, limits=limits), batches))
     else:
-        done = [_scan_batch(b) for b in batches]
+        done = [_scan_batch(b, limits) for b in batches]
     scanned = {p: s for batch in done for p, s in batch}
     for spec in config.exposures:
         bad = [p for p in spec.files if scanned[p].problem is not None]

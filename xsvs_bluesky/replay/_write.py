@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from xsvs_bluesky.legacy.config import LegacyConfig
+from xsvs_bluesky.options import AnalysisOptions
 from xsvs_bluesky.replay._docs import ExposureFile, RawRunComposer
 from xsvs_bluesky.replay._scan import InputScan
 
@@ -36,6 +37,7 @@ class SeriesJob(Protocol):
     threads: int
     frames_per_datum: int
     compression: str
+    options: AnalysisOptions
 
 
 def write_series(
@@ -95,6 +97,7 @@ def write_series(
                 threads=job.threads,
                 expected_shape=job.shape,
                 expected_dtype=job.dtype,
+                limits=job.options.limits,
             )
             for path, frame in series.items():
                 if out.add(frame, path.name, job.scan.frame_info(path)):

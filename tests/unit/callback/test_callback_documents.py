@@ -10,6 +10,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import pytest
 from event_model import compose_run
 
 from xsvs_bluesky.callback import XSVSCallback
@@ -220,6 +221,7 @@ def test_run_without_frames_makes_no_derived_run():
     assert out == []
 
 
+@pytest.mark.filterwarnings("ignore::xsvs_bluesky.analysis.EmptyPartitionWarning")
 def test_analysis_failure_marks_derived_run_failed_and_never_raises(caplog):
     out: Docs = []
     small = Geometry(1.5, 5000.0, 0.055, 16.5, 16.5, (32, 32))
@@ -411,7 +413,19 @@ def test_unreadable_frames_are_reported_in_the_stop_reason(tmp_path):
         callback(out, read_timeout_s=0.05), stream_run(tmp_path / "short.h5", [10, 10])
     )
     assert stream(out, "results")[0]["n_frames"] == 10
-    assert "10 frames could not be read" in stop_doc(out)["reason"]
+    reason = stop_doc(out)["reason"]
+    assert f"10 frames of {tmp_path / 'short.h5'} could not be read within 0.05 s" in (
+        reason
+    )
+    assert "holds 10 of the 20 frames needed" in reason  # why
+
+
+def test_frames_of_a_missing_file_name_the_file_and_the_reason(tmp_path):
+    out: Docs = []
+    feed(callback(out, read_timeout_s=0.05), stream_run(tmp_path / "gone.h5", [10]))
+    reason = stop_doc(out)["reason"]
+    assert f"10 frames of {tmp_path / 'gone.h5'} could not be read" in reason
+    assert "the file does not exist" in reason
 
 
 def test_legacy_resource_and_datum_are_normalised(tmp_path):

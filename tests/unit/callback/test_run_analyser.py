@@ -116,3 +116,33 @@ def test_four_flat_field_modes_in_the_derived_run(
     )
     (result,) = stream(out, "results")
     assert result["estimator"] == estimator
+
+
+@pytest.mark.parametrize(
+    "raw_status, derived_status, word",
+    [("abort", "abort", "aborted"), ("fail", "fail", "failed")],
+)
+def test_a_derived_run_of_an_incomplete_raw_run_is_not_success(
+    raw_status: str, derived_status: str, word: str
+) -> None:
+    """5 of 8 planned exposures arrived, then the raw run stopped early."""
+    times = [0.001 * 2**i for i in range(8)]
+    raw = inline_run(
+        [(t, frames_for(0.3, n=20, seed=i)) for i, t in enumerate(times[:5])],
+        start_md={"xsvs_exposure_times": times},
+    )
+    name, stop = raw[-1]
+    raw[-1] = (name, dict(stop, exit_status=raw_status, reason="Ctrl-C"))
+    out: Docs = []
+    cb = callback(out, dynamics_model=None)
+    feed(cb, raw)
+    (record,) = cb.records.values()
+    assert record.exit_status == derived_status
+    assert (
+        record.reason == f"raw run {word} after 5 of 8 exposures (100 frames): Ctrl-C"
+    )
+    (derived_stop,) = [d for n, d in out if n == "stop"]
+    assert derived_stop["exit_status"] == derived_status  # stored as recorded
+    assert derived_stop["reason"] == record.reason
+    assert [r.n_frames for r in record.results] == [20] * 5  # partial results kept
+    assert len(stream(out, "results")) == 5

@@ -311,9 +311,12 @@ def test_mask_polarity_warning_is_one_line(tmp_path, capsys):
     code, out, err = run_cli(capsys, ini, "--format", "json")
     assert code == 0
     lines = err.strip().splitlines()
-    assert len(lines) == 1
+    assert len(lines) == 2  # one line per warning, each once
     assert "warning" in lines[0] and "mask.edf" in lines[0] and "polarity" in lines[0]
-    assert json.loads(out)
+    # the mask leaves the first partition empty: said, and flagged in the results
+    assert "1 of 3 q partitions hold no pixel" in lines[1]
+    records = json.loads(out)
+    assert all("no-data" in r["flags"] for r in records if r["n_pixels"] == 0)
 
 
 def test_missing_files_skipped_with_option(tmp_path, capsys):
@@ -345,3 +348,78 @@ def test_analyze_runs_without_the_extras(tmp_path):
     assert proc.returncode == 0, proc.stderr
     records = json.loads(proc.stdout)
     assert {r["exposure_time"] for r in records} == {1e-3, 2e-3}
+
+
+# -- resource limits -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "q2, needle", [("1e6", "1e+09 q partitions"), ("100", "99999 q partitions")]
+)
+def test_hostile_q_range_is_one_line_before_allocating(tmp_path, capsys, q2, needle):
+    import resource
+
+    ini = small_series(tmp_path, main={"q2": q2, "qs": "0.001", "q1": "0.002"})
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code, out, err = run_cli(capsys, ini)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert_user_error(code, out, err, needle, "--max-partitions")
+    assert grown_mb < 300  # imports; 22.8 GB for q2 = 1e6 without the limit
+
+
+def test_max_partitions_option_raises_the_limit(tmp_path, capsys):
+    ini = small_series(tmp_path, main={"qs": "0.0001", "dq": "0.00005"})  # 11
+    code, out, err = run_cli(capsys, ini, "--max-partitions", "10")
+    assert_user_error(code, out, err, "11 q partitions", "limit of 10")
+    code, out, err = run_cli(capsys, ini, "--max-partitions", "11", "--format", "csv")
+    assert code == 0, err
+    assert len(out.strip().splitlines()) == 1 + 2 * 11
+
+
+def test_gzip_bomb_frame_is_one_line_naming_the_file(tmp_path, capsys):
+    import gzip
+
+    ini = small_series(tmp_path)
+    target = tmp_path / "data" / f"{PREFIX}0002{SUFFIX}"
+    payload = gzip.decompress(target.read_bytes()) + bytes(4 * 2**20)
+    target.write_bytes(gzip.compress(payload))  # 4 MiB inflated, a few kB stored
+    code, out, err = run_cli(capsys, ini, "--max-frame-mb", "1")
+    assert_user_error(code, out, err, str(target), "inflates to more than 1048576")
+    assert "--max-frame-mb" in err
+    code, out, err = run_cli(capsys, ini, "--max-frame-mb", "1", "--skip-bad-frames")
+    assert code == 0, err
+    assert "0002" in err  # named as skipped
+
+
+# -- garbage refused: one line, never a silent table of NaN -------------------------
+def test_a_beam_centre_of_1e300_is_one_line(tmp_path, capsys):
+    ini = small_series(tmp_path, main={"cenx": "1e300"})
+    code, out, err = run_cli(capsys, ini)
+    assert_user_error(code, out, err, "center_x = 1e+300 px", "check the beam centre")
+
+
+def test_an_all_ones_mask_is_one_line(tmp_path, capsys):
+    ini = small_series(tmp_path, mask=np.ones(SHAPE, np.int8))
+    code, out, err = run_cli(capsys, ini)
+    assert code == 2 and out == ""
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # after the mask-polarity warning
+    assert "masks exclude every pixel" in last
+
+
+def test_a_flat_field_of_1e30_on_used_pixels_is_one_line(tmp_path, capsys):
+    flat = np.ones(SHAPE, np.float32)
+    flat[16, 25:28] = 1e30  # on the partitions (q ~ 0.001 1/A)
+    write_edf(tmp_path / "flat.edf", flat)
+    ini = small_series(tmp_path, main={"flat field": "flat.edf"})
+    code, out, err = run_cli(capsys, ini)
+    assert_user_error(code, out, err, "flat field", "1e+30", "times their median")
+
+
+def test_a_first_frame_of_the_wrong_shape_blames_the_frame(tmp_path, capsys):
+    ini = small_series(tmp_path)
+    first = tmp_path / "data" / f"{PREFIX}0001{SUFFIX}"
+    write_edf(first, np.zeros((10, 12), np.uint16))  # EdfImage writes plain EDF
+    code, out, err = run_cli(capsys, ini)
+    assert_user_error(
+        code, out, err, f"first frame file {first} has shape (10, 12)", "the mask"
+    )
+    assert "mask.edf: mask shape" not in err  # not the mask's fault

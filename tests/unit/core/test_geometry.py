@@ -384,3 +384,17 @@ def test_check_mask_polarity():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert check_mask_polarity(half, "half") == 0.5
+
+
+def test_partition_count_is_checked_before_the_centres_are_made():
+    from xsvs_bluesky.errors import LimitError
+    from xsvs_bluesky.options import Limits
+
+    with pytest.raises(LimitError, match="1e\\+09 q partitions"):
+        partition_centers(0.002, 1e6, 0.001)
+    assert partition_centers(0.0, 9.0, 1.0, limits=Limits(max_partitions=10)).size == 10
+    with pytest.raises(LimitError, match="11 q partitions"):
+        partition_centers(0.0, 10.0, 1.0, limits=Limits(max_partitions=10))
+    q = np.linspace(0, 1, 16).reshape(4, 4)
+    with pytest.raises(LimitError, match="3 centres"):
+        Partitions.from_centers(q, [0.1, 0.5, 0.9], 0.01, limits=Limits(2))

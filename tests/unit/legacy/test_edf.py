@@ -319,3 +319,90 @@ def test_header_metadata_plain_json(tmp_path):
     assert meta["header"]["odd_key_name"] == "text"
     assert "DataType" not in meta["header"] and meta["header"]["Image"] == 0
     assert json.loads(json.dumps(meta)) == meta
+
+
+# -- resource limits: gzip bombs and announced sizes ----------------------------------
+def _edf_bytes(tmp_path: Path, shape: tuple[int, int] = (16, 16)) -> bytes:
+    path = write_edf(tmp_path / "one.edf", np.zeros(shape, np.uint16))
+    return path.read_bytes()
+
+
+def gzip_bomb(tmp_path: Path, inflated_mib: int) -> Path:
+    """A valid EDF header + frame, then zeros: ``inflated_mib`` MiB once inflated.
+
+    Built from one compressed MiB of zeros repeated as gzip members (a gzip
+    file may hold many), so making a 2 GiB bomb costs 2 MB and no time.
+    """
+    zeros = gzip.compress(bytes(2**20), compresslevel=9)
+    path = tmp_path / "bomb.edf.gz"
+    with path.open("wb") as out:
+        out.write(gzip.compress(_edf_bytes(tmp_path)))
+        for _ in range(inflated_mib):
+            out.write(zeros)
+    return path
+
+
+def test_gzip_bomb_stops_at_the_limit_in_bounded_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from xsvs_bluesky.errors import OversizedFileError
+    from xsvs_bluesky.options import Limits
+
+    bomb = gzip_bomb(tmp_path, 2048)  # 2 GiB inflated
+    assert bomb.stat().st_size < 3 * 2**20
+    tracemalloc.start()
+    try:
+        with pytest.raises(OversizedFileError, match="inflates to more than") as info:
+            read_edf(bomb, limits=Limits(max_frame_bytes=8 * 2**20))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * 2**20, peak  # the limit, not 2 GiB
+    assert isinstance(info.value, InputFileError)  # skipped like a damaged file
+    assert str(bomb) in str(info.value) and "Limits.max_frame_bytes" in str(info.value)
+
+
+def test_default_limit_refuses_a_2_gib_bomb(tmp_path: Path) -> None:
+    from xsvs_bluesky.errors import LimitError
+
+    with pytest.raises(LimitError, match="268435456 bytes"):
+        read_edf(gzip_bomb(tmp_path, 2048))
+
+
+def test_a_header_announcing_a_huge_frame_is_refused_before_inflating(
+    tmp_path: Path,
+) -> None:
+    from xsvs_bluesky.errors import OversizedFileError
+
+    raw = _edf_bytes(tmp_path).replace(b"Dim_1 = 16", b"Dim_1 = 99999999", 1)
+    assert b"Dim_1 = 99999999" in raw
+    path = tmp_path / "liar.edf.gz"
+    path.write_bytes(gzip.compress(raw))
+    with pytest.raises(OversizedFileError, match=r"header announces Dim_1 x Dim_2"):
+        read_edf(path)
+
+
+def test_a_plain_file_over_the_limit_is_not_read(tmp_path: Path) -> None:
+    from xsvs_bluesky.errors import OversizedFileError
+    from xsvs_bluesky.options import Limits
+
+    path = write_edf(tmp_path / "big.edf", np.zeros((64, 64), np.uint16))
+    with pytest.raises(OversizedFileError, match="the file has 8"):
+        read_edf(path, limits=Limits(max_frame_bytes=4096))
+    assert read_edf(path, limits=Limits(max_frame_bytes=9000)).data.shape == (64, 64)
+
+
+def test_the_limit_is_on_the_inflated_size(tmp_path: Path) -> None:
+    from xsvs_bluesky.errors import OversizedFileError
+    from xsvs_bluesky.options import Limits
+
+    frame = np.zeros((64, 64), np.uint16)
+    path = write_edf(tmp_path / "zeros.edf", frame, gz=True)
+    inflated = len(gzip.decompress(path.read_bytes()))
+    assert path.stat().st_size < 1000 < inflated
+    assert read_edf(path, limits=Limits(max_frame_bytes=inflated)).data.shape == (
+        64,
+        64,
+    )
+    with pytest.raises(OversizedFileError):
+        read_edf(path, limits=Limits(max_frame_bytes=inflated - 1))
