@@ -145,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                     [_start(i + 100, t0) for i in range(n_runs)],
                 )
                 bulk_s = time.perf_counter() - tic
-                since, until = t0 + 60.0 * (100 + n_runs // 5), t0 + 60.0 * (
-                    100 + 3 * n_runs // 5
+                since, until = (
+                    t0 + 60.0 * (100 + n_runs // 5),
+                    t0 + 60.0 * (100 + 3 * n_runs // 5),
                 )
 
                 def search(cats=cats, since=since, until=until) -> None:
