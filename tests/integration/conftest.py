@@ -12,15 +12,24 @@
 - ``RE`` (function): a fresh RunEngine (own event loop, closed afterwards)
   with a TiledWriter (``make_tiled_writer``) subscribed to ``catalogs.raw``.
   Do not subscribe a second writer to ``catalogs.raw``.
+- ``postgres_cluster`` (session): a real PostgreSQL server (``initdb`` in a
+  temporary folder, run as the ``postgres`` user when root; a private unix
+  socket, trust authentication: no password anywhere), ~1-5 s.  Skipped with
+  the reason when the server binaries are absent, FAILED instead when the
+  environment variable ``CI`` is set (CI installs them: ``.ci/run``).
+- ``postgres_db`` (function): a fresh database on it; its address
+  (``postgresql://postgres@localhost/NAME?host=SOCKET&port=N``).
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pg_cluster import PostgresCluster, missing_reason
 
 from xsvs_bluesky.storage import Catalogs, make_tiled_writer, open_catalogs
 
@@ -62,3 +71,21 @@ def RE(catalogs: Catalogs) -> Iterator[Any]:
     loop.call_soon_threadsafe(loop.stop)
     engine._th.join(timeout=10)
     loop.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A PostgreSQL server for the session (skipped if absent, unless in CI)."""
+    reason = missing_reason()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set, so PostgreSQL tests must run, but: {reason}")
+        pytest.skip(reason)
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_db(postgres_cluster: PostgresCluster) -> str:
+    """A fresh database on the session's PostgreSQL server: its address."""
+    return postgres_cluster.createdb(f"xsvs_{uuid.uuid4().hex[:12]}")

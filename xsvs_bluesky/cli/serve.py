@@ -15,10 +15,20 @@ It writes into the folder:
 One server per folder: a second 'serve' (or 'tiled serve config' of that
 file) over a folder already served stops with one line naming the first.
 
+At facility scale, --catalog keeps Tiled's catalog and the runs' tables in a
+PostgreSQL database (frames stay in the folder's files).  The folder records
+it: later servers and commands of that folder use the same database.  Never
+put a password in the address (Tiled logs it): use ~/.pgpass or PGPASSFILE,
+or peer authentication on a unix socket (docs/how-to/postgresql.md).
+
 Typical commands:
   xsvs-bluesky serve                          (./xsvs-data, a free port)
   xsvs-bluesky serve --data-dir /data/xsvs --port 8000
   xsvs-bluesky results --data-dir /data/xsvs  (in another terminal: uses it)
+  xsvs-bluesky serve --data-dir /data/xsvs \
+      --catalog postgresql://xsvs@dbhost/xsvs
+  xsvs-bluesky serve --catalog \
+      'postgresql://xsvs@localhost/xsvs?host=/run/postgresql'  (unix socket)
 """
 
 from __future__ import annotations
@@ -61,6 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="127.0.0.1",
         help="interface to listen on (default 127.0.0.1: this machine only)",
     )
+    parser.add_argument(
+        "--catalog",
+        metavar="URI",
+        help="postgresql://USER@HOST[:PORT]/DATABASE (no password): Tiled's catalog "
+        "and the runs' tables in that database instead of the folder's SQLite "
+        "and DuckDB files (default: the folder's own choice, SQLite when new)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,7 +95,12 @@ def run(args: argparse.Namespace) -> int:
     ensure_folder(data_dir, "the data folder to serve")
 
     def start() -> None:
-        print(f"{_PROG}: starting Tiled over {data_dir}", file=sys.stderr, flush=True)
+        where = "" if args.catalog is None else " and its PostgreSQL catalog"
+        print(
+            f"{_PROG}: starting Tiled over {data_dir}{where}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def ready(uri: str) -> None:
         print(connection_help(uri, data_dir), flush=True)
@@ -86,6 +108,13 @@ def run(args: argparse.Namespace) -> int:
             f"{_PROG}: ready; Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True
         )
 
-    serve(data_dir, host=args.host, port=args.port, on_start=start, on_ready=ready)
+    serve(
+        data_dir,
+        host=args.host,
+        port=args.port,
+        catalog=args.catalog,
+        on_start=start,
+        on_ready=ready,
+    )
     print(f"{_PROG}: stopped", file=sys.stderr, flush=True)
     return 0

@@ -7,6 +7,7 @@ from xsvs_bluesky.storage._guard import (
     TEST_SIGNAL_ENV,
     WriterGuard,
 )
+from xsvs_bluesky.storage._postgres import PostgresCatalog
 from xsvs_bluesky.storage.server import (
     CATALOG_SPEC,
     DEFAULT_DATA_DIR,
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_DATA_DIR",
     "LIVE_BATCH_SIZE",
+    "PostgresCatalog",
     "TEST_SIGNAL_ENV",
     "Catalogs",
     "FolderBusyError",

@@ -34,64 +34,93 @@ _STARTUP_TIMEOUT_S = 30.0
 
 
 def catalog_adapter(folder: DataFolder, readable_storage: Sequence[Path]) -> Any:
-    """Tiled's catalog adapter over ``folder`` (initialised first if new)."""
+    """Tiled's catalog adapter over ``folder`` (initialised first if new).
+
+    The catalog and tables are the folder's SQLite and DuckDB files, or the
+    PostgreSQL database the folder names (:meth:`DataFolder.postgres_catalog`);
+    arrays written through Tiled go to ``tiled/data`` in both cases.
+    """
     from tiled.catalog import from_uri as catalog_from_uri
     from tiled.config import StreamingCacheConfig
 
     (folder.tiled / "data").mkdir(parents=True, exist_ok=True)
-    if not folder.has_catalog():
-        _init_catalog(folder.catalog_db)
-    storage = f"duckdb:///{folder.tiled / 'storage.duckdb'}"
+    postgres = folder.postgres_catalog()
+    if postgres is None:
+        if not folder.has_catalog():
+            _init_catalog(f"sqlite+aiosqlite:///{folder.catalog_db}", folder.catalog_db)
+        catalog = f"sqlite:///{folder.catalog_db}"
+        tables = f"duckdb:///{folder.tiled / 'storage.duckdb'}"
+    else:
+        catalog = postgres.catalog_uri
+        tables = postgres.tables_uri
+        _init_catalog(catalog, None)
     return catalog_from_uri(
-        f"sqlite:///{folder.catalog_db}",
-        writable_storage=[folder.tiled / "data", storage],
+        catalog,
+        writable_storage=[folder.tiled / "data", tables],
         readable_storage=[Path(p) for p in readable_storage],
         init_if_not_exists=False,
         cache_config=StreamingCacheConfig(uri="memory").model_dump(),
     )
 
 
-def _init_catalog(path: Path) -> None:
-    """Create the tables of a new SQLite catalog, as ``tiled catalog init`` does.
+def _init_catalog(uri: str, sqlite_file: Path | None) -> None:
+    """Create the tables of a catalog unless it has them, as ``tiled catalog init``.
 
     Run in a short-lived thread: the caller may already run an event loop
     (IPython, Jupyter), and alembic's migration environment calls
-    ``asyncio.run``.
+    ``asyncio.run``.  ``sqlite_file`` (removed on failure) is the SQLite file
+    of ``uri``, None for a database server.
     """
     from sqlalchemy.ext.asyncio import create_async_engine
-    from tiled.alembic_utils import stamp_head
+    from tiled.alembic_utils import UninitializedDatabase, check_database, stamp_head
     from tiled.catalog.alembic_constants import ALEMBIC_DIR, ALEMBIC_INI_TEMPLATE_PATH
-    from tiled.catalog.core import initialize_database
+    from tiled.catalog.core import ALL_REVISIONS, REQUIRED_REVISION, initialize_database
 
-    uri = f"sqlite+aiosqlite:///{path}"
     failure: list[BaseException] = []
+    created: list[bool] = []
 
     async def create() -> None:
         engine = create_async_engine(uri)
         try:
-            await initialize_database(engine)
+            try:
+                await check_database(engine, REQUIRED_REVISION, ALL_REVISIONS)
+            except UninitializedDatabase:
+                await initialize_database(engine)
+                created.append(True)
         finally:
             await engine.dispose()
 
     def work() -> None:
         try:
             asyncio.run(create())
-            with warnings.catch_warnings():
-                # alembic on Tiled's own alembic.ini: noise, not ours to fix
-                warnings.filterwarnings("ignore", message="No path_separator found")
-                stamp_head(ALEMBIC_INI_TEMPLATE_PATH, ALEMBIC_DIR, uri)
+            if created:
+                with warnings.catch_warnings():
+                    # alembic on Tiled's own alembic.ini: noise, not ours to fix
+                    warnings.filterwarnings("ignore", message="No path_separator found")
+                    stamp_head(ALEMBIC_INI_TEMPLATE_PATH, ALEMBIC_DIR, uri)
         except BaseException as err:  # re-raised in the caller
             failure.append(err)
 
     thread = threading.Thread(target=work, name="tiled-catalog-init")
     thread.start()
     thread.join()
+    where = sqlite_file if sqlite_file is not None else _redacted(uri)
     if failure:
-        path.unlink(missing_ok=True)
+        if sqlite_file is not None:
+            sqlite_file.unlink(missing_ok=True)
         raise StorageError(
-            f"cannot create the Tiled catalog {path} ({failure[0]})"
+            f"cannot open or create the Tiled catalog {where} "
+            f"({type(failure[0]).__name__}: {failure[0]})"
         ) from failure[0]
-    logger.info("created the Tiled catalog %s", path)
+    if created:
+        logger.info("created the Tiled catalog %s", where)
+
+
+def _redacted(uri: str) -> str:
+    """Return ``uri`` without any password in it (for messages)."""
+    from sqlalchemy.engine import make_url
+
+    return str(make_url(uri).set(password=None))
 
 
 def build_folder_app(tree: Any, api_key: str) -> Any:

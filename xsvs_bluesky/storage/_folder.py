@@ -5,6 +5,8 @@ whether to import a server at all.  Layout::
 
     xsvs-data/
         tiled/              Tiled's catalog (SQLite), tables (DuckDB), arrays
+            catalog-address the PostgreSQL database of catalog and tables,
+                            when the folder uses one instead (no password)
             server.lock     held (fcntl.flock) by the one process serving
             server.json     {"uri", "pid", "host", "port"} of that process
             access.log      request log of in-process servers
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from xsvs_bluesky.errors import FolderBusyError, StorageError
+from xsvs_bluesky.storage._postgres import PostgresCatalog
 
 __all__ = [
     "DataFolder",
@@ -108,9 +111,47 @@ class DataFolder:
         """Where the serving process says how to reach it."""
         return self.tiled / "server.json"
 
+    @property
+    def catalog_address_file(self) -> Path:
+        """Names the PostgreSQL catalog of the folder, when it has one."""
+        return self.tiled / "catalog-address"
+
     def has_catalog(self) -> bool:
-        """Whether the folder holds an initialised Tiled catalog."""
+        """Whether the folder holds an initialised SQLite Tiled catalog."""
         return self.catalog_db.is_file()
+
+    def postgres_catalog(self) -> PostgresCatalog | None:
+        """Return the folder's PostgreSQL catalog, or None (embedded SQLite)."""
+        try:
+            text = self.catalog_address_file.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return PostgresCatalog.parse(text)
+
+    def use_postgres(self, catalog: PostgresCatalog) -> None:
+        """Record that the folder's catalog and tables live in ``catalog``.
+
+        Raises
+        ------
+        StorageError
+            If the folder already has another catalog (its SQLite one, or
+            another database): runs would be split between two catalogs.
+        """
+        current = self.postgres_catalog()
+        if current == catalog:
+            return
+        if current is not None:
+            raise StorageError(
+                f"{self.root} keeps its runs in the {current.describe()}, not the "
+                f"{catalog.describe()}; give that --catalog, or another --data-dir"
+            )
+        if self.has_catalog():
+            raise StorageError(
+                f"{self.root} keeps its runs in its own SQLite catalog "
+                f"({self.catalog_db}); give a new --data-dir for a PostgreSQL one"
+            )
+        self.tiled.mkdir(parents=True, exist_ok=True)
+        _write_private(self.catalog_address_file, catalog.address + "\n")
 
     # -- the API key ---------------------------------------------------------
 

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from xsvs_bluesky.errors import OptionError, StorageError
 from xsvs_bluesky.storage._folder import DataFolder
+from xsvs_bluesky.storage._postgres import PostgresCatalog
 
 __all__ = [
     "CATALOG_SPEC",
@@ -166,6 +167,14 @@ def ensure_run_catalog(parent: Any, key: str) -> Any:
         else:
             try:
                 node = node.create_container(part, specs=[spec] if last else [])
+            except httpx.HTTPStatusError as err:
+                if err.response.status_code != 409:  # 409: made by another writer
+                    raise StorageError(
+                        f"cannot create the Tiled catalog {key!r} ({err}); check "
+                        "that the API key may write, or give an existing catalog"
+                    ) from err
+                node = node[part]
+                continue
             except httpx.HTTPError as err:
                 raise StorageError(
                     f"cannot create the Tiled catalog {key!r} ({err}); check that "
@@ -208,6 +217,7 @@ def open_catalogs(
     processed: str = "processed",
     external_dir: str | os.PathLike[str] | None = None,
     readable_storage: Sequence[str | os.PathLike[str]] = (),
+    catalog: str | None = None,
 ) -> Catalogs:
     """Open (creating if needed) the raw and processed run catalogs.
 
@@ -233,6 +243,10 @@ def open_catalogs(
         Named server: a folder in its readable storage (None if not given).
     readable_storage : sequence of path
         Data folder served here: more folders it may serve files from.
+    catalog : str, optional
+        Data folder: ``postgresql://USER@HOST/DATABASE`` (no password) to keep
+        the catalog and tables in, as ``xsvs-bluesky serve --catalog``; a
+        folder records it at first use.  Default: the folder's own choice.
 
     Returns
     -------
@@ -244,8 +258,12 @@ def open_catalogs(
         If the server cannot be reached or a catalog cannot be created.
     FolderBusyError
         If another process holds the folder without saying where it serves.
+    OptionError
+        If ``catalog`` is not a PostgreSQL address or holds a password.
     """
     from tiled.client import from_uri
+
+    postgres = None if catalog is None else PostgresCatalog.parse(catalog)
 
     if tiled_uri is not None:
         key = api_key or os.environ.get("TILED_API_KEY")
@@ -273,10 +291,15 @@ def open_catalogs(
     readable = [ext, *(Path(p).resolve() for p in readable_storage)]
     running = folder.running_server()
     if running is None:
-        handle = _serve_here(folder, api_key, readable)
+        handle = _serve_here(folder, api_key, readable, postgres)
         if handle is None:  # another process started serving meanwhile
             running = folder.running_server()
     if running is not None:
+        if postgres is not None and folder.postgres_catalog() != postgres:
+            raise StorageError(
+                f"{root} is served by {running.describe()} from another catalog "
+                f"than the {postgres.describe()}; stop it or drop the catalog"
+            )
         outside = [p for p in readable if not p.is_relative_to(folder.external)]
         if outside:
             raise StorageError(
@@ -368,7 +391,10 @@ class _SharedServer:
 
 
 def _serve_here(
-    folder: DataFolder, api_key: str | None, readable: list[Path]
+    folder: DataFolder,
+    api_key: str | None,
+    readable: list[Path],
+    postgres: PostgresCatalog | None,
 ) -> _SharedServer | None:
     """Serve ``folder`` in this process (or share the server already here).
 
@@ -377,10 +403,18 @@ def _serve_here(
     from xsvs_bluesky.storage._app import LocalServer
 
     shared = _SharedServer._by_root.get(folder.root)
+    if shared is not None and postgres is not None:
+        if folder.postgres_catalog() != postgres:
+            raise StorageError(
+                f"{folder.root} is served in this process from another catalog "
+                f"than the {postgres.describe()}"
+            )
     if shared is None:
         if not folder.try_lock():
             return None
         try:
+            if postgres is not None:
+                folder.use_postgres(postgres)
             key = folder.api_key(default=api_key)
             assert key is not None
             server = LocalServer(folder, key, readable)

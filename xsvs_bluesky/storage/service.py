@@ -35,6 +35,7 @@ from xsvs_bluesky.storage._folder import (
     RunningServer,
     url_host,
 )
+from xsvs_bluesky.storage._postgres import PostgresCatalog
 
 __all__ = [
     "FolderBusyError",
@@ -61,9 +62,14 @@ def find_server(data_dir: str | os.PathLike[str]) -> RunningServer | None:
 
 def connection_help(uri: str, data_dir: str | os.PathLike[str]) -> str:
     """How another process connects to the server of ``data_dir`` at ``uri``."""
-    key_file = DataFolder.at(data_dir).key_file
+    folder = DataFolder.at(data_dir)
+    key_file = folder.key_file
+    postgres = folder.postgres_catalog()
+    where = (
+        "" if postgres is None else f"\nCatalog and tables in the {postgres.describe()}"
+    )
     return (
-        f"Tiled at {uri}, serving {Path(data_dir).resolve()}\n"
+        f"Tiled at {uri}, serving {Path(data_dir).resolve()}{where}\n"
         f"API key in {key_file} (mode 0600; never put it in a URL).\n"
         "Connect from another process:\n"
         f"  xsvs-bluesky results --data-dir {Path(data_dir).resolve()}\n"
@@ -107,6 +113,7 @@ def serve(
     port: int = 0,
     api_key: str | None = None,
     readable_storage: Sequence[str | os.PathLike[str]] = (),
+    catalog: str | None = None,
     on_start: Callable[[], None] | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
@@ -125,6 +132,13 @@ def serve(
     readable_storage : sequence of path
         More folders the server may serve files from (``<data_dir>/external``
         always).
+    catalog : str, optional
+        ``postgresql://USER@HOST/DATABASE`` (no password: see
+        :class:`~xsvs_bluesky.storage.PostgresCatalog`): keep the catalog and
+        the event tables in that database instead of the folder's SQLite and
+        DuckDB files; frames stay in the folder.  Recorded in the folder, so
+        later servers and commands of it use the same database.  Default: the
+        folder's own choice (SQLite for a new folder).
     on_start : callable, optional
         Called once the folder is ours (its lock taken), before the slow start.
     on_ready : callable, optional
@@ -134,13 +148,19 @@ def serve(
     ------
     FolderBusyError
         If another process serves the folder (nothing has been written).
+    OptionError
+        If ``catalog`` is not a PostgreSQL address or holds a password.
     StorageError
-        If the port cannot be bound.
+        If the port cannot be bound, or the folder keeps its runs in another
+        catalog than ``catalog``.
     """
+    postgres = None if catalog is None else PostgresCatalog.parse(catalog)
     folder = DataFolder.at(data_dir)
     if folder.locked_elsewhere() or not folder.try_lock():
         raise FolderBusyError(folder.busy_message())
     try:
+        if postgres is not None:
+            folder.use_postgres(postgres)
         if on_start is not None:
             on_start()
         # the slow imports (seconds) only once the folder is ours
