@@ -9,7 +9,9 @@ the cost per frame stays that of a histogram.
 
 The code lives in private modules re-exported here: :class:`ExposureResult`
 in ``_result``, :class:`ExposureAnalysis` in ``_exposure``,
-:class:`AnalysisSetup` and the input identities in ``_setup``; the options
+:class:`AnalysisSetup` and the input identities in ``_setup``, the
+setup as plain arrays for a worker process (:func:`shard_recipe`,
+:func:`analysis_from_recipe`) in ``_recipe``; the options
 (:class:`AnalysisOptions`, the flat-field modes, :func:`default_estimator`)
 are those of :mod:`xsvs_bluesky.options`, re-exported.  None of them
 imports a bluesky, tiled or I/O library.
@@ -20,6 +22,7 @@ Li et al., J. Synchrotron Rad. 21, 1288 (2014).
 """
 
 from xsvs_bluesky.analysis._exposure import ExposureAnalysis
+from xsvs_bluesky.analysis._recipe import analysis_from_recipe, shard_recipe
 from xsvs_bluesky.analysis._result import FLAG_FIT_FAILED, ExposureResult
 from xsvs_bluesky.analysis._setup import (
     AnalysisSetup,
@@ -46,6 +49,8 @@ __all__ = [
     "ExposureResult",
     "FlatFieldMode",
     "LabelledArray",
+    "analysis_from_recipe",
     "array_identity",
     "default_estimator",
+    "shard_recipe",
 ]

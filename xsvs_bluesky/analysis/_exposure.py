@@ -32,6 +32,7 @@ from xsvs_bluesky.errors import (
     EstimatorError,
     FrameDataError,
     GeometryError,
+    OptionError,
     XSVSError,
 )
 from xsvs_bluesky.options import (
@@ -273,6 +274,100 @@ class ExposureAnalysis:
             self._group_acc.update(counts)  # and the partitions when nested
         return int(arr.shape[0])
 
+    @property
+    def partial_refusal(self) -> str:
+        """Why :meth:`to_arrays` cannot make a partial; empty when it can.
+
+        Only the legacy ``pyxsvs-lsq`` bins in ``divide-round`` mode cannot:
+        they come from a floating-point mean over the first 200 frames, whose
+        rounding depends on how the frames were blocked.
+        """
+        if self._legacy_sum is None:
+            return ""
+        return (
+            "the pyxsvs-lsq bins of the divide-round flat-field mode are a "
+            "floating-point mean over the first frames, not an exact sum; give "
+            "estimator_options legacy_mean or analyse in one process"
+        )
+
+    def to_arrays(self) -> dict[str, NDArray[Any]]:
+        """Return what the frames so far added, as plain numpy arrays.
+
+        A partial analysis: a fresh analysis spawned from the same setup fed
+        one block of frames (in a worker process) returns this, and
+        :meth:`absorb` appends it, exactly, to the analysis of the frames
+        before the block.  Keys: ``hist_*`` (partition histograms, unless the
+        efficiency groups carry them as their parents), ``groups_*``
+        (efficiency groups, with parents ``groups_parents_*``), ``image_sum``
+        and ``image_frames`` (when the image is kept); all int64 but the
+        float64 image sum of integer counts.
+
+        Raises
+        ------
+        OptionError
+            If :attr:`partial_refusal` is not empty.
+        """
+        if self.partial_refusal:
+            raise OptionError(f"no partial analysis: {self.partial_refusal}")
+        out: dict[str, NDArray[Any]] = {}
+        if self._group_acc is not None:
+            out.update(
+                {f"groups_{k}": v for k, v in self._group_acc.to_arrays().items()}
+            )
+        if self._group_acc is None or self._group_acc.parents is not self._acc:
+            out.update({f"hist_{k}": v for k, v in self._acc.to_arrays().items()})
+        if self._image is not None and self._image.n_frames:
+            out["image_sum"] = np.array(self._image.sum)
+            out["image_frames"] = np.array(self._image.n_frames, dtype=np.int64)
+        return out
+
+    def absorb(self, arrays: Mapping[str, NDArray[Any]]) -> int:
+        """Append a partial analysis of the next frames (:meth:`to_arrays`).
+
+        Absorbing, in acquisition order, the partials of consecutive blocks
+        of an exposure gives the analysis of the whole exposure bit for bit:
+        histograms and per-frame sums are integers, the image sum of integer
+        counts is exact in float64.
+
+        Parameters
+        ----------
+        arrays : mapping of str to numpy.ndarray
+            :meth:`to_arrays` of an analysis spawned from the same setup.
+
+        Returns
+        -------
+        int
+            Number of frames added.
+
+        Raises
+        ------
+        GeometryError
+            If the partial was made with other groups or settings.
+        OptionError
+            If :attr:`partial_refusal` is not empty.
+        """
+        if self.partial_refusal:
+            raise OptionError(f"no partial analysis: {self.partial_refusal}")
+        groups = _strip(arrays, "groups_")
+        hist = _strip(arrays, "hist_")
+        nested = self._group_acc is not None and self._group_acc.parents is self._acc
+        if bool(groups) != (self._group_acc is not None) or bool(hist) == nested:
+            raise GeometryError(
+                f"absorb(): a partial with keys {sorted(arrays)} was not made "
+                "with the settings of this analysis"
+            )
+        n_new = int(np.shape((groups or hist)["sums"])[0])
+        has_image = "image_sum" in arrays
+        if self._image is not None and n_new and not has_image:
+            raise GeometryError("absorb(): the partial has no image sum")
+        if self._group_acc is not None:
+            self._group_acc.absorb(groups)
+        if not nested:
+            self._acc.absorb(hist)
+        if self._image is not None and has_image:
+            self._image.absorb(arrays["image_sum"], int(arrays["image_frames"]))
+        return n_new
+
     def _estimate(self, estimator: str, *, quiet: bool) -> tuple[ContrastEstimate, ...]:
         acc = self._acc
         if estimator in GROUPED_ESTIMATORS and self._group_acc is not None:
@@ -358,6 +453,10 @@ class ExposureAnalysis:
             intensity_err=np.asarray(intensity_err, dtype=np.float64),
             source=self.source,
         )
+
+
+def _strip(arrays: Mapping[str, NDArray[Any]], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
 def _group_accumulator(

@@ -9,7 +9,9 @@ StreamResource/StreamDatum HDF5 files, legacy Resource/Datum), groups them by
 logged and the derived run is stopped with ``exit_status="fail"`` and the
 reason.  The per-run analyser (:class:`RunAnalyser`, built from a frozen
 :class:`RunConfig` and a :class:`RunSink`, no callback needed) and
-:class:`RunRecord` live in ``_run_analyser``.
+:class:`RunRecord` live in ``_run_analyser``; :class:`DaskShards`, which
+hands the frames of each StreamDatum to Dask distributed workers, in
+``_shards``.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from xsvs_bluesky.callback._run_analyser import (
     RunRecord,
     RunSink,
 )
+from xsvs_bluesky.callback._shards import DaskShards
 
 __all__ = [
+    "DaskShards",
     "FrameAccess",
     "FrameFallback",
     "RunAnalyser",

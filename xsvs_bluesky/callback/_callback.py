@@ -31,6 +31,7 @@ from xsvs_bluesky.callback._run_analyser import (
     RunConfig,
     RunRecord,
 )
+from xsvs_bluesky.callback._shards import DaskShards
 from xsvs_bluesky.core.geometry import Geometry, Partitions
 from xsvs_bluesky.errors import GeometryError, OptionError
 from xsvs_bluesky.options import (
@@ -151,6 +152,12 @@ class XSVSCallback:
         Path map, allowed roots and Tiled fallback of the files that
         StreamResource documents name (a callback fed from a network);
         default: read every file as named.
+    shards : DaskShards, optional
+        Analyse the frames of each HDF5 StreamDatum on Dask distributed
+        workers (:class:`~xsvs_bluesky.callback.DaskShards`); the partials
+        are merged in acquisition order, so the derived run equals an
+        in-process analysis.  Inline frames, files refused here and the
+        legacy ``divide-round`` bins are analysed in this process.
 
     Raises
     ------
@@ -195,6 +202,7 @@ class XSVSCallback:
         keep_records: int = 8,
         dynamics_model: DynamicsModel | str | None | Literal[_Unset.TOKEN] = _UNSET,
         frame_access: FrameAccess | None = None,
+        shards: DaskShards | None = None,
     ) -> None:
         # strong references: event_model's DocumentRouter would hold them weakly
         self.emit_targets: list[Emitter] = _callables(emit)
@@ -225,6 +233,7 @@ class XSVSCallback:
         self.read_timeout_s = float(read_timeout_s)
         self.keep_records = max(int(keep_records), 0)
         self.frame_access = frame_access
+        self.shards = shards
         self._analysers: dict[str, RunAnalyser] = {}
         self.records: OrderedDict[str, RunRecord] = OrderedDict()
         self._cache: tuple[str, AnalysisSetup] | None = None
@@ -275,6 +284,7 @@ class XSVSCallback:
             dynamics_model=self.options.dynamics_model,
             frame_access=self.frame_access,
             limits=self.options.limits,
+            shards=self.shards,
         )
         analyser = RunAnalyser(start, config, self)
         self._analysers = {k: a for k, a in self._analysers.items() if not a.done}

@@ -42,6 +42,7 @@ from xsvs_bluesky.callback._descriptors import (
     stack_frames,
 )
 from xsvs_bluesky.callback._hdf5 import HDF5FrameReader, uri_to_path
+from xsvs_bluesky.callback._shards import DatumTask
 from xsvs_bluesky.errors import XSVSError
 from xsvs_bluesky.options import DEFAULT_LIMITS, Limits
 
@@ -61,6 +62,7 @@ __all__ = [
 
 PIECE_FRAMES = 32
 """Frames read and analysed at a time from the HDF5 range of one StreamDatum."""
+_HDF5_MIMETYPES = {"application/x-hdf5", "application/x-hdf"}
 
 
 class _Reader(Protocol):
@@ -131,6 +133,10 @@ class RunFrames:
         ``limits.max_pixels`` is checked on the frame shape of every
         descriptor (a :class:`~xsvs_bluesky.errors.LimitError`) before any
         frame is read.
+    on_datum : callable, optional
+        Offered each HDF5 StreamDatum whose (mapped) file may be read, as a
+        :class:`DatumTask`, when no datum waits before it; returns True when
+        it takes the datum (read elsewhere), False to have it read here.
 
     Attributes
     ----------
@@ -148,10 +154,12 @@ class RunFrames:
         frame_shape: tuple[int, int] | None = None,
         access: FrameAccess | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        on_datum: Callable[[DatumTask], bool] | None = None,
     ) -> None:
         self._start = start
         self._limits = limits
         self._on_frames = on_frames
+        self._on_datum = on_datum
         self._detector_key = detector_key
         self._frame_shape = frame_shape
         self._access = access
@@ -235,6 +243,10 @@ class RunFrames:
         if info is None or resource is None or resource["data_key"] != info.frame_key:
             self.flush()
             return
+        if self._on_datum is not None and not self._pending:
+            task = self._datum_task(resource, info, doc["indices"])
+            if task is not None and self._on_datum(task):
+                return  # read and analysed elsewhere (a Dask worker)
         reader = self._readers.get(resource["uid"])
         if reader is None:
             reader = self._reader_for(resource, info)
@@ -344,6 +356,30 @@ class RunFrames:
         """Close every open file."""
         for reader in self._readers.values():
             reader.close()
+
+    def _datum_task(
+        self, resource: Mapping[str, Any], info: StreamInfo, indices: Mapping[str, Any]
+    ) -> DatumTask | None:
+        """Return the datum for a worker, its file mapped; None if not allowed."""
+        if resource.get("mimetype") not in _HDF5_MIMETYPES:
+            return None
+        local = resource
+        if self._access is not None:
+            try:
+                path = self._access.map(uri_to_path(str(resource["uri"])))
+            except XSVSError:
+                return None
+            if self._access.check(path):
+                return None  # refused here: read (or reported) in process
+            local = {**resource, "uri": path.absolute().as_uri()}
+        return DatumTask(
+            stream=info.name,
+            exposure_time=info.exposure_time,
+            resource=local,
+            datum_shape=tuple(int(s) for s in info.datum_shape),
+            start=int(indices["start"]),
+            stop=int(indices["stop"]),
+        )
 
     def _reader_for(self, resource: Mapping[str, Any], info: StreamInfo) -> _Reader:
         """Return the reader of a StreamResource's frames, as ``_access`` allows."""

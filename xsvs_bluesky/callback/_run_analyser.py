@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -27,9 +28,10 @@ from event_model import DocumentRouter
 from xsvs_bluesky.analysis import AnalysisSetup, ExposureAnalysis, ExposureResult
 from xsvs_bluesky.callback._access import FrameAccess
 from xsvs_bluesky.callback._frames import FrameBatch, RunFrames
+from xsvs_bluesky.callback._shards import DaskShards, DatumTask
 from xsvs_bluesky.core.dynamics import fit_dynamics
 from xsvs_bluesky.derived import DerivedRun
-from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.errors import OptionError, XSVSError
 from xsvs_bluesky.options import DEFAULT_LIMITS, DynamicsModel, Limits
 
 __all__ = ["Emitter", "RunAnalyser", "RunConfig", "RunRecord", "RunSink"]
@@ -112,6 +114,9 @@ class RunConfig:
     limits : Limits
         Checked on the frame shape of each descriptor (the setup checks the
         geometry and partitions).
+    shards : DaskShards or None
+        Analyse the frames of each HDF5 StreamDatum on Dask workers and
+        merge the partials in order; None analyses every frame here.
     """
 
     setup_for: Callable[[Mapping[str, Any]], AnalysisSetup]
@@ -123,6 +128,7 @@ class RunConfig:
     dynamics_model: DynamicsModel | None = DynamicsModel.EXPONENTIAL
     frame_access: FrameAccess | None = None
     limits: Limits = DEFAULT_LIMITS
+    shards: DaskShards | None = None
 
 
 class _Exposure:
@@ -160,7 +166,11 @@ class RunAnalyser(DocumentRouter):
             frame_shape=config.frame_shape,
             access=config.frame_access,
             limits=config.limits,
+            on_datum=None if config.shards is None else self._datum,
         )
+        # partial analyses in flight on Dask workers, in acquisition order
+        self._inflight: deque[tuple[tuple[str, float | None], Any]] = deque()
+        self._recipe: Any = None
         self._setup: AnalysisSetup | None = None
         self._derived: DerivedRun | None = None
         self._exposures: dict[tuple[str, float | None], _Exposure] = {}
@@ -173,7 +183,10 @@ class RunAnalyser(DocumentRouter):
         if self._done:
             return name, doc
         try:
-            return super().__call__(name, doc, validate)
+            out = super().__call__(name, doc, validate)
+            if self._inflight and not self._done:
+                self._collect(wait=False)
+            return out
         except Exception as err:
             self._fail(err)
         return name, doc
@@ -201,6 +214,7 @@ class RunAnalyser(DocumentRouter):
 
     def stop(self, doc: Any) -> None:
         missing = self._frames.stop(doc, timeout_s=self._config.read_timeout_s)
+        self._collect(wait=True)
         self._done = True
         if self._derived is None:
             return
@@ -233,8 +247,9 @@ class RunAnalyser(DocumentRouter):
         """
         if self._done:
             return
-        self._done = True
         try:
+            self._collect(wait=True)  # datums in flight: bounded by max_pending
+            self._done = True
             results: tuple[ExposureResult, ...] = ()
             if self._derived is not None:
                 results = tuple(self._close(exp) for exp in self._exposures.values())
@@ -269,14 +284,14 @@ class RunAnalyser(DocumentRouter):
                 self._sink.emit_targets, raw_start=self._start, xsvs=xsvs
             )
 
-    def _add(self, batch: FrameBatch) -> None:
-        self._begin()
+    def _exposure(self, stream: str, exposure_time: float | None) -> _Exposure:
+        """Return the exposure of these frames; close the previous one on a change."""
         assert self._setup is not None
-        key = (batch.stream, batch.exposure_time)
+        key = (stream, exposure_time)
         exp = self._exposures.get(key)
         if exp is None:
-            t_e = math.nan if batch.exposure_time is None else batch.exposure_time
-            analysis = self._setup.new_exposure(batch.stream, t_e, source=self._uid)
+            t_e = math.nan if exposure_time is None else exposure_time
+            analysis = self._setup.new_exposure(stream, t_e, source=self._uid)
             exp = self._exposures[key] = _Exposure(len(self._exposures), analysis)
         if self._current is not None and self._current is not exp:
             self._close(self._current)
@@ -284,7 +299,49 @@ class RunAnalyser(DocumentRouter):
             done = [e.final for e in self._exposures.values() if e.final is not None]
             self._dynamics(done)
         self._current = exp
+        return exp
+
+    def _add(self, batch: FrameBatch) -> None:
+        self._begin()
+        if self._inflight:  # frames read here come after those in flight
+            self._collect(wait=True)
+        exp = self._exposure(batch.stream, batch.exposure_time)
         exp.analysis.update(batch.frames)
+        self._progress_due(exp)
+
+    def _datum(self, task: DatumTask) -> bool:
+        """Hand a StreamDatum to the Dask workers; False to read it here."""
+        shards = self._config.shards
+        assert shards is not None
+        self._begin()
+        assert self._setup is not None
+        if self._recipe is None:
+            try:
+                self._recipe = shards.recipe_for(self._setup)
+            except OptionError as err:
+                logger.warning("run %s analysed in this process: %s", self._uid, err)
+                self._recipe = False
+        if self._recipe is False:
+            return False
+        future = shards.submit(self._recipe, task)
+        self._inflight.append(((task.stream, task.exposure_time), future))
+        while len(self._inflight) > shards.max_pending:
+            self._collect_one()
+        return True
+
+    def _collect(self, *, wait: bool) -> None:
+        """Merge the finished partials at the head of the queue, in order."""
+        while self._inflight and (wait or self._inflight[0][1].done()):
+            self._collect_one()
+
+    def _collect_one(self) -> None:
+        (stream, t_e), future = self._inflight.popleft()
+        arrays = future.result()  # a worker's error is raised here
+        exp = self._exposure(stream, t_e)
+        exp.analysis.absorb(arrays)
+        self._progress_due(exp)
+
+    def _progress_due(self, exp: _Exposure) -> None:
         config = self._config
         if (
             exp.analysis.n_frames - exp.progress_frames >= config.progress_every_frames
@@ -363,6 +420,9 @@ class RunAnalyser(DocumentRouter):
     ) -> None:
         self._done = True
         self._frames.close()
+        for _, future in self._inflight:
+            future.cancel()
+        self._inflight.clear()
         derived = self._derived
         if derived is not None:
             derived.stop(exit_status=status, reason=reason)

@@ -18,6 +18,11 @@ refused or not readable is read through Tiled from the raw run (the raw
 catalog of the same server) unless --no-tiled-frames; when neither works the
 derived run fails and names the path and the reason.
 
+Beyond one core: --dask SCHEDULER (tcp://HOST:PORT) or --dask local:N hands
+the frames of each StreamDatum to Dask distributed workers (they read the
+files themselves, under the path map) and merges their partial histograms
+in order: the derived run equals a one-process analysis.
+
 SIGINT/SIGTERM stop it: a run being stored is finished, a run still
 receiving documents gets a derived run marked abort (on NATS its documents
 are analysed again at the next start).
@@ -161,6 +166,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="at a run's end, how long to wait for frames not yet in their file "
         "(default 5)",
     )
+    scale = parser.add_argument_group("scale-out (Dask distributed)")
+    scale.add_argument(
+        "--dask",
+        metavar="SCHEDULER",
+        help="analyse each StreamDatum's frames on Dask workers: a scheduler "
+        "address (tcp://HOST:PORT; the workers must see the files under the "
+        "--path-map targets) or local:N for N worker processes on this host",
+    )
+    scale.add_argument(
+        "--dask-memory",
+        default="1GiB",
+        metavar="SIZE",
+        help="memory limit of each local:N worker (default 1GiB)",
+    )
     parser.add_argument(
         "--estimator",
         choices=ESTIMATORS,
@@ -231,12 +250,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``xsvs-bluesky listen``; return the exit code."""
     from xsvs_bluesky.errors import OptionError
     from xsvs_bluesky.listen import (
-        JetStreamSettings,
-        Listener,
-        RunNotStoredError,
         RunOutcome,
-        listen_nats,
-        listen_zmq,
         zmq_address,
     )
 
@@ -247,6 +261,19 @@ def run(args: argparse.Namespace) -> int:
     from xsvs_bluesky.callback import parse_path_map
 
     parse_path_map(args.path_map)  # likewise a bad path map
+    shards = None
+    if args.dask is not None:
+        from xsvs_bluesky.callback import DaskShards
+
+        try:
+            shards = DaskShards.connect(
+                args.dask, memory_limit=args.dask_memory, read_timeout_s=30.0
+            )
+        except OSError as err:
+            why = f"--dask {args.dask!r}: no scheduler there: {err}"
+            raise OptionError(why) from None
+        workers = shards.n_workers
+        print(f"{_PROG}: Dask: {workers} workers at {args.dask}", file=sys.stderr)
     stop = threading.Event()
     count = [0]
 
@@ -267,6 +294,30 @@ def run(args: argparse.Namespace) -> int:
     }
     if not args.all_runs:
         options["accept"] = lambda start: "xsvs_partitions" in start
+    if shards is not None:
+        options["shards"] = shards
+    try:
+        return _listen(args, options, stop, on_outcome, ready)
+    finally:
+        if shards is not None:
+            shards.close()
+
+
+def _listen(
+    args: argparse.Namespace,
+    options: dict[str, Any],
+    stop: threading.Event,
+    on_outcome: Any,
+    ready: Any,
+) -> int:
+    from xsvs_bluesky.listen import (
+        JetStreamSettings,
+        Listener,
+        RunNotStoredError,
+        listen_nats,
+        listen_zmq,
+    )
+
     with _stop_on_signals(stop), catalogs_from_args(args, create=True) as cats:
         listener = Listener(
             cats,

@@ -95,3 +95,63 @@ class HistogramState:
         self.sums[at : at + other.n] = other.sums[: other.n]
         if self.keep_frames:
             self.frames[at : at + other.n, :, :k] = other.frames[: other.n]
+
+    def arrays(self) -> dict[str, NDArray[np.int64]]:
+        """Return copies of the summed arrays of the valid frames (plain numpy).
+
+        ``counts``, ``counts_sq`` ``[G, K]``, ``sums`` ``[n, G]`` and, when
+        per-frame histograms are kept, ``frames`` ``[n, G, K]``.
+        """
+        out = {
+            "counts": self.counts.copy(),
+            "counts_sq": self.counts_sq.copy(),
+            "sums": self.sums[: self.n].copy(),
+        }
+        if self.keep_frames:
+            out["frames"] = self.frames[: self.n].copy()
+        return out
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: dict[str, NDArray[np.int64]], n_groups: int, keep_frames: bool
+    ) -> HistogramState:
+        """Rebuild a state from :meth:`arrays` (checked against the groups).
+
+        Raises
+        ------
+        ValueError
+            If a shape or dtype does not fit ``n_groups`` groups.
+        """
+        counts = np.asarray(arrays["counts"])
+        counts_sq = np.asarray(arrays["counts_sq"])
+        sums = np.asarray(arrays["sums"])
+        frames = arrays.get("frames")
+        n = sums.shape[0] if sums.ndim == 2 else -1
+        k = counts.shape[1] if counts.ndim == 2 else 0
+        bad = (
+            counts.shape != (n_groups, k)
+            or counts_sq.shape != counts.shape
+            or sums.shape != (n, n_groups)
+            or k < 1
+            or keep_frames != (frames is not None)
+            or (frames is not None and np.shape(frames) != (n, n_groups, k))
+            or any(
+                np.asarray(a).dtype != np.int64
+                for a in (counts, counts_sq, sums, frames)
+                if a is not None
+            )
+        )
+        if bad:
+            shapes = {name: np.shape(a) for name, a in arrays.items()}
+            raise ValueError(
+                f"histogram arrays {shapes} do not fit {n_groups} groups "
+                f"(keep_frames={keep_frames}); give int64 counts, counts_sq "
+                "[G, K], sums [n, G] and frames [n, G, K] when kept"
+            )
+        state = cls(n_groups, k, keep_frames)
+        state.counts, state.counts_sq = counts.copy(), counts_sq.copy()
+        state.sums = sums.copy()
+        if frames is not None:
+            state.frames = np.array(frames, dtype=np.int64)
+        state.n = n
+        return state

@@ -382,6 +382,94 @@ class HistogramAccumulator:
         out._runner.prepare(out._state.k)
         return out
 
+    def to_arrays(self) -> dict[str, NDArray[np.int64]]:
+        """Return the summed arrays, plain int64 numpy: a partial accumulator.
+
+        What :meth:`absorb` needs to append these frames to an accumulator
+        over the same groups elsewhere (another process or host): no object
+        of this package, only arrays.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``counts``, ``counts_sq`` ``[G, K]``, ``sums`` ``[n_frames, G]``,
+            ``frames`` ``[n_frames, G, K]`` with ``keep_frame_histograms``,
+            and the same of the :attr:`parents` prefixed ``parents_``.
+        """
+        out = self._state.arrays()
+        if self.parents is not None:
+            out.update(
+                {f"parents_{k}": v for k, v in self.parents._state.arrays().items()}
+            )
+        return out
+
+    def absorb(self, arrays: dict[str, NDArray[np.int64]]) -> None:
+        """Append later frames given as :meth:`to_arrays` of the same groups.
+
+        Exact and in place: afterwards the accumulator equals one fed its own
+        frames and then those of the partial, bit for bit (integer sums; the
+        per-frame arrays are appended; ``n_bins`` is the larger of the two).
+        Absorbing the partials of consecutive blocks of a series in their
+        order gives the accumulator of the whole series.
+
+        Parameters
+        ----------
+        arrays : dict of str to numpy.ndarray
+            :meth:`to_arrays` of an accumulator over the same groups, with
+            the same ``keep_frame_histograms`` and parents.
+
+        Raises
+        ------
+        GeometryError
+            If the arrays do not fit these groups (or parents); the
+            accumulator is then unchanged.
+        RuntimeError
+            If this accumulator is the :attr:`parents` of another one.
+        """
+        if self._fed:
+            raise RuntimeError(
+                "this accumulator holds the parents of another one: absorb "
+                "into that accumulator"
+            )
+        mine = {k: v for k, v in arrays.items() if not k.startswith("parents_")}
+        theirs = {
+            k.removeprefix("parents_"): v
+            for k, v in arrays.items()
+            if k.startswith("parents_")
+        }
+        if (self.parents is None) != (not theirs):
+            raise GeometryError(
+                "absorb(): the partial and the accumulator differ in parents"
+            )
+        try:
+            parts = [
+                HistogramState.from_arrays(
+                    mine, self.n_groups, self.keep_frame_histograms
+                )
+            ]
+            if self.parents is not None:
+                parts.append(
+                    HistogramState.from_arrays(
+                        theirs, self.parents.n_groups, self.keep_frame_histograms
+                    )
+                )
+        except ValueError as err:
+            raise GeometryError(f"absorb(): {err}") from None
+        if parts[0].n != (parts[-1].n):
+            raise GeometryError("absorb(): groups and parents differ in frames")
+        new_k = max(self.n_bins, parts[0].k)
+        if new_k > self.max_bins:
+            raise GeometryError(
+                f"absorb(): the partial has {new_k} bins > max_bins={self.max_bins}"
+            )
+        at, n = self._state.n, self._state.n + parts[0].n
+        for state, part in zip(self._levels(), parts, strict=True):
+            state.resize(new_k)
+            state.reserve(n)
+            state.absorb(part, at)
+            state.n = n
+        self._runner.prepare(self._state.k)
+
     def same_groups(self, other: HistogramAccumulator) -> bool:
         """Whether ``other`` histograms exactly the same pixel groups."""
         return self.shape == other.shape and self._layout.same_as(other._layout)

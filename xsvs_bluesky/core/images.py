@@ -145,6 +145,30 @@ class ImageAverager:
                 out._sum += s
         return out
 
+    def absorb(self, total: ArrayLike, n_frames: int) -> None:
+        """Add the :attr:`sum` of ``n_frames`` other frames, in place.
+
+        The sum of integer counts is exact in float64 (every partial and
+        total sum stays far below 2**53), so absorbing the sums of the
+        blocks of a series gives the sum of the whole series bit for bit,
+        whatever the blocks: what a sharded analysis relies on.  Sums of
+        non-integer frames are rounded in the order they are added.
+
+        Raises
+        ------
+        GeometryError
+            If the shape differs from the frames added before.
+        """
+        arr = np.asarray(total, dtype=np.float64)
+        if arr.ndim != 2:
+            raise GeometryError(
+                f"ImageAverager.absorb: a sum of shape {arr.shape}; give (rows, "
+                "columns)"
+            )
+        out = self._buffer(arr.shape)
+        np.add(out, arr, out=out)
+        self._n += int(n_frames)
+
     def mean(self) -> NDArray[np.float64]:
         """Mean image (float64, new array).
 

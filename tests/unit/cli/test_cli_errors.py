@@ -118,6 +118,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("listen", ["--zmq", "localhost:99999"], "0MQ address 'localhost:99999'"),
     ("listen", ["--nats", "nats://x"], "--nats needs --subject"),
     ("listen", ["--zmq", "localhost:5578", "--path-map", "x"], "path map 'x'"),
+    ("listen", ["--zmq", "localhost:5578", "--dask", "local:x"], "give local:N"),
 ]
 
 

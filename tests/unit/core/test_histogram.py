@@ -489,3 +489,68 @@ def test_counts_whose_bits_reach_past_n_bins_are_still_in_range(
     ref = _reference(frames, parts.pixels, 24)
     np.testing.assert_array_equal(acc.counts, ref.sum(axis=0))
     np.testing.assert_array_equal(acc.counts_sq, (ref**2).sum(axis=0))
+
+
+# ----------------------------------------------------- partials (to_arrays)
+def _blocks(n: int, rng: int) -> list[tuple[int, int]]:
+    cuts = np.sort(np.random.default_rng(rng).choice(np.arange(1, n), 4, False))
+    edges = [0, *cuts.tolist(), n]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+@pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize("with_parents", [False, True])
+def test_absorbed_partials_of_blocks_equal_one_accumulator(
+    keep: bool, with_parents: bool
+) -> None:
+    parts, groups, flat = _efficiency_groups()
+    frames = speckle_frames(40, SHAPE, 2.0, 0.3, efficiency=flat, rng=21)
+    frames[27, 20, 30] = 700  # a later block grows the bins
+
+    def fresh() -> HistogramAccumulator:
+        if with_parents:
+            return HistogramAccumulator(
+                groups, n_bins=8, parents=parts, keep_frame_histograms=keep
+            )
+        return HistogramAccumulator(parts, n_bins=8, keep_frame_histograms=keep)
+
+    whole, merged = fresh(), fresh()
+    whole.update(frames)
+    for a, b in _blocks(len(frames), 3):
+        part = fresh()  # e.g. in another process
+        part.update(frames[a:b])
+        arrays = part.to_arrays()
+        assert all(v.dtype == np.int64 for v in arrays.values())
+        assert ("parents_counts" in arrays) == with_parents
+        assert ("frames" in arrays) == keep
+        merged.absorb(arrays)
+    _assert_same(merged, whole)
+    if with_parents:
+        _assert_parent_level(merged, whole.parents)
+    merged.update(frames[:5])  # it keeps working
+    whole.update(frames[:5])
+    _assert_same(merged, whole)
+
+
+def test_absorb_refuses_arrays_of_other_groups_and_stays_unchanged() -> None:
+    parts, groups, _ = _efficiency_groups()
+    frames = speckle_frames(6, SHAPE, 1.0, 0.3, rng=2)
+    acc = HistogramAccumulator(parts)
+    acc.update(frames)
+    other = HistogramAccumulator(groups, parents=parts)
+    other.update(frames)
+    with pytest.raises(GeometryError, match="parents"):
+        acc.absorb(other.to_arrays())
+    wrong = {k: v for k, v in other.to_arrays().items() if "parents" not in k}
+    with pytest.raises(GeometryError, match="groups"):
+        acc.absorb(wrong)
+    kept = HistogramAccumulator(parts, keep_frame_histograms=True)
+    kept.update(frames)
+    with pytest.raises(GeometryError, match="keep_frames"):
+        acc.absorb(kept.to_arrays())
+    floats = {k: v.astype(float) for k, v in acc.to_arrays().items()}
+    with pytest.raises(GeometryError, match="int64"):
+        acc.absorb(floats)
+    assert acc.n_frames == 6
+    with pytest.raises(RuntimeError, match="parents"):
+        other.parents.absorb(acc.to_arrays())

@@ -248,3 +248,25 @@ def test_averager_stack_sum_is_exact_for_every_integer_dtype(dtype):
     a.update(frames[5:])
     np.testing.assert_array_equal(a.sum, frames.sum(axis=0, dtype=np.float64))
     assert a.n_frames == 9
+
+
+def test_absorbed_block_sums_equal_the_sum_of_the_series_bit_for_bit():
+    """Integer counts sum exactly in float64: any blocking gives one result."""
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 60000, size=(300, 8, 9), dtype=np.uint16)
+    whole = ImageAverager()
+    for a in range(0, 300, 32):  # the in-process pieces
+        whole.update(frames[a : a + 32])
+    merged = ImageAverager()
+    for a, b in [(0, 7), (7, 150), (150, 151), (151, 300)]:  # a worker's blocks
+        part = ImageAverager()
+        part.update(frames[a:b])
+        merged.absorb(part.sum, part.n_frames)
+    assert merged.n_frames == 300
+    assert merged.sum.tobytes() == whole.sum.tobytes()
+    assert merged.mean().tobytes() == whole.mean().tobytes()
+    np.testing.assert_array_equal(whole.sum, frames.sum(axis=0, dtype=np.int64))
+    with pytest.raises(GeometryError, match="shape"):
+        merged.absorb(np.zeros((3, 3)), 1)
+    with pytest.raises(GeometryError, match="rows"):
+        merged.absorb(np.zeros(3), 1)
