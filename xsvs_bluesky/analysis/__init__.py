@@ -20,7 +20,7 @@ Li et al., J. Synchrotron Rad. 21, 1288 (2014).
 """
 
 from xsvs_bluesky.analysis._exposure import ExposureAnalysis
-from xsvs_bluesky.analysis._result import FLAG_FIT_FAILED, ExposureResult
+from xsvs_bluesky.analysis._result import FLAG_FIT_FAILED, ExposureResult, dynamics_q
 from xsvs_bluesky.analysis._setup import AnalysisSetup, LabelledArray, array_identity
 from xsvs_bluesky.options import (
     DEFAULT_EXTRA_ESTIMATORS,
@@ -42,4 +42,5 @@ __all__ = [
     "LabelledArray",
     "array_identity",
     "default_estimator",
+    "dynamics_q",
 ]
