@@ -223,7 +223,10 @@ class AnalysisOptions:
     n_bins : int
         Initial number of histogram bins (they grow).
     n_groups : int
-        Efficiency groups per partition in ``weights`` mode.
+        Pixel groups per partition (default 16): the efficiency groups of
+        ``mle-weighted`` in ``weights`` mode; for ``mle-intensity``, 4
+        radial sub-rings times ``n_groups // 4`` efficiency groups (the
+        efficiency split only in ``weights`` mode).
     histogram_backend : {"auto", "numba", "numpy"}
     dynamics_model : DynamicsModel or str or None
         Model of the beta(t_e) fit over exposure times; None for none.
@@ -311,7 +314,7 @@ class AnalysisOptions:
         Keys: ``estimator`` (None until resolved), ``flat_field_mode``,
         ``extra_estimators``, ``estimator_options``, ``n_bins``,
         ``groups_per_partition`` (``n_groups``; the derived run's own
-        ``n_groups`` is the number of efficiency groups made),
+        ``n_groups`` is the number of pixel groups made),
         ``histogram_backend``, ``dynamics_model``.
         """
         return {

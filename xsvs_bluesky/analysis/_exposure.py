@@ -56,6 +56,8 @@ logger = logging.getLogger(__name__)
 GROUPED_ESTIMATORS = frozenset({"mle-weighted", INTENSITY_ESTIMATOR})
 """Estimators fitted on pixel groups of a partition (not its pooled histogram)."""
 _FRAME_ESTIMATORS = frozenset({"mle-frames", "pyxsvs-lsq"})
+INTENSITY_SUB_RINGS = 4
+"""Radial sub-rings per partition of the ``mle-intensity`` groups."""
 _LEGACY_MEAN_FRAMES = 200  # pyxsvs chose its bins from the first 200 frames
 
 
@@ -97,12 +99,12 @@ class ExposureAnalysis:
     q_map : array_like, optional
         q of every pixel (1/Angstrom), the map ``partitions`` were built on;
         ``"mle-intensity"`` (main or extra) needs it unless ``groups`` are
-        intensity groups.  Its groups (4 sub-rings x up to 8 efficiency
-        groups per partition) are built here, before any frame, from the q
-        map and (``"weights"`` mode) the flat field only.
+        intensity groups.  Its groups (:func:`estimator_groups`) are built
+        here, before any frame, from the q map and (``"weights"`` mode) the
+        flat field only.
     n_groups : int, optional
-        Efficiency groups per partition of ``"mle-weighted"`` in
-        ``"weights"`` mode.
+        Groups per partition: efficiency groups of ``"mle-weighted"``, or
+        (sub-rings) x (efficiency groups) of ``"mle-intensity"``.
     n_bins : int, optional
         Initial number of histogram bins (they grow, nothing is dropped).
     backend : str, optional
@@ -428,9 +430,11 @@ def estimator_groups(
 ) -> PixelGroups | None:
     """Return the pixel groups that the grouped ``estimators`` need.
 
-    ``mle-intensity`` gets :func:`intensity_groups` (4 sub-rings x up to 8
-    efficiency groups per partition, from ``q_map`` and ``flat_field``),
-    which ``mle-weighted`` then shares; ``mle-weighted`` alone gets
+    ``mle-intensity`` gets :func:`intensity_groups` from ``q_map`` and
+    ``flat_field``: :data:`INTENSITY_SUB_RINGS` sub-rings, each split into
+    up to ``n_groups // INTENSITY_SUB_RINGS`` efficiency groups, so a
+    partition has at most ``n_groups`` groups as with ``mle-weighted`` (the
+    same histogram cost); ``mle-weighted`` then shares them; ``mle-weighted`` alone gets
     ``split_by`` efficiency groups when there is a flat field.  Geometry
     and flat field only: the groups are fixed before any frame and the same
     in every worker.
@@ -447,7 +451,7 @@ def estimator_groups(
     groups : PixelGroups, optional
         Groups given by the caller: used when of the right kind.
     n_groups : int
-        Efficiency groups per partition of ``mle-weighted``.
+        Groups per partition (``AnalysisOptions.n_groups``, default 16).
 
     Returns
     -------
@@ -468,7 +472,13 @@ def estimator_groups(
                 "give q_map= (or a Geometry to AnalysisSetup.build), or choose "
                 "another estimator"
             )
-        return intensity_groups(partitions, q_map, flat_field=flat_field)
+        return intensity_groups(
+            partitions,
+            q_map,
+            flat_field=flat_field,
+            n_rings=INTENSITY_SUB_RINGS,
+            n_groups=max(1, n_groups // INTENSITY_SUB_RINGS),
+        )
     if "mle-weighted" in estimators and flat_field is not None:
         if groups is None or isinstance(groups, IntensityGroups):
             groups = partitions.split_by(flat_field, n_groups=n_groups)
