@@ -1,10 +1,13 @@
 r"""The simulated XSVS series of the demo, and the live wiring it runs through.
 
 The demo's physics (:func:`demo_model`): Brownian particles seen on a
-simulated 256x256 MAXIPIX, q constant on rings 5e-4 1/Angstrom wide, so each
-analysis partition is one ring and its contrast ``beta(q, t_e)`` is known
-exactly (``SpeckleModel.beta_true``).  :func:`sim_detector` makes the
-detector and :func:`series_plan` the fly scan over :data:`DEMO_EXPOSURE_TIMES`.
+simulated 256x256 MAXIPIX, q resolved to about a pixel (rings of constant q
+1e-4 1/Angstrom wide) and a flat field, so the pixels of each analysis
+partition (five rings, 5e-4 1/Angstrom wide) have their own mean counts and
+contrasts and the partition's truth is the ring truth
+``sum(mu_i^2 beta_i) / sum(mu_i^2)`` (``SpeckleModel.ring_beta``).
+:func:`sim_detector` makes the detector and :func:`series_plan` the fly scan
+over :data:`DEMO_EXPOSURE_TIMES`.
 
 The live path of ``docs/how-to/live-at-beamline.md`` is re-exported here:
 :class:`LiveSession` wires a RunEngine to Tiled and to the analysis, which
@@ -24,6 +27,7 @@ from xsvs_bluesky.sim.speckle import SpeckleModel
 
 __all__ = [
     "DEMO_EXPOSURE_TIMES",
+    "DEMO_RINGS",
     "LiveSession",
     "QueuedCallback",
     "close_engine",
@@ -35,6 +39,8 @@ __all__ = [
 
 #: Exposure times of the demo series: 8 doubling from 5e-5 s, in s.
 DEMO_EXPOSURE_TIMES: tuple[float, ...] = tuple(5e-5 * 2.0**i for i in range(8))
+#: Rings of constant q (``SpeckleModel.ring_width``) per demo partition.
+DEMO_RINGS = 5
 
 
 def demo_model(seed: int = 0) -> SpeckleModel:
@@ -43,7 +49,7 @@ def demo_model(seed: int = 0) -> SpeckleModel:
     Brownian particles with ``D = 4e7 Angstrom^2/s`` and ``beta0 = 0.2``
     seen with 2000 counts/px/s (``kbar`` ~0.1 at 5e-5 s to ~13 at 6.4e-3 s),
     10 % pixel efficiency spread (the flat field) and rings of constant q
-    5e-4 1/Angstrom wide.
+    1e-4 1/Angstrom wide (about one pixel), five per analysis partition.
 
     Parameters
     ----------
@@ -54,14 +60,15 @@ def demo_model(seed: int = 0) -> SpeckleModel:
     -------
     SpeckleModel
     """
-    return SpeckleModel(count_rate=2000.0, ring_width=5e-4, seed=int(seed))
+    return SpeckleModel(count_rate=2000.0, ring_width=1e-4, seed=int(seed))
 
 
 def demo_partitions(model: SpeckleModel) -> dict[str, Any]:
-    """Return the q partitions of the demo: six single rings from 1.5e-3 to 7.5e-3 1/A.
+    """Return the q partitions of the demo: six from 1.5e-3 to 7.5e-3 1/A.
 
-    Every other ring, so that ``beta`` spans the range from nearly
-    ``beta0`` to nearly 0 over the exposures.
+    Each is five whole rings of the model (5e-4 1/Angstrom wide); every
+    other one, so that ``beta`` spans the range from nearly ``beta0`` to
+    nearly 0 over the exposures.
 
     Parameters
     ----------
@@ -73,9 +80,9 @@ def demo_partitions(model: SpeckleModel) -> dict[str, Any]:
     dict
         ``{"centers": [...], "dq": half_width}`` in 1/Angstrom, as recorded in
         the start document (``xsvs_partitions``); these select exactly the
-        pixels of the rings.
+        pixels of the rings (so the ring truth holds exactly).
     """
-    rings = model.partitions(0.0015, 0.0075)
+    rings = model.partitions(0.0015, 0.0075, rings_per_partition=DEMO_RINGS)
     centers = [float(c) for c in rings.centers[::2]]
     return {"centers": centers, "dq": float(rings.half_width)}
 

@@ -8,14 +8,17 @@ The four flat-field modes (:class:`FlatFieldMode`):
 
 ``weights``
     The flat field is loaded and its pixel efficiencies enter the
-    likelihood (``mle-weighted`` fits the efficiency groups of a partition
-    jointly); counts stay integer.  The default.
+    likelihood (``mle-intensity`` and ``mle-weighted`` histogram the
+    efficiency groups of a partition and fit them jointly); counts stay
+    integer.  The default.
 ``divide-round``
     The legacy pyxsvs pre-processing: each frame divided by the flat field
-    and rounded.  Biased; to reproduce old numbers.
+    and rounded.  Biased; to reproduce old numbers (its default estimator
+    stays the pooled ``mle``).
 ``record-only``
     The flat field is loaded and recorded (name, checksum) and scales the
-    averaged image and I(q), but the contrast does not use it.
+    averaged image and I(q), but the contrast does not use it (the
+    contrast is that of ``none``).
 ``none``
     The flat field is not loaded at all.
 
@@ -29,7 +32,7 @@ Examples
 >>> opts.flat_field_mode
 <FlatFieldMode.WEIGHTS: 'weights'>
 >>> opts.main_estimator(has_flat_field=True)
-<Estimator.MLE_WEIGHTED: 'mle-weighted'>
+<Estimator.MLE_INTENSITY: 'mle-intensity'>
 
 The modules that act on these names re-export them
 (``xsvs_bluesky.core.estimators.ESTIMATORS``, ``xsvs_bluesky.replay.COMPRESSIONS``,
@@ -273,19 +276,40 @@ DEFAULT_LIMITS = Limits()
 
 
 def default_estimator(
-    has_flat_field: bool, flat_field_mode: FlatFieldMode | str = FlatFieldMode.WEIGHTS
+    has_flat_field: bool,
+    flat_field_mode: FlatFieldMode | str = FlatFieldMode.WEIGHTS,
+    *,
+    has_q_map: bool = True,
 ) -> Estimator:
     """Return the default main estimator.
 
-    ``mle-weighted`` when a flat field is there and used as weights, else
-    ``mle``.
+    ``mle-intensity`` (each pixel's mean modelled from the flat field and
+    the intensity's shape across the ring; unbiased when the intensity
+    varies inside a ring) in the ``weights``, ``record-only`` and ``none``
+    modes, with or without a flat field (only ``weights`` gives it the
+    efficiencies).  The pooled ``mle`` in the ``divide-round`` mode: its
+    divided and rounded counts are not integer photon counts, the mode is
+    there to reproduce old numbers (``pyxsvs-lsq`` with ``divide-round`` is
+    the pyxsvs-compatible combination; it is always asked for explicitly).
+
+    Without a q map (partitions given without a geometry, so the pixels'
+    q inside a ring are unknown; ``has_q_map=False``) the rule before
+    ``mle-intensity``: ``mle-weighted`` with a flat field used as weights,
+    else ``mle``.
 
     Examples
     --------
     >>> default_estimator(True).value, default_estimator(True, "divide-round").value
-    ('mle-weighted', 'mle')
+    ('mle-intensity', 'mle')
+    >>> default_estimator(True, has_q_map=False).value
+    'mle-weighted'
     """
-    if has_flat_field and FlatFieldMode.parse(flat_field_mode) is FlatFieldMode.WEIGHTS:
+    mode = FlatFieldMode.parse(flat_field_mode)
+    if mode is FlatFieldMode.DIVIDE_ROUND:
+        return Estimator.MLE
+    if has_q_map:
+        return Estimator.MLE_INTENSITY
+    if has_flat_field and mode is FlatFieldMode.WEIGHTS:
         return Estimator.MLE_WEIGHTED
     return Estimator.MLE
 
@@ -314,7 +338,10 @@ class AnalysisOptions:
     n_bins : int
         Initial number of histogram bins (they grow).
     n_groups : int
-        Efficiency groups per partition in ``weights`` mode.
+        Pixel groups per partition (default 16): the efficiency groups of
+        ``mle-weighted`` in ``weights`` mode; for ``mle-intensity``, 4
+        radial sub-rings times ``n_groups // 4`` efficiency groups (the
+        efficiency split only in ``weights`` mode).
     histogram_backend : {"auto", "numba", "numpy"}
     dynamics_model : DynamicsModel or str or None
         Model of the beta(t_e) fit over exposure times; None for none.
@@ -366,12 +393,16 @@ class AnalysisOptions:
         """Whether the flat field is loaded at all (every mode but ``none``)."""
         return self.flat_field_mode is not FlatFieldMode.NONE
 
-    def main_estimator(self, has_flat_field: bool) -> Estimator:
+    def main_estimator(
+        self, has_flat_field: bool, *, has_q_map: bool = True
+    ) -> Estimator:
         """Return the main estimator: the one given, else :func:`default_estimator`."""
         if self.estimator is not None:
             return self.estimator
         return default_estimator(
-            has_flat_field and self.uses_flat_field, self.flat_field_mode
+            has_flat_field and self.uses_flat_field,
+            self.flat_field_mode,
+            has_q_map=has_q_map,
         )
 
     @classmethod
@@ -404,7 +435,7 @@ class AnalysisOptions:
         Keys: ``estimator`` (None until resolved), ``flat_field_mode``,
         ``extra_estimators``, ``estimator_options``, ``n_bins``,
         ``groups_per_partition`` (``n_groups``; the derived run's own
-        ``n_groups`` is the number of efficiency groups made),
+        ``n_groups`` is the number of pixel groups made),
         ``histogram_backend``, ``dynamics_model``.
         """
         return {

@@ -96,7 +96,7 @@ def test_layout_pixels_and_frames(default_run):
     np.testing.assert_allclose(
         by_exposure(records, "q")[0], 0.002 + 0.001 * np.arange(9), rtol=1e-12
     )
-    assert {r["estimator"] for r in records} == {"mle-weighted"}
+    assert {r["estimator"] for r in records} == {"mle-intensity"}  # the default
     assert all(r["run_uid"] is None and r["raw_uid"] is None for r in records)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from xsvs_bluesky import cli
+from xsvs_bluesky.core.geometry import Partitions
 from xsvs_bluesky.demo import (
     DEMO_EXPOSURE_TIMES,
     QueuedCallback,
@@ -48,15 +49,24 @@ def check_output(out: str, seed: int) -> list[tuple[float, ...]]:
     assert "beta_true" in out and "z" in out.splitlines()[0]
     rows = parse_table(out)
     model = demo_model(seed)
-    n_q = len(demo_partitions(model)["centers"])
+    spec = demo_partitions(model)
+    n_q = len(spec["centers"])
     assert len(rows) == 8 * n_q
     exposures = sorted({int(r[0]) for r in rows})
     assert exposures == list(range(8))
     times = sorted({r[1] for r in rows})
     np.testing.assert_allclose(times, DEMO_EXPOSURE_TIMES, rtol=1e-2)
+    parts = Partitions.from_centers(
+        model.q_map, spec["centers"], spec["dq"], mask=model.mask
+    )
     for _, t_e, q, _, beta, err, true, z in rows:
-        # the printed truth is the model's, the z-score is consistent with it
-        assert true == pytest.approx(float(model.beta_true(q, t_e)), abs=6e-5)
+        # the printed truth is the model's ring truth sum(mu^2 beta)/sum(mu^2),
+        # computed here from the model's maps; the z-score is consistent with it
+        j = int(np.argmin(np.abs(np.asarray(parts.centers) - q)))
+        idx = parts.pixels[j]
+        mu = model.kbar_map(t_e).ravel()[idx]
+        ring = np.sum(mu**2 * model.beta_map(t_e).ravel()[idx]) / np.sum(mu**2)
+        assert true == pytest.approx(float(ring), abs=6e-5)
         assert err > 0 and math.isfinite(beta)
         rounding = (1e-4 + 5e-5 * abs(z)) / err + 0.01  # 4 printed decimals
         assert z == pytest.approx((beta - true) / err, abs=rounding)
@@ -133,17 +143,15 @@ def test_demo_named_server_with_estimator_and_figure(
 
 
 def test_demo_partitions_are_whole_rings_of_the_model():
-    from xsvs_bluesky.core.geometry import Partitions
-
     model = demo_model(1)
     parts = demo_partitions(model)
-    rings = model.partitions(0.0015, 0.0075)
+    rings = model.partitions(0.0015, 0.0075, rings_per_partition=5)
     assert parts["centers"] == pytest.approx(list(rings.centers[::2]))
     built = Partitions.from_centers(
         model.q_map, parts["centers"], parts["dq"], mask=model.mask
     )
     for ring, part in zip(rings.pixels[::2], built.pixels, strict=True):
-        np.testing.assert_array_equal(ring, part)  # so beta_true is exact
+        np.testing.assert_array_equal(ring, part)  # so the ring truth is exact
 
 
 def test_queued_callback_keeps_order_and_survives_errors():

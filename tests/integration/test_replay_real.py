@@ -91,7 +91,7 @@ def test_replayed_series_gives_the_analyze_table(
     offline = json.loads(out)
     same_records(stored, offline, "results vs analyze")
     same_records(replayed, offline, "replay vs analyze")
-    assert {r["estimator"] for r in stored} == {"mle-weighted"}
+    assert {r["estimator"] for r in stored} == {"mle-intensity"}  # the default
 
     run = catalogs.raw[raw_uid]
     start = run.metadata["start"]

@@ -65,12 +65,13 @@ def test_estimator_names_are_the_cores() -> None:
 @pytest.mark.parametrize(
     ("has_flat", "mode", "expected"),
     [
-        (True, "weights", "mle-weighted"),
-        (True, "weighted", "mle-weighted"),
+        (True, "weights", "mle-intensity"),
+        (True, "weighted", "mle-intensity"),
         (True, "divide-round", "mle"),
-        (True, "record-only", "mle"),
-        (True, "none", "mle"),
-        (False, "weights", "mle"),
+        (True, "record-only", "mle-intensity"),
+        (True, "none", "mle-intensity"),
+        (False, "weights", "mle-intensity"),
+        (False, "divide-round", "mle"),
     ],
 )
 def test_one_default_estimator(has_flat: bool, mode: str, expected: str) -> None:
@@ -78,6 +79,22 @@ def test_one_default_estimator(has_flat: bool, mode: str, expected: str) -> None
     assert AnalysisOptions(flat_field_mode=mode).main_estimator(has_flat) == expected
     given = AnalysisOptions(estimator="moments", flat_field_mode=mode)
     assert given.main_estimator(has_flat) is Estimator.MOMENTS
+
+
+@pytest.mark.parametrize(
+    ("has_flat", "mode", "expected"),
+    [
+        (True, "weights", "mle-weighted"),
+        (True, "record-only", "mle"),
+        (True, "divide-round", "mle"),
+        (False, "weights", "mle"),
+    ],
+)
+def test_default_without_a_q_map(has_flat: bool, mode: str, expected: str) -> None:
+    """Partitions without a geometry: the pixels' q are unknown, no mle-intensity."""
+    assert default_estimator(has_flat, mode, has_q_map=False) == expected
+    opts = AnalysisOptions(flat_field_mode=mode)
+    assert opts.main_estimator(has_flat, has_q_map=False) == expected
 
 
 def test_values_are_normalised_and_the_object_frozen() -> None:

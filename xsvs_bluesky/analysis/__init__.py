@@ -23,7 +23,7 @@ Li et al., J. Synchrotron Rad. 21, 1288 (2014).
 
 from xsvs_bluesky.analysis._exposure import ExposureAnalysis
 from xsvs_bluesky.analysis._recipe import analysis_from_recipe, shard_recipe
-from xsvs_bluesky.analysis._result import FLAG_FIT_FAILED, ExposureResult
+from xsvs_bluesky.analysis._result import FLAG_FIT_FAILED, ExposureResult, dynamics_q
 from xsvs_bluesky.analysis._setup import (
     AnalysisSetup,
     EmptyPartitionWarning,
@@ -52,5 +52,6 @@ __all__ = [
     "analysis_from_recipe",
     "array_identity",
     "default_estimator",
+    "dynamics_q",
     "shard_recipe",
 ]

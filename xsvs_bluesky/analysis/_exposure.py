@@ -21,9 +21,13 @@ from numpy.typing import ArrayLike, NDArray
 
 from xsvs_bluesky.analysis._result import ExposureResult, failed_estimates
 from xsvs_bluesky.core.estimators import (
+    INTENSITY_ESTIMATOR,
     ContrastEstimate,
+    IntensityGroups,
     check_estimator,
     estimate_contrast,
+    fit_intensity,
+    intensity_groups,
 )
 from xsvs_bluesky.core.geometry import Partitions, PixelGroups
 from xsvs_bluesky.core.histogram import Backend, HistogramAccumulator
@@ -45,13 +49,16 @@ __all__ = [
     "GROUPED_ESTIMATORS",
     "ExposureAnalysis",
     "checked_flat",
+    "estimator_groups",
 ]
 
 logger = logging.getLogger(__name__)
 
-GROUPED_ESTIMATORS = frozenset({"mle-weighted"})
-"""Estimators fitted on the efficiency groups of a partition."""
+GROUPED_ESTIMATORS = frozenset({"mle-weighted", INTENSITY_ESTIMATOR})
+"""Estimators fitted on pixel groups of a partition (not its pooled histogram)."""
 _FRAME_ESTIMATORS = frozenset({"mle-frames", "pyxsvs-lsq"})
+INTENSITY_SUB_RINGS = 4
+"""Radial sub-rings per partition of the ``mle-intensity`` groups."""
 _LEGACY_MEAN_FRAMES = 200  # pyxsvs chose its bins from the first 200 frames
 
 
@@ -70,23 +77,35 @@ class ExposureAnalysis:
         Exposure time of one frame in s (NaN when unknown).
     estimator : str, optional
         Main estimator (see ``xsvs_bluesky.core.estimators.estimate_contrast``);
-        default :func:`default_estimator`.
+        default :func:`default_estimator` (``mle-intensity`` when ``q_map``
+        or intensity groups are given).
     extra_estimators : sequence of str, optional
         Estimators also evaluated at the end of the exposure.
     flat_field : array_like, optional
         Pixel efficiency map (mean 1) of the detector shape.
     flat_field_mode : FlatFieldMode or str
-        ``"weights"`` (default): counts stay integer; with the
-        ``"mle-weighted"`` estimator each partition is split into
-        ``n_groups`` efficiency groups.  ``"divide-round"``: the legacy
+        ``"weights"`` (default): counts stay integer; the efficiencies
+        enter ``"mle-intensity"`` (its groups are split by efficiency) and
+        ``"mle-weighted"`` (each partition split into ``n_groups``
+        efficiency groups).  ``"divide-round"``: the legacy
         pyxsvs correction, each frame divided by the flat field and rounded
         (biased; to reproduce old results).  ``"record-only"``: the flat
         field only scales ``I(q)``.  ``"none"``: ``flat_field`` is ignored.
         Older names are accepted (:meth:`FlatFieldMode.parse`).
     groups : PixelGroups, optional
-        Efficiency groups to use instead of splitting ``partitions``.
+        Groups to use instead of splitting ``partitions``: efficiency groups
+        for ``"mle-weighted"``, or the
+        :func:`~xsvs_bluesky.core.estimators.intensity_groups` of
+        ``"mle-intensity"`` (then shared by ``"mle-weighted"``).
+    q_map : array_like, optional
+        q of every pixel (1/Angstrom), the map ``partitions`` were built on;
+        ``"mle-intensity"`` (main or extra) needs it unless ``groups`` are
+        intensity groups.  Its groups (:func:`estimator_groups`) are built
+        here, before any frame, from the q map and (``"weights"`` mode) the
+        flat field only.
     n_groups : int, optional
-        Efficiency groups per partition in ``"weights"`` mode.
+        Groups per partition: efficiency groups of ``"mle-weighted"``, or
+        (sub-rings) x (efficiency groups) of ``"mle-intensity"``.
     n_bins : int, optional
         Initial number of histogram bins (they grow, nothing is dropped).
     backend : str, optional
@@ -101,7 +120,8 @@ class ExposureAnalysis:
     Raises
     ------
     GeometryError
-        If the flat field's shape differs from the partitions'.
+        If the flat field's shape differs from the partitions', or
+        ``"mle-intensity"`` is asked for without a q map.
     OptionError
         On an unknown ``flat_field_mode`` (also a ValueError).
     """
@@ -117,6 +137,7 @@ class ExposureAnalysis:
         flat_field: ArrayLike | None = None,
         flat_field_mode: FlatFieldMode | str = FlatFieldMode.WEIGHTS,
         groups: PixelGroups | None = None,
+        q_map: ArrayLike | None = None,
         n_groups: int = 16,
         n_bins: int = 32,
         backend: Backend = "auto",
@@ -130,8 +151,10 @@ class ExposureAnalysis:
         self.partitions = partitions
         self.stream = str(stream)
         self.exposure_time = float(exposure_time)
+        has_q = q_map is not None or isinstance(groups, IntensityGroups)
         self.estimator = check_estimator(
-            estimator or default_estimator(flat_field is not None, mode)
+            estimator
+            or default_estimator(flat_field is not None, mode, has_q_map=has_q)
         )
         self.extra_estimators = tuple(
             check_estimator(e) for e in extra_estimators if e != self.estimator
@@ -140,19 +163,27 @@ class ExposureAnalysis:
         self.source = source
         self.flat_field_mode = mode
         self._flat = checked_flat(flat_field, partitions.shape)
-        # the flat-field aware estimator needs histograms per efficiency group;
-        # when the groups tile the partitions, their accumulator also sums the
+        self._q_eff: NDArray[np.float64] | None = None  # of the last fit
+        # the grouped estimators need histograms per pixel group; when the
+        # groups tile the partitions, their accumulator also sums the
         # partition histograms (P(k), its per-frame std, the trace) in the
         # same pass over the pixels, else a second accumulator does
         self._group_acc: HistogramAccumulator | None = None
-        if (
-            self._flat is not None
-            and mode is FlatFieldMode.WEIGHTS
-            and self.estimator in GROUPED_ESTIMATORS
-        ):
-            if groups is None:
-                groups = partitions.split_by(self._flat, n_groups=n_groups)
-            self._group_acc = _group_accumulator(groups, partitions, n_bins, backend)
+        groups = estimator_groups(
+            partitions,
+            (self.estimator, *self.extra_estimators),
+            flat_field=self._flat if mode is FlatFieldMode.WEIGHTS else None,
+            q_map=q_map,
+            groups=groups,
+            n_groups=n_groups,
+        )
+        if groups is not None:
+            # a frame estimator keeps per-frame histograms of the partitions:
+            # those of the groups would be G/Q times larger, so apart
+            nested = self.estimator not in _FRAME_ESTIMATORS
+            self._group_acc = _group_accumulator(
+                groups, partitions if nested else None, n_bins, backend
+            )
         if self._group_acc is not None and self._group_acc.parents is not None:
             self._acc = self._group_acc.parents
         else:
@@ -373,6 +404,8 @@ class ExposureAnalysis:
         if estimator in GROUPED_ESTIMATORS and self._group_acc is not None:
             acc = self._group_acc
         options = dict(self.estimator_options) if estimator == self.estimator else {}
+        if estimator == INTENSITY_ESTIMATOR:
+            return self._estimate_intensity(acc, quiet=quiet)
         if (
             estimator == "pyxsvs-lsq"
             and self._legacy_sum is not None
@@ -398,6 +431,29 @@ class ExposureAnalysis:
             )
         return out
 
+    def _estimate_intensity(
+        self, acc: HistogramAccumulator, *, quiet: bool
+    ) -> tuple[ContrastEstimate, ...]:
+        """``mle-intensity`` of every partition; keeps each ring's ``q_eff``."""
+        n = len(self.partitions)
+        self._q_eff = np.full(n, np.nan)
+        try:
+            with np.errstate(all="ignore"):
+                fits = fit_intensity(acc)
+        except XSVSError as err:
+            log = logger.debug if quiet else logger.warning
+            log(
+                "estimator %r failed on stream %r: %s",
+                INTENSITY_ESTIMATOR,
+                self.stream,
+                err,
+            )
+            return failed_estimates(
+                n, INTENSITY_ESTIMATOR, np.asarray(self._acc.kbar, float)
+            )
+        self._q_eff = np.array([f.q_eff for f in fits], dtype=np.float64)
+        return tuple(f.estimate for f in fits)
+
     def result(self, *, final: bool = True) -> ExposureResult:
         """Estimate the contrast from the frames so far.
 
@@ -414,7 +470,9 @@ class ExposureAnalysis:
         """
         acc = self._acc
         n_q = len(self.partitions)
+        self._q_eff = None
         estimates = self._estimate(self.estimator, quiet=not final)
+        q_eff = self._q_eff
         extra: dict[str, tuple[ContrastEstimate, ...]] = {}
         if final:
             for name in self.extra_estimators:
@@ -452,6 +510,7 @@ class ExposureAnalysis:
             intensity=np.asarray(intensity, dtype=np.float64),
             intensity_err=np.asarray(intensity_err, dtype=np.float64),
             source=self.source,
+            q_eff=q_eff,
         )
 
 
@@ -459,15 +518,87 @@ def _strip(arrays: Mapping[str, NDArray[Any]], prefix: str) -> dict[str, Any]:
     return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
-def _group_accumulator(
-    groups: PixelGroups, partitions: Partitions, n_bins: int, backend: Backend
-) -> HistogramAccumulator:
-    """Accumulator over efficiency groups, with the partitions as parents.
+def estimator_groups(
+    partitions: Partitions,
+    estimators: Sequence[str],
+    *,
+    flat_field: NDArray[np.float64] | None,
+    q_map: ArrayLike | None,
+    groups: PixelGroups | None = None,
+    n_groups: int = 16,
+) -> PixelGroups | None:
+    """Return the pixel groups that the grouped ``estimators`` need.
 
-    Without parents when the groups do not tile the partitions exactly
-    (groups given by the caller); the partitions are then histogrammed
-    separately.
+    ``mle-intensity`` gets :func:`intensity_groups` from ``q_map`` and
+    ``flat_field``: :data:`INTENSITY_SUB_RINGS` sub-rings, each split into
+    up to ``n_groups // INTENSITY_SUB_RINGS`` efficiency groups, so a
+    partition has at most ``n_groups`` groups as with ``mle-weighted`` (the
+    same histogram cost); ``mle-weighted`` then shares them; ``mle-weighted`` alone gets
+    ``split_by`` efficiency groups when there is a flat field.  Geometry
+    and flat field only: the groups are fixed before any frame and the same
+    in every worker.
+
+    Parameters
+    ----------
+    partitions : Partitions
+    estimators : sequence of str
+        Main and extra estimators.
+    flat_field : numpy.ndarray or None
+        Efficiencies used as weights (``weights`` mode), else None.
+    q_map : array_like or None
+        q of every pixel (1/Angstrom).
+    groups : PixelGroups, optional
+        Groups given by the caller: used when of the right kind.
+    n_groups : int
+        Groups per partition (``AnalysisOptions.n_groups``, default 16).
+
+    Returns
+    -------
+    PixelGroups or None
+        None when no grouped estimator needs groups.
+
+    Raises
+    ------
+    GeometryError
+        ``mle-intensity`` without ``q_map`` (nor intensity ``groups``).
     """
+    if INTENSITY_ESTIMATOR in estimators:
+        if isinstance(groups, IntensityGroups):
+            return groups
+        if q_map is None:
+            raise GeometryError(
+                f"estimator {INTENSITY_ESTIMATOR!r} needs the q of every pixel: "
+                "give q_map= (or a Geometry to AnalysisSetup.build), or choose "
+                "another estimator"
+            )
+        return intensity_groups(
+            partitions,
+            q_map,
+            flat_field=flat_field,
+            n_rings=INTENSITY_SUB_RINGS,
+            n_groups=max(1, n_groups // INTENSITY_SUB_RINGS),
+        )
+    if "mle-weighted" in estimators and flat_field is not None:
+        if groups is None or isinstance(groups, IntensityGroups):
+            groups = partitions.split_by(flat_field, n_groups=n_groups)
+        return groups
+    return None
+
+
+def _group_accumulator(
+    groups: PixelGroups,
+    partitions: Partitions | None,
+    n_bins: int,
+    backend: Backend,
+) -> HistogramAccumulator:
+    """Accumulator over pixel groups, with the partitions as parents.
+
+    Without parents when ``partitions`` is None or the groups do not tile
+    the partitions exactly (groups given by the caller); the partitions are
+    then histogrammed separately.
+    """
+    if partitions is None:
+        return HistogramAccumulator(groups, n_bins=n_bins, backend=backend)
     try:
         return HistogramAccumulator(
             groups, n_bins=n_bins, backend=backend, parents=partitions

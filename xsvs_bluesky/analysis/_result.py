@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from xsvs_bluesky.core.estimators import ContrastEstimate
 
-__all__ = ["FLAG_FIT_FAILED", "ExposureResult", "failed_estimates"]
+__all__ = ["FLAG_FIT_FAILED", "ExposureResult", "dynamics_q", "failed_estimates"]
 
 FLAG_FIT_FAILED = "fit-failed"
 """Flag of an estimate whose estimator raised (values are NaN)."""
@@ -69,6 +69,11 @@ class ExposureResult:
         pixel and frame.
     source : str
         Where the frames came from (raw run uid, file), free text.
+    q_eff : numpy.ndarray or None
+        ``mle-intensity`` only (None otherwise): per partition, the q at
+        which the ring's contrast samples a rate ``Gamma = D q^2``,
+        ``sqrt(sum mu_i^2 q_i^2 / sum mu_i^2)`` in 1/Angstrom (NaN where the
+        fit had no data); see :func:`dynamics_q`.
     """
 
     stream: str
@@ -89,6 +94,7 @@ class ExposureResult:
     intensity: NDArray[np.float64]
     intensity_err: NDArray[np.float64]
     source: str = ""
+    q_eff: NDArray[np.float64] | None = None
 
     @property
     def n_bins(self) -> int:
@@ -160,3 +166,42 @@ def failed_estimates(
         )
         for j in range(n)
     )
+
+
+def dynamics_q(results: Sequence[ExposureResult]) -> NDArray[np.float64]:
+    """Return the q of each partition to fit ``Gamma = D q^2`` with (1/Angstrom).
+
+    The mean over the exposures of their :attr:`ExposureResult.q_eff` (the
+    ``mu^2``-weighted q of the ring that ``mle-intensity`` reports), where
+    an exposure has one; the partition centre where none has.
+
+    Parameters
+    ----------
+    results : sequence of ExposureResult
+        Exposures with the same partitions (``results[0].q`` is used).
+
+    Returns
+    -------
+    numpy.ndarray
+        One q per partition.
+
+    Examples
+    --------
+    >>> dynamics_q([])
+    array([], dtype=float64)
+    """
+    if not results:
+        return np.zeros(0)
+    q = np.array(results[0].q, dtype=np.float64)
+    rows = [
+        np.asarray(r.q_eff, dtype=np.float64)
+        for r in results
+        if r.q_eff is not None and np.shape(r.q_eff) == q.shape
+    ]
+    if not rows:
+        return q
+    stack = np.stack(rows)
+    ok = np.isfinite(stack) & (stack > 0)
+    n = ok.sum(axis=0)
+    mean = np.where(ok, stack, 0.0).sum(axis=0) / np.maximum(n, 1)
+    return np.asarray(np.where(n > 0, mean, q), dtype=np.float64)

@@ -19,9 +19,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from xsvs_bluesky.analysis._exposure import (
-    GROUPED_ESTIMATORS,
     ExposureAnalysis,
     checked_flat,
+    estimator_groups,
 )
 from xsvs_bluesky.core.geometry import (
     Geometry,
@@ -335,18 +335,18 @@ class AnalysisSetup:
                 mean=float(finite.mean()) if finite.size else math.nan,
                 variance=float(finite.var()) if finite.size else math.nan,
             )
-        main = options.main_estimator(flat is not None)
+        main = options.main_estimator(flat is not None, has_q_map=geometry is not None)
         options = options.replace(
             estimator=main,
             extra_estimators=tuple(e for e in options.extra_estimators if e != main),
         )
-        groups = None
-        if (
-            flat is not None
-            and mode is FlatFieldMode.WEIGHTS
-            and main in GROUPED_ESTIMATORS
-        ):
-            groups = parts.split_by(flat, n_groups=options.n_groups)
+        groups = estimator_groups(
+            parts,
+            (main, *options.extra_estimators),
+            flat_field=flat if mode is FlatFieldMode.WEIGHTS else None,
+            q_map=None if geometry is None else geometry.q_map(),
+            n_groups=options.n_groups,
+        )
         description = {
             **options.to_metadata(),
             "geometry": None if geometry is None else geometry.to_dict(),
@@ -391,6 +391,7 @@ class AnalysisSetup:
             flat_field=self.flat_field,
             flat_field_mode=opts.flat_field_mode,
             groups=self.groups,
+            q_map=None if self.geometry is None else self.geometry.q_map(),
             n_groups=opts.n_groups,
             n_bins=opts.n_bins,
             backend=opts.histogram_backend,

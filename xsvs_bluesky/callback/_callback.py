@@ -113,7 +113,9 @@ class XSVSCallback:
         ``weights``; the older name ``weighted`` is accepted).
     estimator : str, optional
         Main estimator; default :func:`xsvs_bluesky.options.default_estimator`
-        (``"mle-weighted"`` with a flat field used as weights, else ``"mle"``).
+        (``"mle-intensity"``; ``"mle"`` in the ``divide-round`` mode; without
+        a geometry, ``"mle-weighted"`` with a flat field used as weights,
+        else ``"mle"``).
     extra_estimators : sequence of str, optional
         Also reported per exposure (default moments, low-count, r-1).
     estimator_options : mapping, optional

@@ -25,7 +25,12 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from event_model import DocumentRouter
 
-from xsvs_bluesky.analysis import AnalysisSetup, ExposureAnalysis, ExposureResult
+from xsvs_bluesky.analysis import (
+    AnalysisSetup,
+    ExposureAnalysis,
+    ExposureResult,
+    dynamics_q,
+)
 from xsvs_bluesky.callback._access import FrameAccess
 from xsvs_bluesky.callback._frames import FrameBatch, RunFrames
 from xsvs_bluesky.callback._shards import DaskShards, DatumTask
@@ -354,6 +359,8 @@ class RunAnalyser(DocumentRouter):
 
         Called whenever an exposure completes (a refit, one more event of the
         ``dynamics`` stream) and at the end of the run (the final fit).
+        ``Gamma = D q^2`` is fitted against :func:`dynamics_q` (each ring's
+        ``q_eff`` from ``mle-intensity``, else the partition centres).
         """
         model = self._config.dynamics_model
         usable = [r for r in results if r.n_frames and math.isfinite(r.exposure_time)]
@@ -365,7 +372,7 @@ class RunAnalyser(DocumentRouter):
         try:
             fits, diffusion = fit_dynamics(
                 [r.exposure_time for r in usable],
-                usable[0].q,
+                dynamics_q(usable),
                 np.where(bad, np.nan, beta),
                 np.where(bad, 1.0, err),
                 model=model.value,

@@ -87,8 +87,9 @@ def add_estimator_arguments(parser: argparse.ArgumentParser, *, of: str) -> None
         type=_option_type(Estimator.parse, "estimator"),
         metavar=_metavar(ESTIMATORS),
         default=None,
-        help="contrast estimator (default: mle-weighted with a flat field used as "
-        "weights, else mle)",
+        help="contrast estimator (default: mle-intensity, maximum likelihood "
+        "with each pixel's mean from the flat field and the intensity's shape "
+        "across the ring; mle with --flat-field divide-round)",
     )
     parser.add_argument(
         "--flat-field",

@@ -9,11 +9,42 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["diffusion_line", "format_truth_table", "save_truth_figure", "truth_rows"]
+__all__ = [
+    "diffusion_line",
+    "format_truth_table",
+    "ring_truth",
+    "save_truth_figure",
+    "truth_rows",
+]
+
+
+def ring_truth(model: Any, q: Any, exposure_time: Any) -> Any:
+    """Truth of each (partition centre ``q``, ``t_e``) row: the ring truth.
+
+    ``sum(mu_i^2 beta_i) / sum(mu_i^2)`` over the pixels of the demo
+    partition centred on ``q`` (``SpeckleModel.ring_beta``); the partitions
+    are rebuilt as the analysis builds them from the start document.
+    """
+    import numpy as np
+
+    from xsvs_bluesky.core.geometry import Partitions
+    from xsvs_bluesky.demo import demo_partitions
+
+    spec = demo_partitions(model)
+    parts = Partitions.from_centers(
+        model.q_map, spec["centers"], spec["dq"], mask=model.mask
+    )
+    centers = np.asarray(parts.centers, dtype=np.float64)
+    out = np.full(len(q), np.nan)
+    for row, (qj, t_e) in enumerate(zip(q, exposure_time, strict=True)):
+        j = int(np.argmin(np.abs(centers - qj)))
+        if abs(centers[j] - qj) <= 1e-9 * max(abs(qj), 1.0):
+            out[row] = model.ring_beta(parts.pixels[j], float(t_e))
+    return out
 
 
 def truth_rows(results: Any, model: Any) -> Any:
-    """Rows of the table: what Tiled holds beside the simulated truth."""
+    """Rows of the table: what Tiled holds beside the simulated ring truth."""
     import numpy as np
 
     table = results.table.loc[
@@ -30,8 +61,9 @@ def truth_rows(results: Any, model: Any) -> Any:
             "estimator",
         ],
     ].copy()
-    truth = model.beta_true(table["q"].to_numpy(), table["exposure_time"].to_numpy())
-    table["beta_true"] = np.asarray(truth, dtype=np.float64)
+    table["beta_true"] = ring_truth(
+        model, table["q"].to_numpy(), table["exposure_time"].to_numpy()
+    )
     err = table["beta_err"].to_numpy(dtype=np.float64)
     with np.errstate(all="ignore"):
         z = (table["beta"].to_numpy(dtype=np.float64) - table["beta_true"]) / err
@@ -69,15 +101,27 @@ def format_truth_table(table: Any) -> str:
 
 
 def diffusion_line(results: Any, model: Any) -> str:
-    """Return the fitted ``D`` (Gamma = D q^2) beside the true one, or ''."""
-    fit = results.diffusion or {}
-    d, err = float(fit.get("D", math.nan)), float(fit.get("D_err", math.nan))
-    if not math.isfinite(d):
+    """Return the dynamics with their flags and ``D`` beside the true one, or ''.
+
+    The dynamics table of the stored run (rates whose error is as large as
+    the rate shown as "not yet determined", a flags column), then
+    :meth:`~xsvs_bluesky.core.dynamics.DiffusionFit.describe` (no ``D``
+    when ``Gamma/q^2`` is not constant within errors) and the true ``D``.
+    """
+    from xsvs_bluesky.live import diffusion_from_record, format_dynamics_flags
+
+    diffusion = diffusion_from_record(results.diffusion)
+    if diffusion is None:
         return ""
-    return (
-        f"\nD = {d:.4g} +- {err:.2g} Angstrom^2/s from Gamma = D q^2 "
-        f"(true {model.diffusion:.4g})"
+    lines = [""]
+    if results.dynamics is not None and len(results.dynamics):
+        lines.append(format_dynamics_flags(results.dynamics, None))
+        lines.append("")
+    lines.append(
+        f"{diffusion.describe()}; status {diffusion.status} "
+        f"(true {model.diffusion:.4g} Angstrom^2/s)"
     )
+    return "\n".join(lines)
 
 
 def save_truth_figure(path: Path, results: Any, model: Any) -> None:

@@ -5,8 +5,10 @@ flat field and every frame once (decoded in background threads), and prints
 the speckle contrast beta per exposure and q partition: the same numbers and
 columns as 'xsvs-bluesky results'. Nothing is written, the INI file included.
 
-Default estimator: "mle-weighted" (maximum likelihood with the flat field as
-per-pixel efficiencies) when the INI names a flat field, else "mle".
+Default estimator: "mle-intensity" (maximum likelihood with each pixel's mean
+count modelled from the flat field's efficiencies and the shape of the
+static intensity across the ring, so a ring whose intensity varies is not
+read as extra contrast); "mle" with --flat-field divide-round.
 '--estimator pyxsvs-lsq --flat-field divide-round' reproduces the numbers of
 the legacy pyxsvs tool (biased; for comparison with old results only).
 
@@ -184,7 +186,7 @@ def _render(result: Any, args: argparse.Namespace) -> str:
     from xsvs_bluesky.offline import beta_table, dynamics_table
 
     table = beta_table(result.results)
-    dyn = None
+    dyn = diffusion = None
     if args.dynamics:
         from xsvs_bluesky.offline import fit_result_dynamics
 
@@ -198,10 +200,13 @@ def _render(result: Any, args: argparse.Namespace) -> str:
     if args.format == "csv":
         if dyn is not None:
             frame = dyn.copy()
-            frame["flags"] = [";".join(f) for f in frame["flags"]]
+            for key in ("flags", "D_flags"):
+                frame[key] = [";".join(f) for f in frame[key]]
             return str(frame.to_csv(index=False, lineterminator="\n"))
         return tables.to_csv(table)
     text = tables.format_table(table)
     if dyn is not None:
-        text += "\n\n" + tables.format_dynamics(dyn)
+        from xsvs_bluesky.live import format_dynamics_flags
+
+        text += "\n\n" + format_dynamics_flags(dyn, diffusion)
     return text

@@ -67,8 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--estimator",
         choices=ESTIMATORS,
-        help="contrast estimator (default mle-weighted: maximum likelihood "
-        "with the simulated flat field as pixel efficiencies)",
+        help="contrast estimator (default mle-intensity: maximum likelihood "
+        "with each pixel's mean from the simulated flat field and the "
+        "intensity's shape across the ring)",
     )
     parser.add_argument(
         "--figure",
@@ -308,7 +309,7 @@ def run_demo(
     frames : int
         Frames per exposure.
     estimator : str, optional
-        Contrast estimator (default ``mle-weighted`` with the flat field).
+        Contrast estimator (default ``mle-intensity`` with the flat field).
     seed : int
         Seed of the simulation.
     figure : path, optional

@@ -13,10 +13,19 @@ ignored.
   as soon as it is complete, the dynamics fit, and progress lines.
 - :class:`LiveXSVSFigure`: ``beta(t_e)`` per q while frames arrive, then the
   pyxsvs summary figure; ``save_path=`` writes a PNG (headless).
+- :func:`format_dynamics_flags`: the text of a dynamics fit with its flags,
+  shared with ``analyze --dynamics`` and the demo;
+  :func:`diffusion_from_record` rebuilds the ``D`` fit of a ``dynamics``
+  stream.
 """
 
 from __future__ import annotations
 
+from xsvs_bluesky.live._dynamics_text import (
+    NOT_YET_DETERMINED,
+    diffusion_from_record,
+    format_dynamics_flags,
+)
 from xsvs_bluesky.live._feedback import (
     LiveXSVSFigure,
     LiveXSVSTable,
@@ -31,10 +40,13 @@ from xsvs_bluesky.live._session import (
 )
 
 __all__ = [
+    "NOT_YET_DETERMINED",
     "LiveSession",
     "LiveXSVSFigure",
     "LiveXSVSTable",
     "ProgressPrinter",
     "QueuedCallback",
     "close_engine",
+    "diffusion_from_record",
+    "format_dynamics_flags",
 ]

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from event_model import DocumentRouter
 
+from xsvs_bluesky.core.dynamics import DiffusionFit
+from xsvs_bluesky.live._dynamics_text import diffusion_from_record
 from xsvs_bluesky.results import build_dynamics
 
 __all__ = ["DerivedRunRouter"]
@@ -36,6 +38,11 @@ class DerivedRunRouter(DocumentRouter):
         the exposure's results event arrived).
     rate : float
         Frames per second between the last two progress events (NaN before).
+    dynamics : pandas.DataFrame or None
+        The latest dynamics table (``results.build_dynamics``).
+    diffusion : DiffusionFit or None
+        The latest ``Gamma = D q^2`` fit, rebuilt from the ``dynamics``
+        event (its ``status`` and ``describe()`` say whether ``D`` stands).
     """
 
     def __init__(self) -> None:
@@ -48,6 +55,7 @@ class DerivedRunRouter(DocumentRouter):
         self.history: dict[int, list[tuple[int, np.ndarray]]] = {}
         self.final: set[int] = set()
         self.dynamics: Any = None
+        self.diffusion: DiffusionFit | None = None
         self.rate = math.nan
         self._last: tuple[int | None, int, float] = (None, 0, 0.0)
 
@@ -62,6 +70,7 @@ class DerivedRunRouter(DocumentRouter):
         self.history.clear()
         self.final.clear()
         self.dynamics = None
+        self.diffusion = None
         self.rate = math.nan
         self._last = (None, 0, float(doc.get("time", time.time())))
         self.on_start()
@@ -94,6 +103,9 @@ class DerivedRunRouter(DocumentRouter):
             arrays = {k: np.asarray([v]) for k, v in data.items()}
             names = self._dynamics_keys.get("flags", {}).get("flag_names", ())
             self.dynamics = build_dynamics(arrays, names)
+            self.diffusion = diffusion_from_record(
+                {k: np.asarray(v).item() for k, v in data.items() if np.ndim(v) == 0}
+            )
             points = np.asarray(data.get("n_points", [0]), dtype=np.int64)
             self._n_points = int(points.max()) if points.size else 0
             self.on_dynamics()

@@ -10,7 +10,9 @@ ignored.
 - :class:`ProgressPrinter`: one line per progress event (throttled) with
   frames so far and frames/s.
 - :class:`LiveXSVSTable`: a text table (q, kbar, beta +- err) per exposure
-  as soon as it is complete, the dynamics fit, and progress lines.
+  as soon as it is complete, the dynamics fit with its flags (rates whose
+  error is as large as the rate shown as "not yet determined", ``D`` only
+  when it stands), and progress lines.
 - :class:`LiveXSVSFigure`: ``beta(t_e)`` per q while frames arrive, then the
   pyxsvs summary figure; ``save_path=`` writes a PNG (headless).
 """
@@ -30,6 +32,7 @@ from typing import IO, Any
 import numpy as np
 
 from xsvs_bluesky.live._base import DerivedRunRouter
+from xsvs_bluesky.live._dynamics_text import format_dynamics_flags
 from xsvs_bluesky.results import as_text, pm_text
 
 __all__ = ["LiveXSVSFigure", "LiveXSVSTable", "ProgressPrinter"]
@@ -93,8 +96,10 @@ class LiveXSVSTable(ProgressPrinter):
     """Print a table per exposure (q, kbar, beta +- err) as each one completes.
 
     An exposure is complete when the next one starts or its results event
-    arrives.  The dynamics fit (``Gamma``, ``beta0``, ``D``) is printed
-    when it arrives, and a closing line at the stop document.
+    arrives.  The dynamics fit (``Gamma``, ``beta0``, their flags, then
+    ``D`` or why it is not given) is printed when it arrives: early refits
+    on two exposures show "not yet determined" for rates whose error is as
+    large as the rate.  A closing line at the stop document.
 
     Parameters
     ----------
@@ -135,8 +140,6 @@ class LiveXSVSTable(ProgressPrinter):
         self._show(index)
 
     def on_dynamics(self) -> None:  # noqa: D102
-        from xsvs_bluesky.results import format_dynamics
-
         if self._current is not None:  # the refit includes the exposure just done
             self._show(self._current)
         if self.dynamics is not None:
@@ -145,7 +148,7 @@ class LiveXSVSTable(ProgressPrinter):
                 f"[xsvs] dynamics over {n_exp} exposures, "
                 "beta(t_e) = beta0 k(Gamma t_e):"
             )
-            self.write(format_dynamics(self.dynamics))
+            self.write(format_dynamics_flags(self.dynamics, self.diffusion))
 
     def on_stop(self, doc: Mapping[str, Any]) -> None:  # noqa: D102
         for index in sorted(self.snapshots):

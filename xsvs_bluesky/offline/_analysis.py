@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from xsvs_bluesky.analysis import AnalysisSetup, ExposureResult
+from xsvs_bluesky.analysis import AnalysisSetup, ExposureResult, dynamics_q
 from xsvs_bluesky.core.dynamics import DiffusionFit, DynamicsFit, fit_dynamics
 from xsvs_bluesky.core.geometry import Geometry
 from xsvs_bluesky.core.images import CenterFit
@@ -356,7 +356,11 @@ def fit_result_dynamics(
     fits : list of DynamicsFit
         One per partition (``gamma`` in 1/s).
     diffusion : DiffusionFit
-        ``D`` in Angstrom^2/s.
+        ``D`` in Angstrom^2/s, from ``Gamma = D q^2`` with ``q`` from
+        :func:`~xsvs_bluesky.analysis.dynamics_q`: each ring's ``q_eff``
+        (the ``mu^2``-weighted q that ``mle-intensity`` reports, averaged
+        over the exposures), else the partition centre.  The fits' ``q``
+        is that q.
 
     Raises
     ------
@@ -380,4 +384,6 @@ def fit_result_dynamics(
     bad = ~np.isfinite(err) | (err <= 0)
     beta = np.where(bad, math.nan, beta)
     err = np.where(bad, 1.0, err)
-    return fit_dynamics(times, q, beta, err, model=DynamicsModel.parse(model).value)
+    return fit_dynamics(
+        times, dynamics_q(results), beta, err, model=DynamicsModel.parse(model).value
+    )

@@ -3,8 +3,12 @@
 The beta table has exactly the columns of a derived run's results table
 (:data:`xsvs_bluesky.results._tables.RECORD_KEYS`), with ``run_uid`` and
 ``raw_uid`` None since nothing was stored; the dynamics table has the
-columns of its dynamics table.  Text, CSV and JSON come from the same
-formatters the ``results`` command uses.
+columns of its dynamics table, then what says whether the numbers stand:
+``determined`` (False where the rate's error is as large as the rate, shown
+as "not yet determined"), ``D_status`` and ``D_error_scale``
+(:class:`~xsvs_bluesky.core.dynamics.DiffusionFit`), ``D_flags``.  Text,
+CSV and JSON come from the same formatters the ``results`` command uses;
+the dynamics text from :func:`xsvs_bluesky.live.format_dynamics_flags`.
 """
 
 from __future__ import annotations
@@ -67,7 +71,12 @@ def dynamics_table(
 
     ``D`` and ``D_err`` (from ``Gamma = D q^2`` over all partitions) repeat
     on every row, as in the ``results`` command's dynamics table; then
-    ``exponent``, ``exponent_err``, ``chi2``, ``dof`` and ``flags``.
+    ``exponent``, ``exponent_err``, ``chi2``, ``dof`` and ``flags`` (of the
+    partition's fit); ``determined`` (:attr:`DynamicsFit.determined`);
+    ``D_status`` (:attr:`DiffusionFit.status`: ``"diffusive"``,
+    ``"poor-fit"``, ``"non-diffusive"``, ``"not yet determined"`` or
+    ``"no-data"``), ``D_error_scale`` (the factor already applied to
+    ``D_err``) and ``D_flags`` (list of str), repeated on every row.
     """
     rows = [
         {
@@ -85,10 +94,18 @@ def dynamics_table(
             "chi2": float(f.chi2),
             "dof": int(f.dof),
             "flags": [str(x) for x in f.flags],
+            "determined": bool(f.determined),
+            "D_status": diffusion.status,
+            "D_error_scale": float(diffusion.error_scale),
+            "D_flags": [str(x) for x in diffusion.flags],
         }
         for f in fits
     ]
-    columns = [*DYNAMICS_KEYS, "exponent", "exponent_err", "chi2", "dof", "flags"]
+    columns = [
+        *DYNAMICS_KEYS,
+        *("exponent", "exponent_err", "chi2", "dof", "flags"),
+        *("determined", "D_status", "D_error_scale", "D_flags"),
+    ]
     table = pd.DataFrame(rows, columns=columns)
     table["q"] = table["q"].astype(np.float64)
     return table

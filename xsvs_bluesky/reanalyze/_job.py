@@ -157,8 +157,9 @@ def reanalyze(
         Options of the new analysis (default ``AnalysisOptions()``);
         ``estimator`` and ``flat_field``, when given, replace those fields.
     estimator : str, optional
-        Main estimator (default ``mle-weighted`` with a flat field used as
-        weights, else ``mle``).
+        Main estimator (default
+        :func:`~xsvs_bluesky.options.default_estimator`: ``mle-intensity``,
+        ``mle`` in the ``divide-round`` mode).
     partitions : mapping, optional
         q partition parameters (1/Angstrom) replacing those of the run:
         ``q1``, ``q2``, ``qs``, ``dq`` (any subset; the others are kept) or

@@ -109,8 +109,9 @@ class LegacyReplay:
         Options of the derived run; ``estimator`` and ``flat_field`` below,
         when given, replace those fields.
     estimator : str, optional
-        Main estimator of the derived run (default ``mle-weighted`` with the
-        flat field used as weights, else ``mle``).
+        Main estimator of the derived run (default
+        :func:`~xsvs_bluesky.options.default_estimator`: ``mle-intensity``,
+        ``mle`` in the ``divide-round`` mode).
     flat_field : {"weights", "divide-round", "record-only", "none"}, optional
         How the derived run uses the INI's flat field (as ``analyze``;
         default ``weights``).

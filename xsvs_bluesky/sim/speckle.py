@@ -12,11 +12,17 @@ negative-binomial (Poisson-gamma) law with
 - contrast ``beta(q, t_e) = beta0 * k(Gamma t_e)`` with ``Gamma = D q^2`` and
   ``k(x) = (exp(-2x) - 1 + 2x) / (2 x^2)`` (exponential ``g1``).
 
-The physics is *partitioned*: ``q`` is constant on rings of width
-``ring_width`` (every pixel takes the centre of its ring), so a partition
-made of whole rings has exactly known ``kbar`` and ``beta``
-(:meth:`SpeckleModel.partitions`, :meth:`SpeckleModel.beta_true`).
-Frames are independent (the sample decorrelates between frames).
+The physics is resolved to about a pixel: ``q`` is constant on rings of
+width ``ring_width`` (every pixel takes the centre of its ring; the default
+1e-4 1/Angstrom is the q step of one pixel of the MAXIPIX geometry), and
+each pixel has its own efficiency.  So the pixels of an analysis partition
+made of several rings have different mean counts and contrasts, as on a
+real detector, and the truth of the partition is the ring truth of the
+intensity-aware estimator, ``sum(mu_i^2 beta_i) / sum(mu_i^2)``
+(:meth:`SpeckleModel.ring_beta`, over whole rings from
+:meth:`SpeckleModel.partitions`); a partition of one ring has
+``beta_true(q, t_e)`` exactly.  Frames are independent (the sample
+decorrelates between frames).
 
 Two samplers draw the same law: ``"alias"`` (default,
 :class:`~xsvs_bluesky.sim._alias.FrameSampler`: a numba kernel that draws
@@ -138,6 +144,32 @@ class SpeckleModel:
         """Return the expected mean count over the unmasked pixels of a frame."""
         return float(np.mean(self.kbar_map(exposure_time)[~self.mask]))
 
+    def ring_beta(self, pixels: ArrayLike, exposure_time: float) -> float:
+        """Truth of a partition: ``sum(mu_i^2 beta_i) / sum(mu_i^2)`` over ``pixels``.
+
+        ``mu_i`` is the pixel's mean count (efficiency included) and
+        ``beta_i`` its contrast at ``t_e`` (s): the contrast of the ring when
+        each pixel's own mean is modelled (what ``mle-intensity`` fits).
+        Pixels with no photons (masked) weigh nothing.
+
+        Parameters
+        ----------
+        pixels : array_like of int
+            Flat pixel indices (e.g. ``Partitions.pixels[j]``).
+        exposure_time : float
+            Exposure time, s.
+
+        Returns
+        -------
+        float
+            NaN when no pixel receives photons.
+        """
+        idx = np.asarray(pixels, dtype=np.intp)
+        mu = self.kbar_map(exposure_time).ravel()[idx]
+        beta = self.beta_map(exposure_time).ravel()[idx]
+        weight = float(np.sum(mu * mu))
+        return float(np.sum(mu * mu * beta)) / weight if weight > 0 else math.nan
+
     def beta_pooled(self, pixels: ArrayLike, exposure_time: float) -> float:
         """Apparent contrast of counts pooled over ``pixels`` (flat indices).
 
@@ -215,8 +247,9 @@ class SpeckleModel:
             holding ``q_min``, the last ends at or below ``q_max``.
         rings_per_partition : int
             Rings per partition.  With 1 every partition has one ``q``
-            and :meth:`beta_true` is exact; with more, compare with
-            :meth:`beta_pooled`.
+            and :meth:`beta_true` is exact; with more, the truth is
+            :meth:`ring_beta` (a pooled fit converges to
+            :meth:`beta_pooled`).
 
         Returns
         -------

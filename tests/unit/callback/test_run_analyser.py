@@ -89,11 +89,11 @@ def test_keywords_are_a_convenience_over_options() -> None:
 @pytest.mark.parametrize(
     ("mode", "estimator", "recorded"),
     [
-        ("weights", "mle-weighted", True),
-        ("weighted", "mle-weighted", True),  # the old name, mapped
+        ("weights", "mle-intensity", True),
+        ("weighted", "mle-intensity", True),  # the old name, mapped
         ("divide-round", "mle", True),
-        ("record-only", "mle", True),
-        ("none", "mle", False),
+        ("record-only", "mle-intensity", True),
+        ("none", "mle-intensity", False),
     ],
 )
 def test_four_flat_field_modes_in_the_derived_run(

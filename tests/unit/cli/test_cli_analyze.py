@@ -112,7 +112,7 @@ def test_known_beta_recovered_in_json(tmp_path, capsys):
     rings = Partitions.from_range(geometry.q_map(), 0.0006, 0.0016, 0.0005, 0.00025)
     for rec in records:
         assert rec["run_uid"] is None and rec["raw_uid"] is None
-        assert rec["estimator"] == "mle"  # no flat field in the INI
+        assert rec["estimator"] == "mle-intensity"  # the default, no flat field
         assert rec["n_frames"] == 80
         assert rec["n_pixels"] == rings.n_pixels[rec["partition"]]
         assert rec["q"] == pytest.approx(rings.centers[rec["partition"]])
@@ -183,6 +183,18 @@ def test_dynamics_json_records(tmp_path, capsys):
         assert rec["model"] == "exponential"
         assert abs(rec["gamma"] - gamma) < 4 * rec["gamma_err"], rec
         assert abs(rec["beta0"] - 0.3) < 4 * rec["beta0_err"], rec
+        # whether the numbers stand: per rate, then D (the same on every row)
+        assert rec["determined"] is True
+        assert rec["D_error_scale"] >= 1.0 and isinstance(rec["D_flags"], list)
+        assert rec["D_status"] == records[0]["D_status"]
+    # Gamma does not grow as q^2 here: D is not presented, the table says why
+    assert {r["D_status"] for r in records} == {"non-diffusive"}
+    code, out, err = run_cli(capsys, ini, "--dynamics")
+    assert code == 0, err
+    dyn = out[out.index("\npart ") + 1 :]
+    assert dyn.splitlines()[0].split()[-1] == "flags"
+    assert "non-diffusive: Gamma/q^2 is not constant within errors" in dyn
+    assert "D = " not in dyn
 
 
 # -- bad input: exit 2, one line on stderr naming file/section/key ---------------

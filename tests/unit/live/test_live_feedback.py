@@ -11,7 +11,13 @@ from derived_docs import N_FRAMES, N_Q, TIMES, derived_run, raw_run
 from event_model import compose_run, pack_event_page
 from matplotlib.image import imread
 
-from xsvs_bluesky.live import LiveXSVSFigure, LiveXSVSTable, ProgressPrinter
+from xsvs_bluesky.live import (
+    LiveXSVSFigure,
+    LiveXSVSTable,
+    ProgressPrinter,
+    diffusion_from_record,
+    format_dynamics_flags,
+)
 from xsvs_bluesky.results import RunResults
 
 
@@ -45,7 +51,12 @@ def test_table_prints_every_exposure_once_with_its_beta(live_run):
     refits = [m.start() for m in re.finditer("dynamics over", text)]
     assert [text[i:].split()[2] for i in refits] == ["2", "3"]
     assert starts[1] < refits[0] < starts[2] < refits[1]
-    assert text.count("D = ") == 2
+    # one line on D per refit: D with its error, or why D is not given
+    assert text.count("; status ") == 2
+    final = diffusion_from_record(res.diffusion)
+    assert final is not None and f"; status {final.status}" in text
+    if final.status == "non-diffusive":
+        assert "D is not given" in text
     assert text.rstrip().endswith(": success")
 
 
@@ -181,3 +192,67 @@ def test_headless_backend_gives_a_figure_outside_pyplot():
     assert figure.fig.get_size_inches().tolist() == [12.0, 4.5]
     figure.redraw()  # nothing received yet: an empty figure, no error
     assert figure.n_redraws == 1
+
+
+def dynamics_frame(gamma, gamma_err, flags):
+    import pandas as pd
+
+    n = len(gamma)
+    return pd.DataFrame(
+        {
+            "partition": np.arange(n),
+            "q": np.linspace(2e-3, 4e-3, n),
+            "model": ["exponential"] * n,
+            "gamma": gamma,
+            "gamma_err": gamma_err,
+            "beta0": [0.2] * n,
+            "beta0_err": [0.01] * n,
+            "flags": flags,
+        }
+    )
+
+
+def test_dynamics_text_flags_and_undetermined_rates():
+    from xsvs_bluesky.core.dynamics import fit_diffusion
+
+    table = dynamics_frame(
+        [100.0, 50.0, 400.0], [5.0, 80.0, 20.0], [[], ["poor-fit"], []]
+    )
+    q = table["q"].to_numpy()
+    good = fit_diffusion(q, 1e7 * q**2, 0.02 * 1e7 * q**2)
+    text = format_dynamics_flags(table, good)
+    rows = text.splitlines()[2:5]
+    assert rows[0].endswith("  -") and "+-" in rows[0]
+    # error 80 >= rate 50: no numbers for the rate, the flag is shown
+    assert "not yet determined" in rows[1] and "50" not in rows[1].split()[3]
+    assert rows[1].endswith("poor-fit")
+    assert good.status == "diffusive"
+    assert "D = 1e+07" in text and "status diffusive" in text
+    assert "flags" in text.splitlines()[0]
+
+
+def test_diffusion_record_round_trip_keeps_status_and_error_scale():
+    from xsvs_bluesky.core.dynamics import fit_diffusion
+
+    q = np.linspace(2e-3, 8e-3, 7)
+    rng = np.random.default_rng(4)
+    err = 0.02 * 1e7 * q**2
+    gamma = 1e7 * q**2 * (1 + 0.08 * rng.standard_normal(q.size))  # chi2/dof ~ 16
+    fit = fit_diffusion(q, gamma, err)
+    assert fit.status == "poor-fit" and fit.error_scale > 1
+    record = {
+        "D": fit.D,
+        "D_err": fit.D_err,
+        "q_exponent": fit.exponent,
+        "q_exponent_err": fit.exponent_err,
+        "D_chi2": fit.chi2,
+        "D_dof": fit.dof,
+        "D_flags": ",".join(fit.flags),
+    }
+    back = diffusion_from_record(record)
+    assert back is not None
+    assert back.status == fit.status
+    assert back.error_scale == pytest.approx(fit.error_scale)
+    assert back.describe() == fit.describe()
+    assert diffusion_from_record(None) is None
+    assert diffusion_from_record({"D_err": 1.0}) is None
