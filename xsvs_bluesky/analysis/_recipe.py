@@ -23,25 +23,34 @@ from numpy.typing import NDArray
 
 from xsvs_bluesky.analysis._exposure import ExposureAnalysis
 from xsvs_bluesky.analysis._setup import AnalysisSetup
+from xsvs_bluesky.core.estimators import IntensityGroups
 from xsvs_bluesky.core.geometry import Partitions, PixelGroups
 from xsvs_bluesky.errors import OptionError
 
 __all__ = ["analysis_from_recipe", "shard_recipe"]
 
 
-def _packed(pixels: Sequence[NDArray[np.intp]]) -> tuple[NDArray[Any], NDArray[Any]]:
+def _packed(
+    pixels: Sequence[NDArray[Any]], dtype: Any = np.int64
+) -> tuple[NDArray[Any], NDArray[Any]]:
     sizes = [p.size for p in pixels]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    flat = np.zeros(int(offsets[-1]), dtype=np.int64)
+    flat = np.zeros(int(offsets[-1]), dtype=dtype)
     for p, a in zip(pixels, offsets[:-1], strict=False):
         flat[a : a + p.size] = p
     return flat, offsets
 
 
-def _unpacked(flat: NDArray[Any], offsets: NDArray[Any]) -> list[NDArray[np.intp]]:
+def _unpacked(
+    flat: NDArray[Any], offsets: NDArray[Any], dtype: Any = np.intp
+) -> list[NDArray[Any]]:
     edges = np.asarray(offsets, dtype=np.int64)
-    data = np.asarray(flat, dtype=np.intp)
+    data = np.asarray(flat, dtype=dtype)
     return [data[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+#: per-partition arrays of IntensityGroups (the mle-intensity groups), and dtypes
+_INTENSITY_ARRAYS = {"offset": np.float64, "efficiency": np.float64, "label": np.intp}
 
 
 def shard_recipe(setup: AnalysisSetup) -> dict[str, Any]:
@@ -94,6 +103,18 @@ def shard_recipe(setup: AnalysisSetup) -> dict[str, Any]:
             "weight": np.array(g.weight, dtype=np.float64),
             "n_partitions": int(g.n_partitions),
         }
+        if isinstance(g, IntensityGroups):  # shipped whole: no q map needed
+            extra: dict[str, Any] = {
+                "ring": np.array(g.ring, dtype=np.int64),
+                "centers": np.array(g.centers, dtype=np.float64),
+                "half_width": float(g.half_width),
+                "n_rings": int(g.n_rings),
+            }
+            for name, dtype in _INTENSITY_ARRAYS.items():
+                flat, offs = _packed(getattr(g, name), dtype)
+                extra[name] = flat
+                extra[f"{name}_offsets"] = offs
+            recipe["groups"]["intensity"] = extra
     recipe["key"] = _checksum(recipe)
     return recipe
 
@@ -142,16 +163,32 @@ def analysis_from_recipe(recipe: Mapping[str, Any]) -> ExposureAnalysis:
         pixels=tuple(_unpacked(recipe["pixels"], recipe["offsets"])),
         shape=shape,
     )
-    groups = None
+    groups: PixelGroups | None = None
     raw = recipe.get("groups")
     if raw is not None:
-        groups = PixelGroups(
-            pixels=tuple(_unpacked(raw["pixels"], raw["offsets"])),
-            parent=np.asarray(raw["parent"], dtype=np.int64),
-            weight=np.asarray(raw["weight"], dtype=np.float64),
-            shape=shape,
-            n_partitions=int(raw["n_partitions"]),
-        )
+        common: dict[str, Any] = {
+            "pixels": tuple(_unpacked(raw["pixels"], raw["offsets"])),
+            "parent": np.asarray(raw["parent"], dtype=np.int64),
+            "weight": np.asarray(raw["weight"], dtype=np.float64),
+            "shape": shape,
+            "n_partitions": int(raw["n_partitions"]),
+        }
+        extra = raw.get("intensity")
+        if extra is None:
+            groups = PixelGroups(**common)
+        else:
+            per_partition: dict[str, Any] = {
+                name: tuple(_unpacked(extra[name], extra[f"{name}_offsets"], dtype))
+                for name, dtype in _INTENSITY_ARRAYS.items()
+            }
+            groups = IntensityGroups(
+                **common,
+                **per_partition,
+                ring=np.asarray(extra["ring"], dtype=np.int64),
+                centers=np.asarray(extra["centers"], dtype=np.float64),
+                half_width=float(extra["half_width"]),
+                n_rings=int(extra["n_rings"]),
+            )
     flat = recipe.get("flat_field")
     analysis = ExposureAnalysis(
         parts,
