@@ -35,6 +35,7 @@ from xsvs_bluesky.callback import XSVSCallback
 from xsvs_bluesky.core.geometry import Geometry
 from xsvs_bluesky.results import RunResults, load_results
 from xsvs_bluesky.sim import (
+    InlineMaxipix,
     SimMaxipix,
     SpeckleModel,
     directory_path_provider,
@@ -391,3 +392,37 @@ def test_listener_stopped_mid_run_on_nats_analyses_the_run_after_restart(
     assert len(expected.table) > 0
     np.testing.assert_array_equal(table(stored).to_numpy(), table(expected).to_numpy())
     assert _consumer_pending(nats_url, durable) == 0  # everything acknowledged
+
+
+def test_inline_step_scan_over_0mq_is_analysed_by_listen(RE, catalogs, zmq_proxy):
+    """Frames inside Event documents (no files at all) travel over the bus."""
+    from xsvs_bluesky.listen import zmq_publisher
+
+    in_port, out_port = zmq_proxy
+    listener = ListenerProcess(
+        catalogs, "--zmq", f"127.0.0.1:{out_port}", "--max-runs", "1"
+    )
+    try:
+        listener.ready()
+        time.sleep(1.0)  # 0MQ subscriptions propagate asynchronously
+        publisher = zmq_publisher(f"127.0.0.1:{in_port}")
+        docs, token = in_process(RE)
+        RE.subscribe(publisher)
+        model = SpeckleModel(geometry=GEO, efficiency_sigma=0.0, seed=5)
+        det = InlineMaxipix(model, name="maxipix")
+        (raw_uid,) = RE(
+            xsvs_series(
+                det, TIMES, 40, sample_name="latex", partitions=PARTS, fly=False
+            )
+        )
+        RE.unsubscribe(token)
+        assert publisher.close() and publisher.dropped == 0
+        line = listener.wait_for(f"raw run {raw_uid}: success", listener.out)
+        assert listener.exit_code() == 0
+    finally:
+        listener.stop(signal.SIGKILL)
+    assert "120 frames" in line
+    stored = load_results(catalogs.processed[derived_uid(line)])
+    expected = RunResults.from_documents(docs)
+    assert len(stored.table) == len(expected.table) > 0
+    np.testing.assert_array_equal(table(stored).to_numpy(), table(expected).to_numpy())
