@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,9 +152,13 @@ def test_refine_center_leaves_the_ini_alone(ini, tmp_path):
     text = ini.read_text()
     base = ini.parent
     for key in ("data dir", "flat field", "default mask", "mask"):
+
+        def absolute(m: re.Match[str], b: Path = base, k: str = key) -> str:
+            return f"{k} = {(b / m.group(1).strip()).resolve()}"
+
         text = re.sub(
             rf"^{key} = (.*)$",
-            lambda m, b=base, k=key: f"{k} = {(b / m.group(1).strip()).resolve()}",
+            absolute,
             text,
             flags=re.M,
         )

@@ -242,7 +242,7 @@ def test_hostile_start_documents_fail_their_derived_runs_and_the_scan_goes_on(RE
     cb = XSVSCallback(emit=record)  # geometry and partitions from each run
     good = {"q1": 0.0015, "q2": 0.003, "qs": 0.0005, "dq": 0.0002}
     huge = dict(GEO.to_dict(), shape=[8192, 8192])  # 67 Mpx: a 0.5 GB q map
-    plans = [
+    plans: list[tuple[dict[str, float], Geometry | dict[str, Any], str | None]] = [
         ({"q1": 0.002, "q2": 1e6, "qs": 0.001, "dq": 4e-4}, GEO, "max_partitions"),
         (good, huge, "max_pixels"),
         (good, GEO, None),

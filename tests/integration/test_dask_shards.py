@@ -131,6 +131,7 @@ def test_two_dask_workers_give_the_in_process_derived_run_bit_for_bit(
     results = cb_dask.records[raw_uid].results
     assert [r.n_frames for r in results] == [70, 70, 70]
     for mine, theirs in zip(results, cb_local.records[raw_uid].results, strict=True):
+        assert mine.mean_image is not None and theirs.mean_image is not None
         assert mine.mean_image.tobytes() == theirs.mean_image.tobytes()
         assert mine.counts.tobytes() == theirs.counts.tobytes()
         assert mine.trace.tobytes() == theirs.trace.tobytes()

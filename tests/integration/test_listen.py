@@ -61,7 +61,7 @@ def _wait_port(port: int, proc: subprocess.Popen[Any], timeout: float = 20) -> N
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -353,7 +353,7 @@ def test_listener_stopped_mid_run_on_nats_analyses_the_run_after_restart(
         publisher = nats_publisher(nats_url, "xsvs-test")
         docs, token = in_process(RE)
         RE.subscribe(publisher)
-        killed = []
+        killed: list[int] = []
 
         def kill_at_second_stream(name: str, doc: dict[str, Any]) -> None:
             if name == "descriptor" and doc.get("name") == "exposure_1" and not killed:

@@ -171,7 +171,8 @@ def test_ipython_with_the_profile_exits_at_once(tmp_path):
     )
     lines: list[str] = []
     assert proc.stdout is not None and proc.stdin is not None
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    stdout = proc.stdout
+    reader = threading.Thread(target=lambda: lines.extend(stdout), daemon=True)
     reader.start()
     try:
         deadline = time.monotonic() + 240

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import uuid
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def cli_options(cats) -> list[str]:
     ]
 
 
-def run_cli(*args: str) -> tuple[int, str, str]:
+def run_cli(*args: str | os.PathLike[str]) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(a) for a in args])
@@ -336,7 +337,7 @@ def test_reanalyze_refuses_unknown_or_derived_runs(shared):
 
 def bad_inputs(root: Path) -> list[tuple[str, Path, str]]:
     """(case, INI, expected message part) of inputs that must fail up front."""
-    cases = []
+    cases: list[tuple[str, Path, str]] = []
     for case in ("missing-frame", "missing-mask", "bad-q", "bad-ini"):
         ini = write_series(root / case, n_frames=4)
         if case == "missing-frame":

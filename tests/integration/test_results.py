@@ -89,6 +89,7 @@ def stored(tiled_server: Catalogs) -> Iterator[Stored]:
     RE.subscribe(make_tiled_writer(cats.raw))
     try:
         model = SpeckleModel(geometry=GEO, efficiency_sigma=0.0, seed=5)
+        assert cats.external_dir is not None
         with init_devices():
             det = SimMaxipix(
                 directory_path_provider(cats.external_dir), model, name="maxipix"
@@ -156,6 +157,7 @@ def test_loaded_results_equal_the_live_documents(stored):
     pd.testing.assert_frame_equal(res.table, live.table)
     np.testing.assert_array_equal(res.histograms.values, live.histograms.values)
     np.testing.assert_array_equal(res.trace.values, live.trace.values)
+    assert res.images is not None and live.images is not None
     np.testing.assert_array_equal(res.images.values, live.images.values)
     pd.testing.assert_frame_equal(res.dynamics, live.dynamics)
     assert res.metadata == live.metadata
@@ -231,6 +233,7 @@ def test_cli_export_csv_and_hdf5_round_trip(stored, run_cli, tmp_path):
         np.testing.assert_array_equal(
             f["entry/histograms/probability_std"], res.histograms_std.values
         )
+        assert res.dynamics is not None
         np.testing.assert_array_equal(f["entry/dynamics/beta0"], res.dynamics["beta0"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.h5"]
 

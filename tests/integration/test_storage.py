@@ -105,7 +105,9 @@ def test_embedded_catalogs_persist_across_restarts(tmp_path):
             assert cats.server is not None and cats.data_dir == data_dir.resolve()
             assert cats.external_dir == data_dir.resolve() / "external"
             token = engine.subscribe(make_tiled_writer(cats.raw))
-            (uid,) = engine(bp.count([_probe()], 4, md={"sample_name": "kept"}))
+            uids = engine(bp.count([_probe()], 4, md={"sample_name": "kept"}))
+            assert isinstance(uids, tuple)  # call_returns_result is off
+            (uid,) = uids
             engine.unsubscribe(token)
     finally:
         _stop_engine(engine)

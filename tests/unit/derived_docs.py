@@ -18,7 +18,9 @@ from xsvs_bluesky.core.dynamics import exponential_kernel
 from xsvs_bluesky.core.geometry import Geometry
 from xsvs_bluesky.core.synthetic import speckle_frames
 
-Docs = list[tuple[str, dict[str, Any]]]
+# (name, document): event-model's TypedDicts from compose_run and the
+# callback's plain dicts, which DocumentRouter takes as ``dict``.
+Docs = list[tuple[str, Any]]
 
 SHAPE = (64, 64)
 GEO = Geometry(1.5, 5000.0, 0.055, 32.5, 32.5, SHAPE)

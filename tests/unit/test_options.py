@@ -47,7 +47,7 @@ def test_unknown_names_raise_an_option_error_listing_the_choices() -> None:
     with pytest.raises(ValueError, match="estimator 'mle2' is unknown"):
         Estimator.parse("mle2")
     with pytest.raises(XSVSError, match="exponential, stretched"):
-        AnalysisOptions(dynamics_model="linear")
+        AnalysisOptions(dynamics_model="linear")  # type: ignore[arg-type]
     with pytest.raises(OptionError, match="n_bins"):
         AnalysisOptions(n_bins=0)
     with pytest.raises(OptionError, match="histogram backend"):
@@ -76,8 +76,9 @@ def test_estimator_names_are_the_cores() -> None:
 )
 def test_one_default_estimator(has_flat: bool, mode: str, expected: str) -> None:
     assert default_estimator(has_flat, mode) == expected
-    assert AnalysisOptions(flat_field_mode=mode).main_estimator(has_flat) == expected
-    given = AnalysisOptions(estimator="moments", flat_field_mode=mode)
+    flat = FlatFieldMode.parse(mode)
+    assert AnalysisOptions(flat_field_mode=flat).main_estimator(has_flat) == expected
+    given = AnalysisOptions(estimator=Estimator.MOMENTS, flat_field_mode=flat)
     assert given.main_estimator(has_flat) is Estimator.MOMENTS
 
 
@@ -93,17 +94,19 @@ def test_one_default_estimator(has_flat: bool, mode: str, expected: str) -> None
 def test_default_without_a_q_map(has_flat: bool, mode: str, expected: str) -> None:
     """Partitions without a geometry: the pixels' q are unknown, no mle-intensity."""
     assert default_estimator(has_flat, mode, has_q_map=False) == expected
-    opts = AnalysisOptions(flat_field_mode=mode)
+    opts = AnalysisOptions(flat_field_mode=FlatFieldMode.parse(mode))
     assert opts.main_estimator(has_flat, has_q_map=False) == expected
 
 
 def test_values_are_normalised_and_the_object_frozen() -> None:
+    # Plain names on purpose: the fields are typed as they are after
+    # normalisation, the constructor also takes the names (see its docstring).
     opts = AnalysisOptions(
-        estimator="pyxsvs-lsq",
-        flat_field_mode="weighted",
-        extra_estimators=["moments"],
+        estimator="pyxsvs-lsq",  # type: ignore[arg-type]
+        flat_field_mode="weighted",  # type: ignore[arg-type]
+        extra_estimators=["moments"],  # type: ignore[arg-type]
         estimator_options={"legacy_mean": [1.0]},
-        dynamics_model="stretched",
+        dynamics_model="stretched",  # type: ignore[arg-type]
     )
     assert opts.estimator is Estimator.PYXSVS_LSQ
     assert opts.flat_field_mode is FlatFieldMode.WEIGHTS
@@ -120,8 +123,8 @@ def test_values_are_normalised_and_the_object_frozen() -> None:
 
 def test_metadata_round_trip() -> None:
     opts = AnalysisOptions(
-        estimator="mle",
-        flat_field_mode="record-only",
+        estimator=Estimator.MLE,
+        flat_field_mode=FlatFieldMode.RECORD_ONLY,
         n_bins=40,
         n_groups=8,
         histogram_backend="numpy",
@@ -171,7 +174,7 @@ def test_limits_defaults_and_validation() -> None:
     assert DEFAULT_LIMITS.max_frame_bytes == 2**28
     for bad in (0, -3, 1.5, True):
         with pytest.raises(XSVSError, match="give an integer >= 1"):
-            Limits(max_partitions=bad)
+            Limits(max_partitions=bad)  # type: ignore[arg-type]  # 1.5 on purpose
     with pytest.raises(XSVSError, match="give a Limits object"):
         AnalysisOptions(limits={"max_partitions": 3})  # type: ignore[arg-type]
     small = Limits(max_pixels=100)

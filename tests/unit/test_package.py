@@ -30,7 +30,7 @@ def test_public_names_resolve(name: str) -> None:
 
 def test_unknown_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_name"):
-        _ = xsvs_bluesky.no_such_name  # type: ignore[attr-defined]
+        _ = xsvs_bluesky.no_such_name
 
 
 def test_errors_are_also_builtin_errors() -> None:

@@ -41,7 +41,7 @@ from xsvs_bluesky.options import DEFAULT_LIMITS, DynamicsModel, Limits
 
 __all__ = ["Emitter", "RunAnalyser", "RunConfig", "RunRecord", "RunSink"]
 
-Emitter = Callable[[str, dict[str, Any]], None]
+Emitter = Callable[[str, dict[str, Any]], object]  # any return value is ignored
 Status = Literal["success", "abort", "fail"]
 
 logger = logging.getLogger(__name__)

@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 PROGRESS_STREAM = "progress"
 RESULTS_STREAM = "results"
 DYNAMICS_STREAM = "dynamics"
-Emitter = Callable[[str, dict[str, Any]], None]
+Emitter = Callable[[str, dict[str, Any]], object]  # any return value is ignored
 
 
 def estimator_key(name: str) -> str:

@@ -16,6 +16,7 @@ from xsvs_bluesky.core.geometry import Geometry, Partitions
 from xsvs_bluesky.core.histogram import HistogramAccumulator
 from xsvs_bluesky.core.synthetic import speckle_frames
 from xsvs_bluesky.errors import GeometryError
+from xsvs_bluesky.options import Estimator
 
 SHAPE = (64, 64)
 GEO = Geometry(1.53, 2140.0, 0.055, 31.5, 31.5, SHAPE)
@@ -45,12 +46,14 @@ def test_default_groups_are_fixed_by_geometry_and_flat_field() -> None:
     assert per_part.max() <= 16 and per_part.min() >= 4
     assert one.description["n_groups"] == len(one.groups)
     # the same groups in every worker: nothing but geometry and flat field
+    assert two.groups is not None
     assert len(one.groups) == len(two.groups)
     for a, b in zip(one.groups.pixels, two.groups.pixels, strict=True):
         np.testing.assert_array_equal(a, b)
     # without the flat field's weights: sub-rings only
     plain = build(flat_field_mode="record-only")
     assert plain.estimator == "mle-intensity"
+    assert plain.groups is not None
     assert np.bincount(plain.groups.parent).max() <= 4
 
 
@@ -91,12 +94,14 @@ def test_divide_round_and_the_compat_mode_are_untouched() -> None:
 
 
 def test_without_a_geometry_the_old_default_and_a_clear_error() -> None:
-    parts = Partitions.from_range(GEO.q_map(), **{k: SPEC[k] for k in SPEC})
+    parts = Partitions.from_range(
+        GEO.q_map(), q1=SPEC["q1"], q2=SPEC["q2"], qs=SPEC["qs"], dq=SPEC["dq"]
+    )
     setup = AnalysisSetup.build(partitions=parts, flat_field=flat_field())
     assert setup.estimator == "mle-weighted"
     with pytest.raises(GeometryError, match="q_map"):
         AnalysisSetup.build(
-            partitions=parts, options=AnalysisOptions(estimator="mle-intensity")
+            partitions=parts, options=AnalysisOptions(estimator=Estimator.MLE_INTENSITY)
         )
     with pytest.raises(GeometryError, match="q_map"):
         ExposureAnalysis(parts, estimator="mle-intensity")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from event_model import compose_run
 
+from xsvs_bluesky.analysis import ExposureResult
 from xsvs_bluesky.callback import XSVSCallback
 from xsvs_bluesky.core.dynamics import exponential_kernel
 from xsvs_bluesky.core.geometry import Geometry
@@ -24,7 +26,9 @@ PARTS = {"q1": 0.0004, "q2": 0.0016, "qs": 0.0004, "dq": 0.0002}
 SHAPE = (64, 64)
 KEY = "det_image"
 
-Docs = list[tuple[str, dict[str, Any]]]
+# (name, document): event-model's TypedDicts from compose_run and the
+# callback's plain dicts, which DocumentRouter takes as ``dict``.
+Docs = list[tuple[str, Any]]
 
 
 def frames_for(beta: float, n: int = 200, kbar: float = 0.5, seed: int = 1):
@@ -69,7 +73,7 @@ def image_key(external: str | None = None, shape=SHAPE) -> dict[str, Any]:
 
 
 def inline_run(
-    exposures: list[tuple[float | None, np.ndarray]],
+    exposures: Sequence[tuple[float | None, np.ndarray]],
     *,
     start_md: dict[str, Any] | None = None,
     page: bool = False,
@@ -340,6 +344,7 @@ def stream_run(path: Path, frames_per_datum: list[int], t_e: float = 0.002) -> D
         object_keys={"det": [KEY]},
         configuration=config(t_e),
     )
+    assert bundle.compose_stream_resource is not None  # optional in event-model
     res = bundle.compose_stream_resource(
         mimetype="application/x-hdf5",
         uri=f"file://localhost{path}",
@@ -470,11 +475,14 @@ def test_a_failing_consumer_does_not_stop_the_others():
         if name == "event":
             raise RuntimeError("disk full")
 
+    def failing(result: ExposureResult) -> None:
+        raise ZeroDivisionError("division by zero")
+
     cb = XSVSCallback(
         geometry=GEO,
         partitions=PARTS,
         emit=[bad, lambda n, d: good.append((n, d))],
-        on_result=lambda r: 1 / 0,
+        on_result=failing,
         progress_interval_s=0,
         progress_every_frames=10,
     )
@@ -565,7 +573,7 @@ def test_hdf5_frame_reader_returns_the_file_data_exactly(tmp_path):
         part.resize((3, *SHAPE))
         part[:2] = frames[:2]  # the third chunk is never allocated
     for name in ("raw", "gz"):
-        res = {"uid": name, "mimetype": "application/x-hdf5"}
+        res: dict[str, Any] = {"uid": name, "mimetype": "application/x-hdf5"}
         res |= {"uri": path.as_uri(), "parameters": {"dataset": name}}
         reader = HDF5FrameReader(res, SHAPE)
         # slices of every size; an earlier result is not touched by later reads
@@ -591,6 +599,7 @@ def test_hdf5_frame_reader_returns_the_file_data_exactly(tmp_path):
     res = {"uid": "p", "mimetype": "application/x-hdf5", "uri": path.as_uri()}
     reader = HDF5FrameReader(res | {"parameters": {"dataset": "part"}}, SHAPE)
     got = reader.read(0, 3)
+    assert got is not None
     np.testing.assert_array_equal(got[:2], frames[:2])
     np.testing.assert_array_equal(got[2], 0)  # the fill value, as h5py reads it
     reader.close()

@@ -21,7 +21,12 @@ from test_callback_documents import (
 
 from xsvs_bluesky.analysis import AnalysisSetup, ExposureResult
 from xsvs_bluesky.callback import RunAnalyser, RunConfig, RunRecord, RunSink
-from xsvs_bluesky.options import AnalysisOptions, FlatFieldMode, OptionError
+from xsvs_bluesky.options import (
+    AnalysisOptions,
+    Estimator,
+    FlatFieldMode,
+    OptionError,
+)
 
 
 class ListSink:
@@ -41,7 +46,7 @@ class ListSink:
 
 
 def test_run_analyser_needs_no_callback() -> None:
-    options = AnalysisOptions(estimator="moments", dynamics_model=None)
+    options = AnalysisOptions(estimator=Estimator.MOMENTS, dynamics_model=None)
 
     def setup_for(start: Mapping[str, Any]) -> AnalysisSetup:
         return AnalysisSetup.build(partitions=PARTS, geometry=GEO, options=options)
@@ -74,7 +79,7 @@ def test_run_analyser_needs_no_callback() -> None:
 
 
 def test_keywords_are_a_convenience_over_options() -> None:
-    base = AnalysisOptions(estimator="moments", n_bins=40, dynamics_model=None)
+    base = AnalysisOptions(estimator=Estimator.MOMENTS, n_bins=40, dynamics_model=None)
     cb = callback([], options=base)
     assert cb.options is base
     cb = callback([], options=base, estimator="mle", flat_field_mode="weighted")

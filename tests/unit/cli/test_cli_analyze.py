@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,7 +77,7 @@ def small_series(root: Path, **kwargs) -> Path:
     )
 
 
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+def run_cli(capsys, *args: str | os.PathLike[str]) -> tuple[int, str, str]:
     code = main(["analyze", *map(str, args), "--no-progress"])
     out, err = capsys.readouterr()
     return code, out, err

@@ -520,11 +520,15 @@ def test_point_kernel_equals_visibility_kernel(exponent: float) -> None:
     t = np.array([5e-5, 1e-4, 2e-4, 4e-4, 1e-3, 2e-3])
     nf = np.array([1.0, 1.0, 3.0, 1.0, 2.0, 1.0])
     period = np.where(nf > 1, t, t * 1.5)  # dead time only on single frames
+
+    def not_used(r: float, g: float) -> np.ndarray:
+        raise AssertionError("contiguous points never take the general kernel")
+
     for rate in (0.0, 37.0, 2.5e3, 4e6):
         general = visibility_kernel(
             t, rate, exponent=exponent, frame_period=period, n_frames=nf
         )
-        fast = _point_kernel(t, period, nf, lambda r, g: None)(rate, exponent)
+        fast = _point_kernel(t, period, nf, not_used)(rate, exponent)
         np.testing.assert_array_equal(fast, general)
     # frames summed with dead time: the general kernel is kept
     with_dead = np.where(nf > 1, t * 1.5, t)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -97,7 +98,7 @@ def test_q_map_large_angle_formula():
     ],
 )
 def test_geometry_validation_names_bad_value(field, value):
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "wavelength": 1.53,
         "distance": 2140.0,
         "pixel_size": 0.055,
@@ -125,7 +126,8 @@ def test_geometry_one_based_must_be_bool():
 
 
 def test_geometry_normalises_types_and_is_frozen():
-    g = Geometry(1, 2140, 0.055, 125, 118, np.array([256, 128]))
+    # An array shape on purpose: the constructor normalises it to ints.
+    g = Geometry(1, 2140, 0.055, 125, 118, np.array([256, 128]))  # type: ignore[arg-type]
     assert g.shape == (256, 128) and all(type(n) is int for n in g.shape)
     assert type(g.wavelength) is float and g.one_based is True
     with pytest.raises(AttributeError):

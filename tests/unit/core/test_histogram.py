@@ -333,6 +333,7 @@ def test_parent_level_equals_a_separate_accumulator_over_the_parents(
         groups, n_bins=4, backend="numpy", keep_frame_histograms=True
     )
     own.update(frames)
+    assert acc.parents is not None
     assert acc.n_bins == acc.parents.n_bins == ref.n_bins == 512
     _assert_parent_level(acc, ref)
     _assert_same(acc, own)  # the group level is unchanged by the parents
@@ -356,6 +357,7 @@ def test_parents_merge_spawn_and_failed_update(backend: Backend) -> None:
     frames = frames.astype(np.int32)
     first = HistogramAccumulator(groups, n_bins=8, backend=backend, parents=parts)
     second = first.spawn()
+    assert second.parents is not None
     assert second.n_frames == 0 and second.parents is not first.parents
     assert second.same_groups(first) and second.parents.same_groups(_parts_acc(parts))
     first.update(frames[:12])
@@ -366,6 +368,7 @@ def test_parents_merge_spawn_and_failed_update(backend: Backend) -> None:
     ref.update(frames)
     _assert_parent_level(merged, ref)
     # a refused frame leaves both levels as they were
+    assert merged.parents is not None
     before = merged.parents.counts_sq, merged.counts_sq
     bad = frames[:3].copy()
     bad[1].ravel()[groups.pixels[0][0]] = -1
@@ -526,6 +529,7 @@ def test_absorbed_partials_of_blocks_equal_one_accumulator(
         merged.absorb(arrays)
     _assert_same(merged, whole)
     if with_parents:
+        assert whole.parents is not None
         _assert_parent_level(merged, whole.parents)
     merged.update(frames[:5])  # it keeps working
     whole.update(frames[:5])
@@ -552,5 +556,6 @@ def test_absorb_refuses_arrays_of_other_groups_and_stays_unchanged() -> None:
     with pytest.raises(GeometryError, match="int64"):
         acc.absorb(floats)
     assert acc.n_frames == 6
+    assert other.parents is not None
     with pytest.raises(RuntimeError, match="parents"):
         other.parents.absorb(acc.to_arrays())

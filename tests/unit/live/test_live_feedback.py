@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from typing import Any
 
 import numpy as np
 import pytest
@@ -63,7 +64,11 @@ def test_table_prints_every_exposure_once_with_its_beta(live_run):
 def test_progress_lines_follow_the_frames(live_run):
     _, text = live_run
     lines = [line for line in text.splitlines() if "frames/s" in line]
-    frames = [int(re.search(r"\): (\d+) frames", line).group(1)) for line in lines]
+    frames = []
+    for line in lines:
+        match = re.search(r"\): (\d+) frames", line)
+        assert match is not None, line
+        frames.append(int(match.group(1)))
     assert frames == [20, 40, 60] * len(TIMES)
 
 
@@ -72,8 +77,8 @@ def progress_run(times_and_frames):
     bundle = compose_run(
         metadata={"plan_name": "xsvs_analysis", "original_run_uid": "raw-1"}
     )
-    docs = [("start", bundle.start_doc)]
-    keys = {
+    docs: list[tuple[str, Any]] = [("start", bundle.start_doc)]
+    keys: dict[str, dict[str, Any]] = {
         k: {"source": "t", "dtype": "number", "shape": []}
         for k in ("exposure_index", "exposure_time", "n_frames")
     }
@@ -104,14 +109,15 @@ def test_frames_per_second_from_document_times():
     docs[2][1]["time"] = t0 + 1.0  # first event: 100 frames 1 s after the start
     docs[3][1]["time"] = t0 + 2.0  # 200 more frames in 1 s
     docs[4][1]["time"] = t0 + 2.5  # next exposure: 50 frames in 0.5 s
-    printer = ProgressPrinter(io.StringIO(), interval_s=0)
+    out = io.StringIO()
+    printer = ProgressPrinter(out, interval_s=0)
     rates = []
     for name, doc in docs:
         printer(name, doc)
         if name == "event":
             rates.append(printer.rate)
     np.testing.assert_allclose(rates, [100.0, 200.0, 100.0])
-    text = printer.file.getvalue()
+    text = out.getvalue()
     assert "100 frames/s" in text and "200 frames/s" in text
 
 
@@ -132,7 +138,7 @@ def test_failed_run_reason_and_other_runs_ignored():
 
 def test_replayed_event_pages_give_the_same_table(live_run):
     docs, text = live_run
-    pages = [
+    pages: list[tuple[str, Any]] = [
         ("event_page", pack_event_page(doc)) if name == "event" else (name, doc)
         for name, doc in docs
     ]

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 from derived_docs import GEO, N_FRAMES, N_Q, TIMES, derived_run, without_stream
+from matplotlib.container import ErrorbarContainer
 from matplotlib.image import imread
 
 from xsvs_bluesky import plots
@@ -31,6 +32,12 @@ def by_gid(ax, gid):
     return [line for line in ax.get_lines() if line.get_gid() == gid]
 
 
+def data_line(container):
+    """The data line of an error-bar container."""
+    assert isinstance(container, ErrorbarContainer)
+    return container.lines[0]
+
+
 def test_summary_left_panel_has_data_and_nb_fit_per_exposure(results):
     fig = plots.plot_summary(results, q_index=1)
     left, right = fig.axes
@@ -46,7 +53,9 @@ def test_summary_left_panel_has_data_and_nb_fit_per_exposure(results):
         assert np.all(y > 0) and k[0] == 0
         xc, yc = curve.get_xdata(), curve.get_ydata()
         np.testing.assert_allclose(yc, nbinom_pmf(xc * kbar[i], kbar[i], m[i]))
-    legend = [t.get_text() for t in left.get_legend().get_texts()]
+    legend_box = left.get_legend()
+    assert legend_box is not None
+    legend = [t.get_text() for t in legend_box.get_texts()]
     assert legend == ["1.00 ms", "2.00 ms", "4.00 ms"]
     assert "0.0008" in left.get_title()
 
@@ -57,7 +66,7 @@ def test_beta_panel_shifts_each_q_by_a_tenth_of_its_index(results):
     assert len(right.containers) == N_Q
     beta = results.matrix("beta")
     for j, container in enumerate(right.containers):
-        line = container.lines[0]
+        line = data_line(container)
         np.testing.assert_allclose(line.get_xdata(), TIMES)
         np.testing.assert_allclose(line.get_ydata(), beta[:, j] + 0.1 * j)
 
@@ -76,7 +85,7 @@ def test_dynamics_curves_are_beta0_times_the_kernel_shifted(results):
     unshifted = plots.plot_beta(results, shift=0.0, dynamics=False).axes[0]
     assert not by_gid(unshifted, "dynamics")
     np.testing.assert_allclose(
-        unshifted.containers[3].lines[0].get_ydata(), results.matrix("beta")[:, 3]
+        data_line(unshifted.containers[3]).get_ydata(), results.matrix("beta")[:, 3]
     )
 
 
@@ -107,22 +116,23 @@ def test_image_shows_rings_and_the_beam_centre(results):
     (contours,) = [c for c in ax.get_children() if hasattr(c, "levels")]
     edges = sorted({q + s * results.q_half_width for q in results.q for s in (-1, 1)})
     np.testing.assert_allclose(contours.levels, edges)
-    assert ax.get_images()[0].get_array().shape == GEO.shape
+    shown = ax.get_images()[0].get_array()
+    assert shown is not None and shown.shape == GEO.shape
 
 
 def test_intensity_trace_and_fit_parameter_figures(results):
     inten = plots.plot_intensity(results).axes[0]
     assert len(inten.containers) == len(TIMES)
     np.testing.assert_allclose(
-        inten.containers[2].lines[0].get_ydata(), results.intensity.values[2]
+        data_line(inten.containers[2]).get_ydata(), results.intensity.values[2]
     )
     trace = [ax for ax in plots.plot_trace(results).axes if ax.get_visible()]
     assert len(trace) == len(TIMES)
     assert all(len(ax.get_lines()) == N_Q for ax in trace)
-    assert all(len(line.get_xdata()) == N_FRAMES for line in trace[0].get_lines())
+    assert all(np.size(line.get_xdata()) == N_FRAMES for line in trace[0].get_lines())
     kbar_ax, beta_ax = plots.plot_fit_parameters(results).axes
     np.testing.assert_allclose(
-        kbar_ax.containers[0].lines[0].get_ydata(), results.matrix("kbar")[:, 0]
+        data_line(kbar_ax.containers[0]).get_ydata(), results.matrix("kbar")[:, 0]
     )
     assert len(beta_ax.containers) == N_Q
 
@@ -130,7 +140,7 @@ def test_intensity_trace_and_fit_parameter_figures(results):
 def test_gamma_against_q2_with_the_diffusion_line(results):
     ax = plots.plot_gamma_q2(results).axes[0]
     np.testing.assert_allclose(
-        ax.containers[0].lines[0].get_xdata(), results.dynamics["q"] ** 2
+        data_line(ax.containers[0]).get_xdata(), results.dynamics["q"] ** 2
     )
     (line,) = by_gid(ax, "diffusion")
     x, y = line.get_xdata(), line.get_ydata()
