@@ -23,7 +23,7 @@ from event_model import DocumentRouter
 from xsvs_bluesky.analysis import AnalysisSetup, ExposureAnalysis, ExposureResult
 from xsvs_bluesky.callback._frames import FrameBatch, RunFrames
 from xsvs_bluesky.core.dynamics import fit_dynamics
-from xsvs_bluesky.derived import DerivedRun
+from xsvs_bluesky.derived import DerivedRun, histogram_backend
 from xsvs_bluesky.errors import XSVSError
 
 if TYPE_CHECKING:
@@ -143,7 +143,6 @@ class RunAnalyser(DocumentRouter):
         status: Literal["success", "fail"] = "success"
         if not any(r.n_frames for r in results):
             status, notes = "fail", ["no frames received", *notes]
-        self._derived.results(results)
         self._dynamics(results)
         self._finish(status, "; ".join(notes), results)
 
@@ -156,6 +155,11 @@ class RunAnalyser(DocumentRouter):
             self._setup = owner.setup_for(self._start)
         finally:  # even without a setup, a derived run records the failure
             xsvs = dict(self._setup.description) if self._setup else {}
+            if self._setup is not None:
+                xsvs.update(
+                    n_bins=int(self._setup.n_bins),
+                    histogram_backend=histogram_backend(str(self._setup.backend)),
+                )
             xsvs.update(
                 detector_key=frame_key,
                 progress_interval_s=owner.progress_interval_s,
@@ -214,7 +218,7 @@ class RunAnalyser(DocumentRouter):
             logger.warning("run %s: no dynamics fit: %s", self._uid, err_)
             return
         assert self._derived is not None
-        self._derived.dynamics(fits, diffusion, model)
+        self._derived.dynamics(fits, diffusion, model, n_exposures=len(usable))
 
     def _progress(self, exp: _Exposure, result: ExposureResult) -> None:
         exp.progress_frames = result.n_frames
@@ -224,14 +228,21 @@ class RunAnalyser(DocumentRouter):
         self._owner.publish(result)
 
     def _close(self, exp: _Exposure) -> ExposureResult:
-        """Return the final result of an exposure, published once per frame count."""
+        """Return the final result of an exposure, published once per frame count.
+
+        Publishing writes the exposure's rows to the derived run at once
+        (results, histograms, trace, image), so they are in Tiled while the
+        scan goes on.
+        """
         final = exp.finish()
         if exp.published != final.n_frames:
             exp.published = final.n_frames
+            assert self._derived is not None
             if exp.progress_frames != final.n_frames:
                 exp.progress_frames = final.n_frames
-                assert self._derived is not None
                 self._derived.progress(exp.index, final)
+            if final.n_frames:
+                self._derived.exposure(exp.index, final)
             self._owner.publish(final)
         return final
 

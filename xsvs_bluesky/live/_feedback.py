@@ -326,7 +326,9 @@ class LiveXSVSFigure(DerivedRunRouter):
             right, t_e, stack("beta"), stack("beta_err"), q, dynamics=self.dynamics
         )
         j = min(self.q_index, n_q - 1)
-        if order and all(i in self.final for i in order):
+        if order and all(
+            i in self.final and "probability" in self.snapshots[i] for i in order
+        ):
             draw_histograms(
                 left,
                 [np.asarray(s["probability"], float)[j] for s in snaps],

@@ -20,6 +20,11 @@ Examples
 
 from __future__ import annotations
 
+from xsvs_bluesky.results._pivot import (
+    layout_version,
+    pivot_dynamics,
+    pivot_results,
+)
 from xsvs_bluesky.results._runs import (
     ANALYSIS_PLAN_NAME,
     DYNAMICS_KEYS,
@@ -57,6 +62,9 @@ __all__ = [
     "as_text",
     "pm_text",
     "format_table",
+    "layout_version",
+    "pivot_dynamics",
+    "pivot_results",
     "load_results",
     "records",
     "search_runs",
