@@ -238,9 +238,8 @@ class RunAnalyser(DocumentRouter):
         if exp.published != final.n_frames:
             exp.published = final.n_frames
             assert self._derived is not None
-            if exp.progress_frames != final.n_frames:
-                exp.progress_frames = final.n_frames
-                self._derived.progress(exp.index, final)
+            # the results rows are the end point of the exposure's progress
+            exp.progress_frames = final.n_frames
             if final.n_frames:
                 self._derived.exposure(exp.index, final)
             self._owner.publish(final)

@@ -13,11 +13,12 @@ Bluesky Tiled client reads them as it reads TiledWriter's.  What differs:
   events, one request per event at ``batch_size=1``);
 - array nodes get the dimension names of their data key (``dims``), the
   first being ``time`` as for the table columns;
-- the writes go out from a worker thread, in order, so the analysis goes on
-  while they travel; the stop document waits for all of them, then writes
-  the stop metadata, so the run is complete in Tiled when ``stop`` returns.
-  One worker: concurrent appends to the embedded server's DuckDB table
-  storage fail ("No active transaction, cannot commit") and lose rows.
+- the writes go out from one worker thread, so the analysis goes on while
+  they travel, and pages that wait together are joined per stream; the stop
+  document waits for all of them, then writes the stop metadata, so the run
+  is complete in Tiled when ``stop`` returns.  One thread: concurrent
+  appends to the embedded server's DuckDB table storage fail ("No active
+  transaction, cannot commit") and lose rows.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,36 @@ def _retry(request: Callable[[], Any], attempts: int = 4) -> Any:
     return None
 
 
+def _merge(
+    batch: list[tuple[str, Mapping[str, Any]]],
+) -> list[tuple[str, dict[str, Any]]]:
+    """Join the pages of each stream in ``batch`` (order kept per stream)."""
+    out: dict[str, dict[str, Any]] = {}
+    for stream, page in batch:
+        joined = out.get(stream)
+        if joined is None:
+            out[stream] = {
+                "seq_num": list(page["seq_num"]),
+                "time": list(page["time"]),
+                "data": {k: [v] for k, v in page["data"].items()},
+                "timestamps": {k: list(v) for k, v in page["timestamps"].items()},
+            }
+            continue
+        joined["seq_num"].extend(page["seq_num"])
+        joined["time"].extend(page["time"])
+        for key, value in page["data"].items():
+            joined["data"][key].append(value)
+        for key, value in page["timestamps"].items():
+            joined["timestamps"][key].extend(value)
+    for joined in out.values():
+        for key, parts in joined["data"].items():
+            if any(isinstance(p, np.ndarray) for p in parts):
+                joined["data"][key] = np.concatenate([np.asarray(p) for p in parts])
+            else:
+                joined["data"][key] = [v for p in parts for v in p]
+    return list(out.items())
+
+
 def _arrow_type(data_key: Mapping[str, Any]) -> Any:
     import pyarrow as pa
 
@@ -80,31 +110,36 @@ def _arrow_type(data_key: Mapping[str, Any]) -> Any:
 class PageWriter:
     """Write the documents of one derived run (layout >= 2) into a container.
 
+    Pages are queued and written by one worker thread; when pages pile up
+    (the server is slower than the analysis) the pages of one stream waiting
+    together are written as one (one append, one array write).
+
     Parameters
     ----------
     container : tiled client container
         A ``CatalogOfBlueskyRuns`` container.
-    max_workers : int
-        Writing threads.  Keep 1 for DuckDB table storage (the embedded
-        server): concurrent appends there fail and lose rows.
     """
 
-    def __init__(self, container: Any, *, max_workers: int = 1) -> None:
+    def __init__(self, container: Any) -> None:
         self._container = container
-        self._pool = ThreadPoolExecutor(
-            max_workers=max_workers, thread_name_prefix="xsvs-tiled-writer"
-        )
         self._root: Any = None
         self._access_tags: Any = None
         self._streams: dict[str, str] = {}  # descriptor uid -> stream name
         self._data_keys: dict[str, Mapping[str, Any]] = {}
+        self._metadata: dict[str, dict[str, Any]] = {}
         self._nodes: dict[str, Any] = {}  # stream name -> its container
         self._tables: dict[str, Any] = {}
         self._arrays: dict[tuple[str, str], Any] = {}
         self._rows: dict[tuple[str, str], int] = {}
-        self._last: dict[str, Future[None]] = {}
-        self._lock = threading.Lock()
+        self._queue: list[tuple[str, Mapping[str, Any]]] = []
+        self._busy = False
+        self._closed = False
+        self._cond = threading.Condition()
         self._errors: list[BaseException] = []
+        self._worker = threading.Thread(
+            target=self._work, name="xsvs-tiled-page-writer", daemon=True
+        )
+        self._worker.start()
 
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
         """Handle one document of the run."""
@@ -126,28 +161,16 @@ class PageWriter:
         )
 
     def _descriptor(self, doc: Mapping[str, Any]) -> None:
-        from tiled.structures.core import Spec
-
         stream = doc["name"]
         self._streams[doc["uid"]] = stream
         if stream in self._data_keys:
             return
         self._data_keys[stream] = doc.get("data_keys", {})
-        metadata = {
+        self._metadata[stream] = {
             k: v
             for k, v in doc.items()
             if k not in ("name", "object_keys", "run_start")
         }
-
-        def create() -> None:
-            self._nodes[stream] = self._root.create_container(
-                key=stream,
-                metadata=metadata,
-                specs=[Spec("BlueskyEventStream", version="3.0"), Spec("composite")],
-                access_tags=self._access_tags,
-            ).base
-
-        self._submit(stream, create)
 
     def _event(self, doc: Mapping[str, Any]) -> None:
         self._event_page(
@@ -164,40 +187,61 @@ class PageWriter:
         stream = self._streams.get(doc["descriptor"])
         if stream is None or not len(doc["seq_num"]):
             return
-        self._submit(stream, lambda: self._write_page(stream, doc))
+        with self._cond:
+            self._queue.append((stream, doc))
+            self._cond.notify_all()
 
     def _stop(self, doc: Mapping[str, Any]) -> None:
-        try:
-            for future in list(self._last.values()):
-                future.exception()  # wait; errors are collected in _run
-            if self._root is not None:
-                self._root.update_metadata(metadata={"stop": dict(doc)})
-            if self._errors:
-                raise self._errors[0]
-        finally:
-            self._pool.shutdown(wait=True)
+        with self._cond:
+            while self._queue or self._busy:
+                self._cond.wait()
+            self._closed = True
+            self._cond.notify_all()
+        self._worker.join()
+        if self._root is not None:
+            self._root.update_metadata(metadata={"stop": dict(doc)})
+        if self._errors:
+            raise self._errors[0]
 
     # ---------------------------------------------------------- writing
-    def _submit(self, stream: str, job: Callable[[], None]) -> None:
-        with self._lock:
-            before = self._last.get(stream)
-            self._last[stream] = self._pool.submit(self._run, before, job)
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+                self._busy = True
+            try:
+                if not self._errors:
+                    for stream, page in _merge(batch):
+                        self._write_page(stream, page)
+            except BaseException as err:  # reported at the stop document
+                logger.exception("writing a derived run to Tiled failed")
+                self._errors.append(err)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
 
-    def _run(self, before: Future[None] | None, job: Callable[[], None]) -> None:
-        if before is not None:
-            before.exception()  # keep the stream's order
-        if self._errors:
-            return
-        try:
-            job()
-        except BaseException as err:  # reported at the stop document
-            logger.exception("writing a derived run to Tiled failed")
-            self._errors.append(err)
+    def _node(self, stream: str) -> Any:
+        from tiled.structures.core import Spec
+
+        node = self._nodes.get(stream)
+        if node is None:
+            node = self._nodes[stream] = self._root.create_container(
+                key=stream,
+                metadata=self._metadata[stream],
+                specs=[Spec("BlueskyEventStream", version="3.0"), Spec("composite")],
+                access_tags=self._access_tags,
+            ).base
+        return node
 
     def _write_page(self, stream: str, doc: Mapping[str, Any]) -> None:
         import pyarrow as pa
 
-        node = self._nodes[stream]
+        node = self._node(stream)
         keys = self._data_keys[stream]
         n = len(doc["seq_num"])
         columns: dict[str, Any] = {
