@@ -41,6 +41,7 @@ from xsvs_bluesky.derived._layout import (
     StreamLayout,
     encode_flags,
     estimator_key,
+    schema_markdown,
 )
 
 #: Stream names (kept for readers of layout 1, whose names were the same).
@@ -70,5 +71,6 @@ __all__ = [
     "encode_flags",
     "estimator_key",
     "histogram_backend",
+    "schema_markdown",
     "software_versions",
 ]

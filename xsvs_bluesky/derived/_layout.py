@@ -40,6 +40,7 @@ __all__ = [
     "StreamLayout",
     "encode_flags",
     "estimator_key",
+    "schema_markdown",
 ]
 
 LAYOUT_VERSION = 2
@@ -260,8 +261,8 @@ PROGRESS = StreamLayout(
     name="progress",
     doc=(
         "one row per partition at each throttle point of an exposure (at least "
-        "`progress_interval_s` s and `progress_every_frames` frames apart) and "
-        "at its end"
+        "`progress_interval_s` s and `progress_every_frames` frames apart); "
+        "the end of an exposure is its `results` rows"
     ),
     index=("exposure_index", "n_frames", "partition"),
     fields=(
@@ -440,3 +441,30 @@ def encode_flags(names: Sequence[str], legend: Sequence[str]) -> int:
         elif other is not None:
             bits |= 1 << other
     return bits
+
+
+def schema_markdown(stream: StreamLayout) -> str:
+    """Return the reference table of one stream, as in the schema reference.
+
+    ``docs/reference/derived-run-schema.md`` holds this text for every
+    stream (a test checks), so the reference and the layout cannot drift.
+    """
+    lines = [
+        f"### Stream `{stream.name}`",
+        "",
+        f"One event per row: {stream.doc}.",
+        f"Row index: {', '.join(f'`{k}`' for k in stream.index)}; "
+        f"hints: {', '.join(f'`{k}`' for k in stream.hints)}.",
+        "",
+        "| key | dtype | units | meaning |",
+        "|---|---|---|---|",
+    ]
+    for f in (*stream.fields, *stream.templates):
+        dtype = "string" if f.is_string else f"`{f.dtype}`"
+        if f.dims:
+            dtype += f" array, dims {list(f.dims)}"
+        meaning = f.doc
+        if f.flags:
+            meaning += f"; bit i = `{f.name}` legend i: {', '.join(f.flags)}"
+        lines.append(f"| `{f.name}` | {dtype} | {f.units or '-'} | {meaning} |")
+    return "\n".join(lines) + "\n"

@@ -294,9 +294,11 @@ class LegacyReplay:
         raw_writer = make_tiled_writer(catalogs.raw, batch_size=_BIG_BATCH)
         derived_writer = make_tiled_writer(catalogs.processed, batch_size=_BIG_BATCH)
         callback = XSVSCallback(emit=derived_writer, **self.callback_options)
+        # the analysis first: at the raw stop document the derived run is
+        # completed and stored before the raw writer flushes its batch
         composer = RawRunComposer(
             self,
-            [raw_writer, *extra_targets, callback],
+            [callback, raw_writer, *extra_targets],
             scan_id=next_scan_id(catalogs.raw) if scan_id is None else scan_id,
         )
         run_dir = folder / composer.uid
