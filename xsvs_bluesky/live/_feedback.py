@@ -329,9 +329,12 @@ class LiveXSVSFigure(DerivedRunRouter):
         if order and all(
             i in self.final and "probability" in self.snapshots[i] for i in order
         ):
+            # each exposure has its own number of bins: pad with P(k) = 0
+            hists = [np.asarray(s["probability"], float)[j] for s in snaps]
+            n_k = max(h.size for h in hists)
             draw_histograms(
                 left,
-                [np.asarray(s["probability"], float)[j] for s in snaps],
+                [np.pad(h, (0, n_k - h.size)) for h in hists],
                 stack("kbar")[:, j],
                 stack("M")[:, j],
                 t_e,
