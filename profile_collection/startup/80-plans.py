@@ -70,25 +70,10 @@ def xsvs_last():
 
 def xsvs_table_of(run):
     """beta per exposure and q of a derived run, as a pandas DataFrame."""
-    import pandas as pd
+    from xsvs_bluesky.results import load_results
 
-    stream = run["results"]
-    keys = ("exposure_time", "q", "kbar", "beta", "beta_err", "n_frames")
-    data = {k: stream[k].read() for k in keys}
-    rows = [
-        {
-            "exposure": i,
-            "exposure_time": float(data["exposure_time"][i]),
-            "q": float(data["q"][i][j]),
-            "kbar": float(data["kbar"][i][j]),
-            "beta": float(data["beta"][i][j]),
-            "beta_err": float(data["beta_err"][i][j]),
-            "n_frames": int(data["n_frames"][i]),
-        }
-        for i in range(len(data["exposure_time"]))
-        for j in range(len(data["q"][i]))
-    ]
-    return pd.DataFrame(rows)
+    keys = ["exposure", "exposure_time", "q", "kbar", "beta", "beta_err", "n_frames"]
+    return load_results(run).table.loc[:, keys].reset_index(drop=True)
 
 
 print("xsvs profile: plans xsvs(), xsvs_quick(); helpers xsvs_last(), xsvs_table_of()")

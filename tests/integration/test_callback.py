@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import xarray
 from tiled.queries import Key
 
 from xsvs_bluesky.callback import XSVSCallback
 from xsvs_bluesky.core.geometry import Geometry
+from xsvs_bluesky.results import RunResults, load_results
 from xsvs_bluesky.sim import (
     InlineMaxipix,
     SimMaxipix,
@@ -86,16 +86,18 @@ def test_fly_scan_results_in_tiled_agree_with_truth(RE, catalogs):
     assert start["plan_name"] == "xsvs_analysis" and start["sample_name"] == "latex"
     assert start["xsvs"]["estimator"] == "mle-weighted"
     assert stop["exit_status"] == "success"
-    stream = run["results"]
-    keys = ("q", "beta", "beta_err", "exposure_time", "n_frames", "raw_stream")
-    table = {k: stream[k].read() for k in keys}
-    results = [{k: np.asarray(table[k])[i] for k in keys} for i in range(3)]
-    np.testing.assert_allclose(table["exposure_time"], TIMES)
-    assert list(table["n_frames"]) == [200, 200, 200]
-    assert list(table["raw_stream"]) == ["exposure_0", "exposure_1", "exposure_2"]
+    res = load_results(run)
+    keys = ("q", "beta", "beta_err")
+    results = [{k: res.matrix(k)[i] for k in keys} for i in range(3)]
+    for i, t_e in enumerate(TIMES):
+        results[i]["exposure_time"] = t_e
+    np.testing.assert_allclose(res.exposure_times, TIMES)
+    assert list(res.n_frames) == [200, 200, 200]
+    raw_streams = run["results"].read()["raw_stream"].values
+    assert sorted(set(raw_streams)) == ["exposure_0", "exposure_1", "exposure_2"]
     check_truth(results, model)
-    assert stream["probability"].read().shape[:2] == (3, len(parts))
-    assert stream["mean_image"].read().shape == (3, *GEO.shape)
+    assert res.histograms.shape[:2] == (3, len(parts))
+    assert res.images is not None and res.images.shape == (3, *GEO.shape)
 
 
 def test_step_scan_with_inline_frames(RE):
@@ -112,10 +114,11 @@ def test_step_scan_with_inline_frames(RE):
         for token in tokens:
             RE.unsubscribe(token)
     assert Counter(n for n, _ in raw)["event"] == 300
+    res = RunResults.from_documents(out)
+    assert list(res.exposure_times) == TIMES
     results = [
-        d["data"] for n, d in out if n == "event" and "beta_moments" in d["data"]
+        {k: res.matrix(k)[i] for k in ("q", "beta", "beta_err")} for i in range(3)
     ]
-    assert [r["exposure_time"] for r in results] == TIMES
     check_truth(results, model)
 
 
@@ -178,17 +181,21 @@ def test_ophyd_async_step_scan_reads_one_datum_per_event(RE, catalogs):
             RE.unsubscribe(token)
     kinds = Counter(n for n, _ in raw)
     assert kinds["event"] == kinds["stream_datum"] == 200
+    res = RunResults.from_documents(out)
+    keys = ("q", "beta", "beta_err", "exposure_time")
     results = [
-        d["data"] for n, d in out if n == "event" and "beta_moments" in d["data"]
+        {k: res.table[k].to_numpy().reshape(2, -1)[i] for k in keys} for i in range(2)
     ]
-    assert [r["n_frames"] for r in results] == [100, 100]
+    for r in results:
+        r["exposure_time"] = float(r["exposure_time"][0])
+    assert list(res.n_frames) == [100, 100]
     z = np.concatenate(
         [z_scores(r, det.model, t) for r, t in zip(results, TIMES, strict=False)]
     )
     assert np.all(np.abs(z) < 4.5), z
 
 
-def test_results_stream_reads_as_one_dataset_with_the_recorded_dims(RE, catalogs):
+def test_results_stream_reads_as_one_dataset_with_no_warning(RE, catalogs):
     det = fly_detector(catalogs.external_dir, efficiency_sigma=0.0)
     parts = det.model.partitions(0.0015, 0.0030)
     cb = XSVSCallback(partitions=parts, emit=make_tiled_writer(catalogs.processed))
@@ -200,35 +207,30 @@ def test_results_stream_reads_as_one_dataset_with_the_recorded_dims(RE, catalogs
         for token in tokens:
             RE.unsubscribe(token)
     found = catalogs.processed.search(Key("original_run_uid") == raw[0][1]["uid"])
-    stream = found.values().first()["results"]
-    data_keys = stream.metadata["data_keys"]
-    assert data_keys["mean_image"]["dims"] == ["row", "col"]
-    assert stream["mean_image"].metadata["dims"] == ["row", "col"]
-    # bluesky-tiled-plugins 2.0.12 names the dims of inline arrays after their
-    # size and ignores the DataKey dims, so the square mean_image repeats one
-    # name.  If this stops warning, the writer honours dims: drop the
-    # workaround in docs/reference/derived-run-schema.md.
-    with pytest.warns(UserWarning, match="Duplicate dimension names"):
-        stream.read()
-    # the documented workaround (no warning: filterwarnings = error)
-    dataset = xarray.Dataset(
-        {
-            key: (("time", *data_key.get("dims", ())), stream[key].read())
-            for key, data_key in data_keys.items()
-        }
+    run = found.values().first()
+    n_q = len(parts)
+    # layout 2: rows of scalars; warnings are errors in this test suite
+    table = run["results"].read()
+    assert table.sizes["time"] == 2 * n_q
+    assert list(table["n_frames"].values) == [30] * (2 * n_q)
+    np.testing.assert_allclose(
+        np.unique(table["exposure_time"].values), sorted(TIMES[:2])
     )
-    n_q, rows_cols = len(parts), GEO.shape
-    assert dataset["mean_image"].dims == ("time", "row", "col")
-    assert dataset["mean_image"].shape == (2, *rows_cols)
-    assert dataset["counts"].dims == ("time", "q", "k")
-    assert dataset["trace"].dims == ("time", "frame", "q")
-    assert dataset.sizes["q"] == n_q and dataset.sizes["frame"] == 30
-    assert list(dataset["n_frames"].values) == [30, 30]
-    np.testing.assert_allclose(dataset["exposure_time"].values, TIMES[:2])
-    np.testing.assert_array_equal(
-        dataset["counts"].values.sum(axis=2),
-        dataset["n_pixels"].values * 30,  # every pixel of every frame, once
-    )
+    hist = run["histograms"].read()
+    counts = hist["counts"].values.reshape(-1)
+    for e in range(2):
+        for j in range(n_q):
+            rows = (hist["exposure_index"].values == e) & (
+                hist["partition"].values == j
+            )
+            n_pix = table["n_pixels"].values[
+                (table["exposure_index"].values == e) & (table["partition"].values == j)
+            ]
+            assert counts[rows].sum() == n_pix[0] * 30  # every pixel, every frame
+    images = run["images"].read()
+    assert images["mean_image"].dims == ("time", "col")
+    assert images["mean_image"].shape == (2 * GEO.shape[0], GEO.shape[1])
+    run["trace"].read()
 
 
 def test_hostile_start_documents_fail_their_derived_runs_and_the_scan_goes_on(RE):

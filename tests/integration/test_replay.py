@@ -30,6 +30,7 @@ from xsvs_bluesky.errors import InputFileError, XSVSError
 from xsvs_bluesky.legacy import read_frame
 from xsvs_bluesky.reanalyze import fetch_documents, reanalyze, rebuild_documents
 from xsvs_bluesky.replay import LegacyReplay, find_replays, stream_names
+from xsvs_bluesky.results import load_results
 from xsvs_bluesky.storage import open_catalogs
 
 pytestmark = pytest.mark.tiled
@@ -222,13 +223,13 @@ def test_derived_run_is_linked_and_recovers_the_known_contrast(shared):
     derived = found.values().first()
     assert derived.metadata["stop"]["exit_status"] == "success"
     assert derived.metadata["start"]["xsvs"]["masks"][0]["name"] == "mask.edf"
-    stream = derived["results"]
-    np.testing.assert_allclose(stream["exposure_time"].read(), TIMES)
-    assert list(stream["n_frames"].read()) == [40, 39, 40]
-    beta, err = stream["beta"].read(), stream["beta_err"].read()
+    res = load_results(derived)
+    np.testing.assert_allclose(res.exposure_times, TIMES)
+    assert list(res.n_frames) == [40, 39, 40]
+    beta, err = res.matrix("beta"), res.matrix("beta_err")
     assert np.all(np.abs(beta - BETA) < 4.5 * err), (beta, err)
     # the bad column is masked: kbar stays near KBAR although it holds 11810
-    assert np.all(np.abs(stream["kbar"].read() - KBAR) < 0.1)
+    assert np.all(np.abs(res.matrix("kbar") - KBAR) < 0.1)
 
 
 def test_documents_rebuilt_without_the_exporter_match_the_exported_ones(shared):

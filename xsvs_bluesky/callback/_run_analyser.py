@@ -35,7 +35,7 @@ from xsvs_bluesky.callback._access import FrameAccess
 from xsvs_bluesky.callback._frames import FrameBatch, RunFrames
 from xsvs_bluesky.callback._shards import DaskShards, DatumTask
 from xsvs_bluesky.core.dynamics import fit_dynamics
-from xsvs_bluesky.derived import DerivedRun
+from xsvs_bluesky.derived import DerivedRun, histogram_backend
 from xsvs_bluesky.errors import OptionError, XSVSError
 from xsvs_bluesky.options import DEFAULT_LIMITS, DynamicsModel, Limits
 
@@ -240,7 +240,6 @@ class RunAnalyser(DocumentRouter):
             )
         if not any(r.n_frames for r in results):
             status, notes = "fail", ["no frames received", *notes]
-        self._derived.results(results)
         self._dynamics(results)
         self._finish(status, "; ".join(notes), results)
 
@@ -256,10 +255,8 @@ class RunAnalyser(DocumentRouter):
             self._collect(wait=True)  # datums in flight: bounded by max_pending
             self._done = True
             results: tuple[ExposureResult, ...] = ()
-            if self._derived is not None:
+            if self._derived is not None:  # closing writes each exposure's rows
                 results = tuple(self._close(exp) for exp in self._exposures.values())
-                if results:
-                    self._derived.results(results)
             self._finish("abort", reason, results)
         except Exception as err:
             self._fail(err)
@@ -279,6 +276,13 @@ class RunAnalyser(DocumentRouter):
         finally:  # even without a setup, a derived run records the failure
             xsvs = dict(self._setup.description) if self._setup else {}
             model = config.dynamics_model
+            if self._setup is not None:
+                xsvs.update(
+                    n_bins=int(self._setup.options.n_bins),
+                    histogram_backend=histogram_backend(
+                        str(self._setup.options.histogram_backend)
+                    ),
+                )
             xsvs.update(
                 detector_key=frame_key,
                 progress_interval_s=config.progress_interval_s,
@@ -381,7 +385,7 @@ class RunAnalyser(DocumentRouter):
             logger.warning("run %s: no dynamics fit: %s", self._uid, err_)
             return
         assert self._derived is not None
-        self._derived.dynamics(fits, diffusion, model.value)
+        self._derived.dynamics(fits, diffusion, model.value, n_exposures=len(usable))
 
     def _progress(self, exp: _Exposure, result: ExposureResult) -> None:
         exp.progress_frames = result.n_frames
@@ -391,14 +395,20 @@ class RunAnalyser(DocumentRouter):
         self._sink.publish(result)
 
     def _close(self, exp: _Exposure) -> ExposureResult:
-        """Return the final result of an exposure, published once per frame count."""
+        """Return the final result of an exposure, published once per frame count.
+
+        Publishing writes the exposure's rows to the derived run at once
+        (results, histograms, trace, image), so they are in Tiled while the
+        scan goes on.
+        """
         final = exp.finish()
         if exp.published != final.n_frames:
             exp.published = final.n_frames
-            if exp.progress_frames != final.n_frames:
-                exp.progress_frames = final.n_frames
-                assert self._derived is not None
-                self._derived.progress(exp.index, final)
+            assert self._derived is not None
+            # the results rows are the end point of the exposure's progress
+            exp.progress_frames = final.n_frames
+            if final.n_frames:
+                self._derived.exposure(exp.index, final)
             self._sink.publish(final)
         return final
 

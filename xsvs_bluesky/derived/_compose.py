@@ -1,96 +1,86 @@
-"""Compose the documents of a derived (analysis) bluesky run.
+"""Compose the documents of a derived (analysis) bluesky run, layout 2.
 
-One :class:`DerivedRun` per analysed raw run.  Its layout is the contract
-described in ``docs/explanation/derived-run.md`` and, key by key, in
-``docs/reference/derived-run-schema.md``:
+One :class:`DerivedRun` per analysed raw run.  Its streams and keys are
+defined once in :mod:`xsvs_bluesky.derived._layout` (described in
+``docs/explanation/derived-run.md`` and, key by key, in
+``docs/reference/derived-run-schema.md``):
 
 - start: ``plan_name="xsvs_analysis"``, ``plan_type="analysis"``,
-  ``original_run_uid``, ``scan_id``, ``sample_name`` and an ``xsvs`` dict
-  saying how the result was made;
-- stream ``progress``: throttled snapshots while frames arrive;
-- stream ``results``: one event per exposure at the end of the run, every
-  histogram padded to one ``K`` and every trace to one frame count, both
-  declared in the descriptor;
+  ``original_run_uid``, ``scan_id``, ``sample_name``, the raw run's
+  provenance keys and an ``xsvs`` dict saying how the result was made
+  (``schema_version = 2``);
+- every stream is a table, one event per row, emitted as one EventPage per
+  stream and occasion (a throttle point, a completed exposure, a fit), so
+  a writer can store each page with one request;
 - stop: ``exit_status`` ``"success"`` or ``"fail"`` with the reason.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
 from event_model import compose_run
-from numpy.typing import NDArray
 
 from xsvs_bluesky._version import __version__
-from xsvs_bluesky.analysis import FLAG_FIT_FAILED, ExposureResult
-from xsvs_bluesky.core.dynamics import DYNAMICS_FLAGS, DiffusionFit, DynamicsFit
-from xsvs_bluesky.core.estimators import FLAGS
+from xsvs_bluesky.analysis import ExposureResult
+from xsvs_bluesky.core.dynamics import DiffusionFit, DynamicsFit
+from xsvs_bluesky.derived._layout import (
+    DYNAMICS,
+    DYNAMICS_FLAG_NAMES,
+    HISTOGRAMS,
+    IMAGES,
+    LAYOUT_VERSION,
+    PROGRESS,
+    PROVENANCE_KEYS,
+    RESULT_FLAGS,
+    RESULTS,
+    TRACE,
+    StreamLayout,
+    encode_flags,
+    estimator_key,
+)
 
-__all__ = [
-    "DYNAMICS_STREAM",
-    "PROGRESS_STREAM",
-    "RESULTS_STREAM",
-    "DerivedRun",
-    "estimator_key",
-]
+__all__ = ["DerivedRun", "software_versions"]
 
 logger = logging.getLogger(__name__)
 
-PROGRESS_STREAM = "progress"
-RESULTS_STREAM = "results"
-DYNAMICS_STREAM = "dynamics"
 Emitter = Callable[[str, dict[str, Any]], object]  # any return value is ignored
+_VERSIONED = ("numpy", "scipy", "numba", "event-model", "bluesky", "tiled")
 
 
-def estimator_key(name: str) -> str:
-    """Data-key stem of an estimator, e.g. ``"low-count"`` -> ``"low_count"``."""
-    return name.replace("-", "_").replace(".", "_").replace("/", "_")
-
-
-def _key(
-    dtype: str, shape: Sequence[int], units: str | None = None, **extra: Any
-) -> dict[str, Any]:
-    """Make a DataKey; numeric keys carry ``dtype_numpy``."""
-    json_type = {"f": "number", "i": "integer", "U": "string"}[dtype[1]]
-    out: dict[str, Any] = {
-        "source": "xsvs_bluesky",
-        "dtype": "array" if shape else json_type,
-        "shape": [int(s) for s in shape],
-    }
-    if json_type != "string":
-        out["dtype_numpy"] = dtype
-    if units is not None:
-        out["units"] = units
-    out.update(extra)
+@lru_cache(maxsize=1)
+def software_versions() -> dict[str, str | None]:
+    """Versions of the packages a result depends on (None if not installed)."""
+    out: dict[str, str | None] = {"xsvs_bluesky": __version__}
+    for name in _VERSIONED:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
     return out
 
 
-class _FlagBits:
-    """Stable bit assignment for estimator flag strings (bit i = ``1 << i``)."""
-
-    def __init__(self, known: Sequence[str] = (*FLAGS, FLAG_FIT_FAILED)) -> None:
-        self.names: list[str] = list(known)
-
-    def encode(self, flags: Sequence[Sequence[str]]) -> NDArray[np.int64]:
-        out = np.zeros(len(flags), dtype=np.int64)
-        for j, names in enumerate(flags):
-            for name in names:
-                if name not in self.names:
-                    self.names.append(name)
-                bit = self.names.index(name)
-                if bit < 63:
-                    out[j] |= np.int64(1) << np.int64(bit)
-        return out
+def histogram_backend(requested: str) -> str:
+    """Return the histogram backend ``requested`` resolves to (``auto``: numba)."""
+    if requested != "auto":
+        return requested
+    return "numba" if importlib.util.find_spec("numba") is not None else "numpy"
 
 
-def _pad(arr: NDArray[Any], shape: tuple[int, ...], fill: float) -> NDArray[Any]:
-    out = np.full(shape, fill, dtype=arr.dtype if fill == 0 else np.float64)
-    out[tuple(slice(0, s) for s in arr.shape)] = arr
-    return out
+def _ints(values: Any) -> list[int]:
+    return [int(v) for v in np.asarray(values).ravel()]
+
+
+def _floats(values: Any) -> list[float]:
+    return [float(v) for v in np.asarray(values, dtype=np.float64).ravel()]
 
 
 class DerivedRun:
@@ -105,7 +95,8 @@ class DerivedRun:
     raw_start : mapping
         Start document of the raw run.
     xsvs : mapping
-        The ``xsvs`` dict of the start document (settings, geometry, ...).
+        The ``xsvs`` dict of the start document (settings, geometry, ...);
+        ``schema_version``, ``package_version`` and ``versions`` are added.
     """
 
     def __init__(
@@ -116,11 +107,19 @@ class DerivedRun:
         xsvs: Mapping[str, Any],
     ) -> None:
         self._targets = list(emit)
+        settings = dict(xsvs)
+        self._extra = tuple(str(e) for e in settings.get("extra_estimators") or ())
         metadata: dict[str, Any] = {
             "plan_name": "xsvs_analysis",
             "plan_type": "analysis",
             "original_run_uid": raw_start["uid"],
-            "xsvs": {"package_version": __version__, **dict(xsvs)},
+            "hints": {"dimensions": [[["exposure_time"], RESULTS.name]]},
+            "xsvs": {
+                "schema_version": LAYOUT_VERSION,
+                "package_version": __version__,
+                "versions": software_versions(),
+                **settings,
+            },
         }
         if isinstance(raw_start.get("scan_id"), int):
             metadata["scan_id"] = raw_start["scan_id"]
@@ -129,11 +128,15 @@ class DerivedRun:
             metadata["sample_name"] = sample
         if isinstance(raw_start.get("plan_name"), str):
             metadata["raw_plan_name"] = raw_start["plan_name"]
+        for key in PROVENANCE_KEYS:
+            if raw_start.get(key) is not None:
+                metadata[key] = raw_start[key]
         self._bundle = compose_run(metadata=metadata)
         self.start_doc = self._bundle.start_doc
         self.uid: str = self.start_doc["uid"]
         self._descriptors: dict[str, Any] = {}
-        self._flag_bits = _FlagBits()
+        self._seq: dict[str, int] = {}
+        self._fits = 0
         self.stopped = False
         self._emit("start", dict(self.start_doc))
 
@@ -151,218 +154,185 @@ class DerivedRun:
                 )
                 self._targets.remove(target)
 
-    def _event(
-        self, stream: str, data_keys: dict[str, Any], data: dict[str, Any], **desc: Any
+    def _page(
+        self,
+        stream: StreamLayout,
+        data: dict[str, Any],
+        shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
-        if stream not in self._descriptors:
-            # our layouts are fixed (checked against the schema in the
-            # tests); validating the results descriptor costs ~30 ms
+        """Emit the rows ``data`` (equal-length columns) as one EventPage."""
+        n = len(next(iter(data.values())))
+        if n == 0:
+            return
+        if stream.name not in self._descriptors:
+            # our layouts are fixed (checked against the schema in the tests)
             bundle = self._bundle.compose_descriptor(
-                name=stream, data_keys=data_keys, validate=False, **desc
+                **stream.descriptor(self._extra, shapes), validate=False
             )
-            self._descriptors[stream] = bundle
+            self._descriptors[stream.name] = bundle
+            self._seq[stream.name] = 1
             self._emit("descriptor", dict(bundle.descriptor_doc))
+        first = self._seq[stream.name]
+        self._seq[stream.name] = first + n
         now = time.time()
-        # keys and shapes are ours and fixed; schema validation of the
-        # arrays would cost ~20 ms per event
-        event = self._descriptors[stream].compose_event(
-            data=data, timestamps=dict.fromkeys(data, now), time=now, validate=False
+        stem = str(uuid.uuid4())
+        page = self._descriptors[stream.name].compose_event_page(
+            data=data,
+            timestamps={k: [now] * n for k in data},
+            seq_num=list(range(first, first + n)),
+            uid=[f"{stem}-{i}" for i in range(n)],
+            time=[now] * n,
+            validate=False,
         )
-        self._emit("event", dict(event))
+        self._emit("event_page", dict(page))
 
     def progress(self, index: int, result: ExposureResult) -> None:
-        """Emit one ``progress`` event for exposure number ``index``."""
+        """Emit the ``progress`` rows of exposure number ``index``."""
         n_q = int(result.q.size)
-        data_keys = {
-            "raw_stream": _key("<U0", ()),
-            "exposure_index": _key("<i8", ()),
-            "exposure_time": _key("<f8", (), "s"),
-            "n_frames": _key("<i8", ()),
-            "q": _key("<f8", (n_q,), "1/Angstrom", dims=["q"]),
-        }
-        for name in ("kbar", "kbar_err"):
-            data_keys[name] = _key("<f8", (n_q,), "counts/pixel/frame", dims=["q"])
-        for name in ("beta", "beta_err"):
-            data_keys[name] = _key("<f8", (n_q,), dims=["q"])
-        data = {
-            "raw_stream": result.stream,
-            "exposure_index": int(index),
-            "exposure_time": float(result.exposure_time),
-            "n_frames": int(result.n_frames),
-            "q": result.q,
-            "kbar": result.kbar,
-            "kbar_err": result.kbar_err,
-            "beta": result.beta,
-            "beta_err": result.beta_err,
-        }
-        self._event(PROGRESS_STREAM, data_keys, data)
+        self._page(
+            PROGRESS,
+            {
+                "exposure_index": [int(index)] * n_q,
+                "raw_stream": [result.stream] * n_q,
+                "exposure_time": [float(result.exposure_time)] * n_q,
+                "n_frames": [int(result.n_frames)] * n_q,
+                "partition": list(range(n_q)),
+                "q": _floats(result.q),
+                "kbar": _floats(result.kbar),
+                "kbar_err": _floats(result.kbar_err),
+                "beta": _floats(result.beta),
+                "beta_err": _floats(result.beta_err),
+            },
+        )
 
-    def results(self, results: Sequence[ExposureResult]) -> None:
-        """Emit the ``results`` stream: one event per exposure, in order."""
-        if not results:
-            return
-        n_q = int(results[0].q.size)
-        n_k = max(max(r.n_bins for r in results), 1)
-        n_f = max(max(r.n_frames for r in results), 1)
-        extra = sorted({name for r in results for name in r.extra_estimates})
-        flags = [self._flag_bits.encode(r.flags) for r in results]
-        q1 = (n_q,)
-        count_units = "counts/pixel/frame"
-        data_keys: dict[str, Any] = {
-            "raw_stream": _key("<U0", ()),
-            "exposure_index": _key("<i8", ()),
-            "exposure_time": _key("<f8", (), "s"),
-            "n_frames": _key("<i8", ()),
-            "n_bins": _key("<i8", ()),
-            "estimator": _key("<U0", ()),
-            "q": _key("<f8", q1, "1/Angstrom", dims=["q"]),
-            "n_pixels": _key("<i8", q1, dims=["q"]),
-            "kbar": _key("<f8", q1, count_units, dims=["q"]),
-            "kbar_err": _key("<f8", q1, count_units, dims=["q"]),
-            "kbar_frame_std": _key("<f8", q1, count_units, dims=["q"]),
-            "beta": _key("<f8", q1, dims=["q"]),
-            "beta_err": _key("<f8", q1, dims=["q"]),
-            "M": _key("<f8", q1, dims=["q"]),
-            "M_err": _key("<f8", q1, dims=["q"]),
-            "n_samples": _key("<i8", q1, dims=["q"]),
-            "flags": _key(
-                "<i8", q1, dims=["q"], flag_names=list(self._flag_bits.names)
-            ),
-            "counts": _key("<i8", (n_q, n_k), dims=["q", "k"]),
-            "probability": _key("<f8", (n_q, n_k), dims=["q", "k"]),
-            "probability_std": _key("<f8", (n_q, n_k), dims=["q", "k"]),
-            "trace": _key("<f8", (n_f, n_q), count_units, dims=["frame", "q"]),
-            "intensity": _key("<f8", q1, count_units, dims=["q"]),
-            "intensity_err": _key("<f8", q1, count_units, dims=["q"]),
+    def exposure(self, index: int, result: ExposureResult) -> None:
+        """Emit the rows of a completed exposure: results, histograms, trace, image.
+
+        Called once per exposure when its last frame is analysed (and again
+        if more frames arrive later: the new rows supersede the old ones).
+        """
+        n_q = int(result.q.size)
+        rows = list(range(n_q))
+        t_e = float(result.exposure_time)
+        data: dict[str, Any] = {
+            "exposure_index": [int(index)] * n_q,
+            "raw_stream": [result.stream] * n_q,
+            "exposure_time": [t_e] * n_q,
+            "partition": rows,
+            "q": _floats(result.q),
+            "n_pixels": _ints(result.n_pixels),
+            "n_frames": [int(result.n_frames)] * n_q,
+            "n_bins": [int(result.n_bins)] * n_q,
+            "estimator": [result.estimator] * n_q,
+            "kbar": _floats(result.kbar),
+            "kbar_err": _floats(result.kbar_err),
+            "kbar_frame_std": _floats(result.kbar_frame_std),
+            "beta": _floats(result.beta),
+            "beta_err": _floats(result.beta_err),
+            "M": _floats(result.M),
+            "M_err": _floats(result.M_err),
+            "n_samples": [int(e.n_samples) for e in result.estimates],
+            "flags": [encode_flags(f, RESULT_FLAGS) for f in result.flags],
+            "intensity": _floats(result.intensity),
+            "intensity_err": _floats(result.intensity_err),
         }
-        for name in extra:
+        for name in self._extra:
             stem = estimator_key(name)
-            data_keys[f"beta_{stem}"] = _key("<f8", q1, dims=["q"])
-            data_keys[f"beta_{stem}_err"] = _key("<f8", q1, dims=["q"])
-        shapes = {r.mean_image.shape for r in results if r.mean_image is not None}
-        image_shape = shapes.pop() if len(shapes) == 1 else None
-        if image_shape is not None:
-            data_keys["mean_image"] = _key(
-                "<f8", image_shape, count_units, dims=["row", "col"]
+            est = result.extra_estimates.get(name)
+            nan = [float("nan")] * n_q
+            data[f"beta_{stem}"] = (
+                nan if est is None else _floats([e.beta for e in est])
             )
-        for index, (r, bits) in enumerate(zip(results, flags, strict=True)):
-            data: dict[str, Any] = {
-                "raw_stream": r.stream,
-                "exposure_index": index,
-                "exposure_time": float(r.exposure_time),
-                "n_frames": int(r.n_frames),
-                "n_bins": int(r.n_bins),
-                "estimator": r.estimator,
-                "q": r.q,
-                "n_pixels": r.n_pixels.astype(np.int64),
-                "kbar": r.kbar,
-                "kbar_err": r.kbar_err,
-                "kbar_frame_std": r.kbar_frame_std,
-                "beta": r.beta,
-                "beta_err": r.beta_err,
-                "M": r.M,
-                "M_err": r.M_err,
-                "n_samples": np.array([e.n_samples for e in r.estimates], np.int64),
-                "flags": bits,
-                "counts": _pad(r.counts.reshape(n_q, -1), (n_q, n_k), 0),
-                "probability": _pad(r.probability.reshape(n_q, -1), (n_q, n_k), 0),
-                "probability_std": _pad(
-                    r.probability_std.reshape(n_q, -1), (n_q, n_k), 0
-                ),
-                "trace": _pad(r.trace, (n_f, n_q), np.nan),
-                "intensity": r.intensity,
-                "intensity_err": r.intensity_err,
-            }
-            for name in extra:
-                stem = estimator_key(name)
-                est = r.extra_estimates.get(name)
-                beta = np.full(n_q, np.nan)
-                err = np.full(n_q, np.nan)
-                if est is not None:
-                    beta = np.array([e.beta for e in est], dtype=np.float64)
-                    err = np.array([e.beta_err for e in est], dtype=np.float64)
-                data[f"beta_{stem}"] = beta
-                data[f"beta_{stem}_err"] = err
-            if image_shape is not None:
-                data["mean_image"] = (
-                    r.mean_image
-                    if r.mean_image is not None
-                    else np.full(image_shape, np.nan)
-                )
-            self._event(
-                RESULTS_STREAM,
-                data_keys,
-                data,
-                configuration={
-                    "xsvs": {
-                        "data": {"flag_names": list(self._flag_bits.names)},
-                        "timestamps": {"flag_names": time.time()},
-                        "data_keys": {
-                            "flag_names": {
-                                "source": "xsvs_bluesky",
-                                "dtype": "array",
-                                "shape": [len(self._flag_bits.names)],
-                            }
-                        },
-                    }
+            data[f"beta_{stem}_err"] = (
+                nan if est is None else _floats([e.beta_err for e in est])
+            )
+        self._page(RESULTS, data)
+
+        counts = np.asarray(result.counts).reshape(n_q, -1)
+        n_k = counts.shape[1]
+        self._page(
+            HISTOGRAMS,
+            {
+                "exposure_index": [int(index)] * (n_q * n_k),
+                "partition": np.repeat(np.arange(n_q), n_k).tolist(),
+                "k": np.tile(np.arange(n_k), n_q).tolist(),
+                "counts": counts.astype(np.int64).ravel().tolist(),
+                "probability": _floats(result.probability),
+                "probability_std": _floats(result.probability_std),
+            },
+        )
+
+        trace = np.asarray(result.trace, dtype=np.float64).reshape(-1, n_q)
+        n_f = trace.shape[0]
+        self._page(
+            TRACE,
+            {
+                "exposure_index": [int(index)] * (n_f * n_q),
+                "frame": np.repeat(np.arange(n_f), n_q).tolist(),
+                "partition": np.tile(np.arange(n_q), n_f).tolist(),
+                "trace": trace.ravel().tolist(),
+            },
+        )
+
+        image = result.mean_image
+        if image is not None:
+            image = np.ascontiguousarray(image, dtype=np.float64)
+            n_rows, n_cols = image.shape
+            self._page(
+                IMAGES,
+                {
+                    "exposure_index": [int(index)] * n_rows,
+                    "exposure_time": [t_e] * n_rows,
+                    "row": list(range(n_rows)),
+                    "mean_image": image,
                 },
+                shapes={"mean_image": (n_cols,)},
             )
 
     def dynamics(
-        self, fits: Sequence[DynamicsFit], diffusion: DiffusionFit, model: str
+        self,
+        fits: Sequence[DynamicsFit],
+        diffusion: DiffusionFit,
+        model: str,
+        n_exposures: int = 0,
     ) -> None:
-        """Emit the ``dynamics`` stream: one event, arrays over partitions."""
+        """Emit the ``dynamics`` rows of one fit (one row per partition)."""
         n_q = len(fits)
-        bits = _FlagBits(DYNAMICS_FLAGS)
-        flags = bits.encode([f.flags for f in fits])
-        q1 = (n_q,)
-        data_keys: dict[str, Any] = {
-            "model": _key("<U0", ()),
-            "q": _key("<f8", q1, "1/Angstrom", dims=["q"]),
-            "gamma": _key("<f8", q1, "1/s", dims=["q"]),
-            "gamma_err": _key("<f8", q1, "1/s", dims=["q"]),
-            "beta0": _key("<f8", q1, dims=["q"]),
-            "beta0_err": _key("<f8", q1, dims=["q"]),
-            "exponent": _key("<f8", q1, dims=["q"]),
-            "exponent_err": _key("<f8", q1, dims=["q"]),
-            "chi2": _key("<f8", q1, dims=["q"]),
-            "dof": _key("<i8", q1, dims=["q"]),
-            "n_points": _key("<i8", q1, dims=["q"]),
-            "flags": _key("<i8", q1, dims=["q"], flag_names=list(bits.names)),
-            "D": _key("<f8", (), "Angstrom^2/s"),
-            "D_err": _key("<f8", (), "Angstrom^2/s"),
-            "q_exponent": _key("<f8", ()),
-            "q_exponent_err": _key("<f8", ()),
-            "D_chi2": _key("<f8", ()),
-            "D_dof": _key("<i8", ()),
-            "D_flags": _key("<U0", ()),
-        }
+        if n_q == 0:
+            return
+        fit_index = self._fits
+        self._fits += 1
 
-        def col(name: str, dtype: type = np.float64) -> NDArray[Any]:
-            return np.array([getattr(f, name) for f in fits], dtype=dtype)
+        def col(name: str) -> list[Any]:
+            return [getattr(f, name) for f in fits]
 
-        data = {
-            "model": model,
-            "q": col("q"),
-            "gamma": col("gamma"),
-            "gamma_err": col("gamma_err"),
-            "beta0": col("beta0"),
-            "beta0_err": col("beta0_err"),
-            "exponent": col("exponent"),
-            "exponent_err": col("exponent_err"),
-            "chi2": col("chi2"),
-            "dof": col("dof", np.int64),
-            "n_points": col("n_points", np.int64),
-            "flags": flags,
-            "D": float(diffusion.D),
-            "D_err": float(diffusion.D_err),
-            "q_exponent": float(diffusion.exponent),
-            "q_exponent_err": float(diffusion.exponent_err),
-            "D_chi2": float(diffusion.chi2),
-            "D_dof": int(diffusion.dof),
-            "D_flags": ",".join(diffusion.flags),
-        }
-        self._event(DYNAMICS_STREAM, data_keys, data)
+        self._page(
+            DYNAMICS,
+            {
+                "fit_index": [fit_index] * n_q,
+                "n_exposures": [int(n_exposures)] * n_q,
+                "model": [model] * n_q,
+                "partition": list(range(n_q)),
+                "q": _floats(col("q")),
+                "gamma": _floats(col("gamma")),
+                "gamma_err": _floats(col("gamma_err")),
+                "beta0": _floats(col("beta0")),
+                "beta0_err": _floats(col("beta0_err")),
+                "exponent": _floats(col("exponent")),
+                "exponent_err": _floats(col("exponent_err")),
+                "chi2": _floats(col("chi2")),
+                "dof": _ints(col("dof")),
+                "n_points": _ints(col("n_points")),
+                "flags": [encode_flags(f.flags, DYNAMICS_FLAG_NAMES) for f in fits],
+                "D": [float(diffusion.D)] * n_q,
+                "D_err": [float(diffusion.D_err)] * n_q,
+                "q_exponent": [float(diffusion.exponent)] * n_q,
+                "q_exponent_err": [float(diffusion.exponent_err)] * n_q,
+                "D_chi2": [float(diffusion.chi2)] * n_q,
+                "D_dof": [int(diffusion.dof)] * n_q,
+                "D_flags": [encode_flags(diffusion.flags, DYNAMICS_FLAG_NAMES)] * n_q,
+            },
+        )
 
     def stop(
         self,

@@ -14,11 +14,23 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from event_model import DocumentRouter
+from event_model import DocumentRouter, unpack_event_page
 
 from xsvs_bluesky.core.dynamics import DiffusionFit
+from xsvs_bluesky.derived import (
+    DYNAMICS,
+    DYNAMICS_FLAG_NAMES,
+    HISTOGRAMS,
+    PROGRESS,
+    RESULTS,
+)
 from xsvs_bluesky.live._dynamics_text import diffusion_from_record
-from xsvs_bluesky.results import build_dynamics
+from xsvs_bluesky.results import (
+    build_dynamics,
+    decode_flags,
+    layout_version,
+    pivot_dynamics,
+)
 
 __all__ = ["DerivedRunRouter"]
 
@@ -58,6 +70,7 @@ class DerivedRunRouter(DocumentRouter):
         self.diffusion: DiffusionFit | None = None
         self.rate = math.nan
         self._last: tuple[int | None, int, float] = (None, 0, 0.0)
+        self._version = 1
 
     # -------------------------------------------------------- documents
     def start(self, doc: Any) -> None:
@@ -65,6 +78,7 @@ class DerivedRunRouter(DocumentRouter):
             self.run_start = None
             return
         self.run_start = dict(doc)
+        self._version = layout_version(doc)
         self.streams.clear()
         self.snapshots.clear()
         self.history.clear()
@@ -80,6 +94,72 @@ class DerivedRunRouter(DocumentRouter):
             self.streams[doc["uid"]] = doc["name"]
             if doc["name"] == "dynamics":
                 self._dynamics_keys = doc.get("data_keys", {})
+
+    def event_page(self, doc: Any) -> Any:
+        stream = self.streams.get(doc.get("descriptor", ""))
+        if stream is None:
+            return
+        if self._version < 2:  # layout 1: one event per exposure
+            for event in unpack_event_page(doc):
+                self.event(event)
+            return
+        self._rows(stream, doc)
+
+    def _rows(self, stream: str, doc: Any) -> None:
+        """Layout 2: rows of one exposure (or one fit) in one EventPage."""
+        data = {k: np.asarray(v) for k, v in doc["data"].items()}
+        if not data or not len(doc["seq_num"]):
+            return
+        if stream == DYNAMICS.name:
+            arrays = pivot_dynamics(data)
+            names = self._dynamics_keys.get("flags", {}).get("flag_names", ())
+            self.dynamics = build_dynamics(arrays, names)
+            record = {
+                k: np.asarray(v).ravel()[0] for k, v in arrays.items() if v.ndim == 1
+            }
+            if "D_flags" in record:  # layout 2: a bitmask, legend in the data key
+                legend = self._dynamics_keys.get("D_flags", {}).get("flag_names", ())
+                record["D_flags"] = ",".join(
+                    decode_flags(int(record["D_flags"]), legend or DYNAMICS_FLAG_NAMES)
+                )
+            self.diffusion = diffusion_from_record(record)
+            points = np.asarray(data.get("n_points", [0]), dtype=np.int64)
+            self._n_points = int(points.max()) if points.size else 0
+            self.on_dynamics()
+            return
+        index = int(data["exposure_index"][-1])
+        if stream == HISTOGRAMS.name:
+            n_q = int(data["partition"].max()) + 1
+            snap = self.snapshots.setdefault(index, {})
+            snap["probability"] = data["probability"].reshape(n_q, -1)
+            return
+        if stream not in (PROGRESS.name, RESULTS.name):
+            return
+        order = np.argsort(data["partition"], kind="stable")
+        values: dict[str, Any] = {}
+        for key, col in data.items():
+            if key in ("partition", "flags"):
+                continue
+            if key in ("raw_stream", "estimator") or key in (
+                "exposure_index",
+                "exposure_time",
+                "n_frames",
+                "n_bins",
+            ):
+                values[key] = col[0].item()
+            else:
+                values[key] = col[order]
+        if stream == PROGRESS.name:
+            n_frames = int(values["n_frames"])
+            self._rate(index, n_frames, float(doc["time"][-1]))
+            self.snapshots.setdefault(index, {}).update(values)
+            beta = np.asarray(values["beta"], dtype=np.float64)
+            self.history.setdefault(index, []).append((n_frames, beta))
+            self.on_progress(index)
+        else:
+            self.snapshots.setdefault(index, {}).update(values)
+            self.final.add(index)
+            self.on_result(index)
 
     def event(self, doc: Any) -> Any:
         stream = self.streams.get(doc.get("descriptor", ""))

@@ -329,10 +329,15 @@ class LiveXSVSFigure(DerivedRunRouter):
             right, t_e, stack("beta"), stack("beta_err"), q, dynamics=self.dynamics
         )
         j = min(self.q_index, n_q - 1)
-        if order and all(i in self.final for i in order):
+        if order and all(
+            i in self.final and "probability" in self.snapshots[i] for i in order
+        ):
+            # each exposure has its own number of bins: pad with P(k) = 0
+            hists = [np.asarray(s["probability"], float)[j] for s in snaps]
+            n_k = max(h.size for h in hists)
             draw_histograms(
                 left,
-                [np.asarray(s["probability"], float)[j] for s in snaps],
+                [np.pad(h, (0, n_k - h.size)) for h in hists],
                 stack("kbar")[:, j],
                 stack("M")[:, j],
                 t_e,

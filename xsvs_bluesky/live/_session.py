@@ -56,9 +56,9 @@ class LiveSession:
         Batch size of the raw TiledWriter (default
         :data:`~xsvs_bluesky.storage.DEFAULT_BATCH_SIZE`).
     processed_batch_size : int
-        Batch size of the derived-run TiledWriter.  The default writes the
-        events at the stop document: one request per array key and run
-        instead of one per key and event (progress shows through ``live``).
+        Batch size of the processed catalog's TiledWriter.  Derived runs of
+        layout 2 are written page by page whatever it is (each exposure's
+        rows as soon as it is complete).
     write_raw : bool
         Subscribe the raw TiledWriter (False when ``RE`` already has one).
     **callback_options

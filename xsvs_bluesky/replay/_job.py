@@ -346,9 +346,11 @@ class LegacyReplay:
             make_tiled_writer(catalogs.processed, batch_size=_BIG_BATCH), "derived"
         )
         callback = XSVSCallback(emit=derived_writer, **self.callback_options)
+        # the analysis first: at the raw stop document the derived run is
+        # completed and stored before the raw writer flushes its batch
         composer = RawRunComposer(
             self,
-            [raw_writer, *extra_targets, callback],
+            [callback, raw_writer, *extra_targets],
             scan_id=next_scan_id(catalogs.raw) if scan_id is None else scan_id,
             folder=folder,
             supersedes=supersedes,

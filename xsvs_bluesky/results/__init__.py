@@ -20,6 +20,11 @@ Examples
 
 from __future__ import annotations
 
+from xsvs_bluesky.results._pivot import (
+    layout_version,
+    pivot_dynamics,
+    pivot_results,
+)
 from xsvs_bluesky.results._runs import (
     ANALYSIS_PLAN_NAME,
     DYNAMICS_KEYS,
@@ -39,6 +44,7 @@ from xsvs_bluesky.results._runs import (
 from xsvs_bluesky.results._tables import (
     as_text,
     build_dynamics,
+    decode_flags,
     exposure_lines,
     pm_text,
 )
@@ -49,15 +55,19 @@ __all__ = [
     "RECORD_KEYS",
     "RunNotFoundError",
     "RunResults",
+    "as_text",
     "build_dynamics",
+    "decode_flags",
     "dynamics_records",
     "exposure_lines",
     "find_run",
     "format_dynamics",
-    "as_text",
-    "pm_text",
     "format_table",
+    "layout_version",
     "load_results",
+    "pivot_dynamics",
+    "pivot_results",
+    "pm_text",
     "records",
     "search_runs",
     "to_csv",

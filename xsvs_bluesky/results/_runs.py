@@ -33,6 +33,8 @@ import xarray as xr
 from numpy.typing import NDArray
 
 from xsvs_bluesky.core.geometry import Geometry
+from xsvs_bluesky.derived import DYNAMICS, HISTOGRAMS, IMAGES, RESULTS, TRACE
+from xsvs_bluesky.results._pivot import layout_version, pivot_dynamics, pivot_results
 from xsvs_bluesky.results._query import find_run, search_runs
 from xsvs_bluesky.results._streams import (
     ANALYSIS_PLAN_NAME,
@@ -46,6 +48,7 @@ from xsvs_bluesky.results._tables import (
     RECORD_KEYS,
     build_dynamics,
     build_table,
+    decode_flags,
     dynamics_records,
     format_dynamics,
     format_table,
@@ -211,17 +214,49 @@ class RunResults:
         return self
 
     # ------------------------------------------------------------ helpers
+    @property
+    def schema_version(self) -> int:
+        """Layout version of the run (``xsvs.schema_version``; 1 when absent)."""
+        return layout_version(self.start)
+
+    def _columns(self, stream: str) -> dict[str, NDArray[Any]]:
+        """Every column of a layout-2 stream (empty when the run lacks it)."""
+        if stream not in self.source.stream_names:
+            return {}
+        return dict(self.source.view(stream))
+
+    @cached_property
+    def _arrays(self) -> Mapping[str, NDArray[Any]]:
+        """Per-exposure arrays keyed as layout 1's ``results`` stream."""
+        if self.schema_version < 2:
+            return self.source.view(RESULTS.name)
+        return pivot_results(
+            self._columns(RESULTS.name),
+            self._columns(HISTOGRAMS.name),
+            self._columns(TRACE.name),
+            self._columns(IMAGES.name),
+        )
+
+    @cached_property
+    def _dynamics_arrays(self) -> Mapping[str, NDArray[Any]]:
+        """The dynamics fit keyed as layout 1's ``dynamics`` stream."""
+        if DYNAMICS.name not in self.source.stream_names:
+            return {}
+        if self.schema_version < 2:
+            return self.source.view(DYNAMICS.name)
+        return pivot_dynamics(self._columns(DYNAMICS.name))
+
     def _get(
         self, key: str, shape: tuple[int, ...], fill: Any = np.nan
     ) -> NDArray[Any]:
-        if self.source.has("results", key):
-            return np.asarray(self.source.array("results", key))
+        if key in self._arrays:
+            return np.asarray(self._arrays[key])
         return np.full(shape, fill)
 
     @cached_property
     def _coords(self) -> dict[str, Any]:
         n_exp = self._n_exposures
-        if "exposure_index" in self.source.view("results"):
+        if "exposure_index" in self._arrays:
             exposure = self._get("exposure_index", (n_exp,)).astype(np.int64)
         else:
             exposure = np.arange(n_exp, dtype=np.int64)
@@ -236,8 +271,8 @@ class RunResults:
 
     @cached_property
     def _n_exposures(self) -> int:
-        if self.source.has("results", "exposure_time"):
-            return int(self.source.array("results", "exposure_time").shape[0])
+        if "exposure_time" in self._arrays:
+            return int(np.asarray(self._arrays["exposure_time"]).shape[0])
         return 0
 
     def _per_exposure(self, key: str, dims: tuple[str, ...], **attrs: Any) -> Any:
@@ -266,8 +301,8 @@ class RunResults:
     @cached_property
     def q(self) -> NDArray[np.float64]:
         """Partition centres, 1/Angstrom."""
-        if self._n_exposures and self.source.has("results", "q"):
-            return np.asarray(self.source.array("results", "q"), np.float64)[0]
+        if self._n_exposures and "q" in self._arrays:
+            return np.asarray(self._arrays["q"], np.float64)[0]
         centres = self.metadata.get("partitions", {}).get("centers", [])
         return np.asarray(centres, dtype=np.float64)
 
@@ -305,9 +340,11 @@ class RunResults:
 
     @cached_property
     def table(self) -> pd.DataFrame:  # noqa: D102
-        view = self.source.view("results")
         return build_table(
-            self.uid, self.raw_uid, view, self.source.flag_names("results")
+            self.uid,
+            self.raw_uid,
+            self._arrays,
+            self.source.flag_names(RESULTS.name),
         )
 
     @cached_property
@@ -329,7 +366,7 @@ class RunResults:
 
     @cached_property
     def images(self) -> xr.DataArray | None:  # noqa: D102
-        if not self.source.has("results", "mean_image"):
+        if "mean_image" not in self._arrays:
             return None
         return self._per_exposure(
             "mean_image",
@@ -358,17 +395,22 @@ class RunResults:
 
     @cached_property
     def dynamics(self) -> pd.DataFrame | None:  # noqa: D102
-        if "dynamics" not in self.source.stream_names:
+        if not self._dynamics_arrays:
             return None
-        view = self.source.view("dynamics")
-        return build_dynamics(view, self.source.flag_names("dynamics"))
+        return build_dynamics(
+            self._dynamics_arrays, self.source.flag_names(DYNAMICS.name)
+        )
 
     @cached_property
     def diffusion(self) -> dict[str, Any] | None:  # noqa: D102
         if self.dynamics is None:
             return None
-        view = self.source.view("dynamics")
-        return {k: np.asarray(view[k])[-1].item() for k in _DIFFUSION_KEYS if k in view}
+        view = self._dynamics_arrays
+        out = {k: np.asarray(view[k])[-1].item() for k in _DIFFUSION_KEYS if k in view}
+        if isinstance(out.get("D_flags"), int):  # layout 2: a bitmask
+            names = self.source.flag_names(DYNAMICS.name, "D_flags")
+            out["D_flags"] = ",".join(decode_flags(out["D_flags"], names))
+        return out
 
     @cached_property
     def streams(self) -> dict[str, dict[str, NDArray[Any]]]:  # noqa: D102

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from event_model import unpack_event_page
 from numpy.typing import NDArray
 
 from xsvs_bluesky.errors import NotFoundError, RunNotFoundError
@@ -36,6 +35,7 @@ ANALYSIS_PLAN_NAME = "xsvs_analysis"
 """``plan_name`` of every derived XSVS run."""
 
 _SKIP_COLUMNS = {"seq_num", "time"}
+_MISSING = object()
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,30 +177,50 @@ class MemorySource(StreamSource):
             for n, d in docs
             if n == "descriptor" and d.get("run_start") == run_uid
         }
-        events: dict[str, list[Mapping[str, Any]]] = {}
+        # columns per stream, gathered page by page (an EventPage is already
+        # columnar; a layout-2 stream has thousands of rows)
+        seq: dict[str, list[int]] = {}
+        columns: dict[str, dict[str, list[Any]]] = {}
         for name, doc in docs:
-            if name == "event_page":
-                unpacked: Iterable[Any] = unpack_event_page(dict(doc))  # type: ignore[arg-type]
-            elif name == "event":
-                unpacked = [doc]
-            else:
+            if name not in ("event", "event_page"):
                 continue
-            for event in unpacked:
-                desc = descriptors.get(event["descriptor"])
-                if desc is not None:
-                    events.setdefault(desc["name"], []).append(event)
+            desc = descriptors.get(doc["descriptor"])
+            if desc is None:
+                continue
+            stream = desc["name"]
+            cols = columns.setdefault(stream, {})
+            nums = seq.setdefault(stream, [])
+            if name == "event_page":
+                n = len(doc["seq_num"])
+                nums.extend(doc["seq_num"])
+                values: Mapping[str, Any] = doc["data"]
+            else:
+                n = 1
+                nums.append(doc["seq_num"])
+                values = {k: [v] for k, v in doc["data"].items()}
+            for key in desc.get("data_keys", {}):
+                col = cols.setdefault(key, [])
+                if key in values:
+                    col.extend(values[key])
+                else:
+                    col.extend([_MISSING] * n)
         self.streams: dict[str, StreamData] = {}
         for desc in descriptors.values():
             if desc["name"] in self.streams:
                 continue
-            evs = sorted(events.get(desc["name"], []), key=lambda e: e["seq_num"])
+            name = desc["name"]
+            order = np.argsort(
+                np.asarray(seq.get(name, []), dtype=np.int64), kind="stable"
+            )
             data_keys = desc.get("data_keys", {})
-            arrays = {
-                key: _stack([e["data"][key] for e in evs], data_keys.get(key, {}))
-                for key in data_keys
-                if all(key in e["data"] for e in evs)
-            }
-            self.streams[desc["name"]] = StreamData(
+            arrays = {}
+            for key, col in columns.get(name, {}).items():
+                if any(v is _MISSING for v in col):
+                    continue
+                arrays[key] = _stack([col[i] for i in order], data_keys.get(key, {}))
+            if name not in columns:
+                arrays = {key: _stack([], data_keys.get(key, {})) for key in data_keys}
+            self.streams[name] = StreamData(
                 data_keys, desc.get("configuration", {}), arrays
             )
 

@@ -189,7 +189,7 @@ def build_dynamics(
     def last(key: str, fill: Any = math.nan) -> NDArray[Any]:
         if key not in arrays:
             return np.full(n, fill)
-        arr = np.asarray(arrays[key])[-1]
+        arr = np.asarray(np.asarray(arrays[key])[-1])
         return np.full(n, arr) if arr.ndim == 0 else arr.reshape(n)
 
     out: dict[str, Any] = {

@@ -20,6 +20,12 @@ bounds the memory (50 inline MAXIPIX frames are 6.5 MB) and the delay of
 step scans.  Derived runs emit few Events (throttled progress, one per
 exposure at the end): use ``batch_size=1`` for them so progress shows live.
 
+Derived runs of layout 2 (``xsvs.schema_version >= 2``) are not given to
+the TiledWriter: :class:`RunWriter` routes them to a writer that stores
+each EventPage with one request as it arrives (a completed exposure is in
+Tiled at once) and writes the streams in parallel, into the same nodes
+TiledWriter would create.  ``batch_size`` does not apply to them.
+
 Externally written files (HDF5 referenced by StreamResource) are registered
 by reference: the server must be allowed to read them (its *readable
 storage*; :func:`~xsvs_bluesky.storage.server.open_catalogs` sets this up for
@@ -32,13 +38,66 @@ from __future__ import annotations
 from typing import Any
 
 from xsvs_bluesky.errors import OptionError
+from xsvs_bluesky.storage._page_writer import PageWriter, is_page_run
 
-__all__ = ["DEFAULT_BATCH_SIZE", "LIVE_BATCH_SIZE", "make_tiled_writer"]
+__all__ = ["DEFAULT_BATCH_SIZE", "LIVE_BATCH_SIZE", "RunWriter", "make_tiled_writer"]
 
 #: Events or StreamDatum rows cached before a write (raw runs).
 DEFAULT_BATCH_SIZE = 50
 #: Write every document at once (derived runs, live viewers).
 LIVE_BATCH_SIZE = 1
+
+
+class RunWriter:
+    """A ``(name, doc)`` callback writing runs into one Tiled container.
+
+    Derived runs of layout >= 2 go to a page writer (one request per
+    EventPage, streams in parallel); every other run goes to
+    :attr:`tiled_writer`, a ``bluesky_tiled_plugins.TiledWriter``.
+
+    Parameters
+    ----------
+    container : tiled client container
+        A ``CatalogOfBlueskyRuns`` container.
+    tiled_writer : TiledWriter
+        Writer of the other runs.
+    """
+
+    def __init__(self, container: Any, tiled_writer: Any) -> None:
+        self.container = container
+        self.tiled_writer = tiled_writer
+        self._runs: dict[str, PageWriter] = {}  # run uid -> writer
+        self._descriptors: dict[str, str] = {}  # descriptor uid -> run uid
+
+    def _writer(self, name: str, doc: Any) -> PageWriter | None:
+        if name == "start":
+            if not is_page_run(doc):
+                return None
+            writer = self._runs[doc["uid"]] = PageWriter(self.container)
+            return writer
+        if name in ("descriptor", "stop"):
+            run = doc.get("run_start", "")
+            if name == "descriptor" and run in self._runs:
+                self._descriptors[doc["uid"]] = run
+            if name == "stop":
+                return self._runs.pop(run, None)
+            return self._runs.get(run)
+        if name in ("event", "event_page"):
+            run = self._descriptors.get(doc.get("descriptor", ""))
+            return None if run is None else self._runs.get(run)
+        return None
+
+    def __call__(self, name: str, doc: Any) -> Any:
+        """Write one document."""
+        writer = self._writer(name, doc)
+        if writer is None:
+            return self.tiled_writer(name, doc)
+        if name == "stop":
+            self._descriptors = {
+                d: r for d, r in self._descriptors.items() if r != doc["run_start"]
+            }
+        writer(name, doc)
+        return None
 
 
 def make_tiled_writer(
@@ -65,8 +124,10 @@ def make_tiled_writer(
 
     Returns
     -------
-    bluesky_tiled_plugins.TiledWriter
-        A ``(name, doc)`` callback for ``RunEngine.subscribe``.
+    RunWriter
+        A ``(name, doc)`` callback for ``RunEngine.subscribe``: derived runs
+        of layout >= 2 through the page writer, every other run through a
+        ``bluesky_tiled_plugins.TiledWriter`` (its ``tiled_writer``).
 
     Raises
     ------
@@ -77,6 +138,9 @@ def make_tiled_writer(
 
     if batch_size < 1:
         raise OptionError(f"batch_size = {batch_size}; give an integer >= 1")
-    return TiledWriter(
-        container, batch_size=batch_size, max_array_size=max_array_size, **kwargs
+    return RunWriter(
+        container,
+        TiledWriter(
+            container, batch_size=batch_size, max_array_size=max_array_size, **kwargs
+        ),
     )

@@ -20,6 +20,7 @@ from xsvs_bluesky.core.dynamics import exponential_kernel
 from xsvs_bluesky.core.geometry import Geometry
 from xsvs_bluesky.core.histogram import HistogramAccumulator
 from xsvs_bluesky.core.synthetic import speckle_frames
+from xsvs_bluesky.results import RunResults, pivot_results
 
 GEO = Geometry(1.5, 5000.0, 0.055, 32.5, 32.5, (64, 64))
 PARTS = {"q1": 0.0004, "q2": 0.0016, "qs": 0.0004, "dq": 0.0002}
@@ -124,9 +125,41 @@ def feed(cb: XSVSCallback, docs: Docs) -> None:
         cb(name, doc)
 
 
-def stream(docs: Docs, name: str) -> list[dict[str, Any]]:
+def pages(docs: Docs, name: str) -> list[dict[str, Any]]:
+    """One dict per EventPage of stream ``name``, rows ordered by partition.
+
+    Columns equal on every row of the page (exposure, frames, model, ...)
+    become scalars.
+    """
     descs = {d["uid"] for n, d in docs if n == "descriptor" and d["name"] == name}
-    return [d["data"] for n, d in docs if n == "event" and d["descriptor"] in descs]
+    out = []
+    for n, d in docs:
+        if n != "event_page" or d["descriptor"] not in descs:
+            continue
+        cols = {k: np.asarray(v) for k, v in d["data"].items()}
+        order = np.argsort(cols.get("partition", np.zeros(1)), kind="stable")
+        row: dict[str, Any] = {}
+        for key, col in cols.items():
+            same = col.ndim == 1 and np.all(col == col[0]) and key != "partition"
+            row[key] = col[0].item() if same else col[order]
+        out.append(row)
+    return out
+
+
+def stream(docs: Docs, name: str) -> list[dict[str, Any]]:
+    """Per-exposure dicts of ``results`` (pivoted rows); pages of other streams."""
+    if name != "results":
+        return pages(docs, name)
+    source = RunResults.from_documents(docs).source
+    cols = {s: dict(source.view(s)) for s in source.stream_names}
+    arrays = pivot_results(
+        cols.get("results", {}),
+        cols.get("histograms"),
+        cols.get("trace"),
+        cols.get("images"),
+    )
+    n = len(arrays.get("exposure_index", ()))
+    return [{k: v[i] for k, v in arrays.items()} for i in range(n)]
 
 
 def descriptor(docs: Docs, name: str) -> dict[str, Any]:
@@ -267,10 +300,14 @@ def test_progress_events_are_throttled_by_frames_and_time():
         callback(out, progress_interval_s=3600),
         inline_run([(t, frames) for t in (1e-3, 2e-3, 4e-3)]),
     )
-    # only the end of each exposure, however fast the frames come
-    assert [p["n_frames"] for p in stream(out, "progress")] == [200, 200, 200]
+    # no throttle point: the end of each exposure is its results rows
+    assert stream(out, "progress") == []
     # dynamics: a live refit when the third exposure starts, then the final fit
-    assert stop_doc(out)["num_events"] == {"progress": 3, "results": 3, "dynamics": 2}
+    n_q = len(stream(out, "results")[0]["q"])
+    assert len(pages(out, "dynamics")) == 2
+    events = stop_doc(out)["num_events"]
+    assert "progress" not in events and events["results"] == 3 * n_q
+    assert events["dynamics"] == 2 * n_q
 
 
 def test_dynamics_stream_recovers_the_relaxation_rate():
@@ -285,8 +322,9 @@ def test_dynamics_stream_recovers_the_relaxation_rate():
     feed(callback(out), inline_run(runs))
     live, dyn = stream(out, "dynamics")
     # refit live on the two completed exposures, final fit on all three
-    assert list(live["n_points"]) == [2] * len(live["q"])
-    assert list(dyn["n_points"]) == [3] * len(dyn["q"])
+    assert np.all(np.asarray(live["n_points"]) == 2) and live["n_exposures"] == 2
+    assert np.all(np.asarray(dyn["n_points"]) == 3) and dyn["n_exposures"] == 3
+    assert (live["fit_index"], dyn["fit_index"]) == (0, 1)
     assert dyn["model"] == "exponential"
     z_gamma = (np.asarray(dyn["gamma"]) - gamma) / np.asarray(dyn["gamma_err"])
     z_beta0 = (np.asarray(dyn["beta0"]) - beta0) / np.asarray(dyn["beta0_err"])
@@ -299,19 +337,28 @@ def test_dynamics_stream_recovers_the_relaxation_rate():
     assert stream(out, "dynamics") == []
 
 
-def test_results_layout_pads_histograms_and_traces():
+def test_results_layout_rows_of_scalars_and_their_pivot_pads():
     out: Docs = []
     low = frames_for(0.3, n=40, kbar=0.05)
     high = frames_for(0.1, n=25, kbar=6.0, seed=3)
     feed(callback(out, n_bins=2), inline_run([(0.001, low), (0.1, high)]))
-    desc = descriptor(out, "results")
-    for key, spec in desc["data_keys"].items():
-        assert "." not in key and "/" not in key
-        if spec["dtype"] == "array":
-            assert spec["dtype_numpy"] in ("<f8", "<i8"), key
+    descs = [d for n, d in out if n == "descriptor"]
+    names = [d["name"] for d in descs]
+    assert names == ["results", "histograms", "trace", "images", "dynamics"]
+    for desc in descs:
+        name = desc["name"]
+        assert desc["hints"]["xsvs"]["fields"]
+        for key, spec in desc["data_keys"].items():
+            assert "." not in key and "/" not in key
+            assert "units" in spec, (name, key)
+            if spec["dtype"] == "array":  # one 1-d array: one image row
+                assert (name, key, spec["dims"]) == ("images", "mean_image", ["col"])
+                assert spec["shape"] == [SHAPE[1]]
+            else:
+                assert spec["shape"] == []
     first, second = stream(out, "results")
-    n_k = desc["data_keys"]["probability"]["shape"][1]
-    assert desc["data_keys"]["trace"]["shape"] == [40, 4]
+    n_k = np.asarray(first["probability"]).shape[1]
+    assert np.asarray(first["trace"]).shape == (40, 4)
     assert first["n_bins"] < second["n_bins"] <= n_k
     for data in (first, second):
         assert np.asarray(data["probability"]).shape == (4, n_k)
@@ -472,7 +519,7 @@ def test_a_failing_consumer_does_not_stop_the_others():
     good: Docs = []
 
     def bad(name: str, doc: dict[str, Any]) -> None:
-        if name == "event":
+        if name == "event_page":
             raise RuntimeError("disk full")
 
     def failing(result: ExposureResult) -> None:
@@ -487,12 +534,10 @@ def test_a_failing_consumer_does_not_stop_the_others():
         progress_every_frames=10,
     )
     feed(cb, inline_run([(0.001, frames_for(0.3, n=20))]))
-    assert Counter(n for n, _ in good) == {
-        "start": 1,
-        "descriptor": 2,
-        "event": 3,
-        "stop": 1,
-    }
+    names = Counter(n for n, _ in good)
+    assert names["start"] == names["stop"] == 1
+    # progress at 10 and 20 frames, then the rows of the complete exposure
+    assert names["descriptor"] == 5 and names["event_page"] == 6
     assert stop_doc(good)["exit_status"] == "success"
 
 
@@ -621,6 +666,9 @@ def test_every_derived_document_is_valid_against_the_event_model_schema():
     assert {d["name"] for n, d in out if n == "descriptor"} >= {
         "progress",
         "results",
+        "histograms",
+        "trace",
+        "images",
         "dynamics",
     }
     for name, doc in out:

@@ -153,10 +153,14 @@ def test_live_figure_shows_convergence_then_the_summary(tmp_path):
     path = tmp_path / "live.png"
     figure = LiveXSVSFigure(save_path=path, redraw_interval_s=3600)
     docs = derived_run()
-    first_result = next(
+    progress = next(
+        d["uid"] for n, d in docs if n == "descriptor" and d["name"] == "progress"
+    )
+    # up to the last progress rows: the last exposure is not complete yet
+    first_result = 1 + max(
         i
         for i, (n, d) in enumerate(docs)
-        if n == "descriptor" and d["name"] == "results"
+        if n == "event_page" and d["descriptor"] == progress
     )
     for name, doc in docs[:first_result]:
         figure(name, doc)

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from derived_docs import N_FRAMES, N_Q, TIMES, beta_true, derived_run, raw_run
 
+from xsvs_bluesky.derived import STREAMS
 from xsvs_bluesky.export import export_csv, export_hdf5, export_results
 from xsvs_bluesky.results import (
     RECORD_KEYS,
@@ -163,7 +164,7 @@ def test_hdf5_export_round_trip(results, tmp_path):
         assert entry["dynamics/D"][()] == results.diffusion["D"]
         assert entry["run_uid"][()].decode() == results.uid
         assert json.loads(entry["metadata/xsvs"][()])["estimator"] == "mle"
-        assert set(entry["streams"]) == {"progress", "results", "dynamics"}
+        assert set(entry["streams"]) == {s.name for s in STREAMS}
         np.testing.assert_array_equal(
             entry["streams/results/beta_moments"],
             results.streams["results"]["beta_moments"],
@@ -179,8 +180,9 @@ def with_datetime_key(docs):
     for name, doc in docs:
         if doc is desc:
             doc = {**doc, "data_keys": {**doc["data_keys"], "when": key}}
-        elif name == "event" and doc["descriptor"] == desc["uid"]:
-            doc = {**doc, "data": {**doc["data"], "when": "2024-01-01"}}
+        elif name == "event_page" and doc["descriptor"] == desc["uid"]:
+            when = ["2024-01-01"] * len(doc["seq_num"])
+            doc = {**doc, "data": {**doc["data"], "when": when}}
         out.append((name, doc))
     return out
 

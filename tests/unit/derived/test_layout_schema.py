@@ -1,0 +1,94 @@
+"""The one definition of the derived-run layout, its documents and its reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from derived_docs import derived_run
+from event_model import DocumentNames, compose_run, schema_validators
+
+from xsvs_bluesky.derived import (
+    LAYOUT_VERSION,
+    PROVENANCE_KEYS,
+    RESULT_FLAGS,
+    RESULTS,
+    STREAMS,
+    encode_flags,
+    schema_markdown,
+)
+
+DOC = Path(__file__).resolve().parents[3] / "docs" / "reference"
+SCHEMA = DOC / "derived-run-schema.md"
+
+
+@pytest.mark.parametrize("stream", STREAMS, ids=lambda s: s.name)
+def test_reference_holds_the_generated_table_of_every_stream(stream):
+    assert schema_markdown(stream) in SCHEMA.read_text()
+
+
+def test_reference_names_the_provenance_keys_and_the_version():
+    text = SCHEMA.read_text()
+    for key in PROVENANCE_KEYS:
+        assert f"`{key}`" in text
+    assert f"`{LAYOUT_VERSION}`" in text
+
+
+@pytest.mark.parametrize("stream", STREAMS, ids=lambda s: s.name)
+def test_every_field_is_typed_with_units_and_scalars_only(stream):
+    names = [f.name for f in stream.all_fields(["low-count"])]
+    assert len(names) == len(set(names))
+    assert set(stream.index) <= set(names) and set(stream.hints) <= set(names)
+    desc = stream.descriptor(["low-count"], {"mean_image": (7,)})
+    for key, data_key in desc["data_keys"].items():
+        assert "units" in data_key and data_key["object_name"] == "xsvs"
+        if key == "mean_image":
+            assert data_key["shape"] == [7] and data_key["dims"] == ["col"]
+        else:
+            assert data_key["shape"] == []
+    bundle = compose_run(uid="x")
+    composed = bundle.compose_descriptor(**desc)  # validated by event-model
+    assert composed.descriptor_doc["hints"] == {"xsvs": {"fields": list(stream.hints)}}
+
+
+def test_flag_legend_is_fixed_and_unknown_flags_set_other():
+    assert RESULTS.field("flags").flags == RESULT_FLAGS
+    assert encode_flags([RESULT_FLAGS[1], RESULT_FLAGS[0]], RESULT_FLAGS) == 0b11
+    other = 1 << RESULT_FLAGS.index("other")
+    assert encode_flags(["never-heard-of"], RESULT_FLAGS) == other
+
+
+def test_derived_documents_carry_layout_provenance_and_versions():
+    docs = derived_run()
+    start = docs[0][1]
+    assert start["xsvs"]["schema_version"] == LAYOUT_VERSION
+    versions = start["xsvs"]["versions"]
+    assert {"numpy", "scipy", "numba", "event-model", "bluesky", "tiled"} <= set(
+        versions
+    )
+    assert start["xsvs"]["histogram_backend"] in ("numba", "numpy")
+    assert start["xsvs"]["n_bins"] >= 1
+    for name, doc in docs:
+        schema_validators[getattr(DocumentNames, name)].validate(doc)
+        if name == "event_page":
+            assert len({len(v) for v in doc["data"].values()}) == 1
+
+
+def test_provenance_keys_are_copied_from_the_raw_run():
+    from xsvs_bluesky.derived import DerivedRun
+
+    raw = {
+        "uid": "raw-1",
+        "scan_id": 3,
+        "data_session": "pass-123456",
+        "proposal": {"proposal_id": "123456"},
+        "cycle": "2026-3",
+        "tiled_access_tags": ["beamline_x"],
+        "unrelated": 1,
+    }
+    docs = []
+    DerivedRun([lambda n, d: docs.append((n, d))], raw_start=raw, xsvs={})
+    start = docs[0][1]
+    for key in ("data_session", "proposal", "cycle", "tiled_access_tags"):
+        assert start[key] == raw[key]
+    assert "unrelated" not in start and start["original_run_uid"] == "raw-1"

@@ -1,0 +1,299 @@
+"""Write a derived run (layout 2) into Tiled: one request per EventPage.
+
+Private; :func:`xsvs_bluesky.storage.make_tiled_writer` routes derived runs
+here.  The nodes are those ``bluesky_tiled_plugins.TiledWriter`` creates (a
+``BlueskyRun`` container, per stream a ``BlueskyEventStream``/``composite``
+container holding the ``internal`` table of scalar columns with ``seq_num``,
+``time`` and ``ts_<key>``, and one array node per array field), so every
+Bluesky Tiled client reads them as it reads TiledWriter's.  What differs:
+
+- each EventPage is written as it arrives, with one append (rows) and one
+  write per array field, so a completed exposure is in Tiled at once
+  instead of at the stop document (TiledWriter writes per ``batch_size``
+  events, one request per event at ``batch_size=1``);
+- array nodes get the dimension names of their data key (``dims``), the
+  first being ``time`` as for the table columns;
+- the writes go out from one worker thread, so the analysis goes on while
+  they travel, and pages that wait together are joined per stream; the stop
+  document waits for all of them, then writes the stop metadata, so the run
+  is complete in Tiled when ``stop`` returns.  One thread: concurrent
+  appends to the embedded server's DuckDB table storage fail ("No active
+  transaction, cannot commit") and lose rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PageWriter", "is_page_run"]
+
+logger = logging.getLogger(__name__)
+
+
+def is_page_run(start: Mapping[str, Any]) -> bool:
+    """Whether a start document is a derived run of layout >= 2."""
+    if start.get("plan_name") != "xsvs_analysis":
+        return False
+    xsvs = start.get("xsvs") or {}
+    try:
+        return int(xsvs.get("schema_version", 1)) >= 2
+    except (TypeError, ValueError):
+        return False
+
+
+def _retry(request: Callable[[], Any], attempts: int = 4) -> Any:
+    """Run ``request``, again after a server error (HTTP 5xx).
+
+    Two appends that create tables of one schema at once (parallel streams)
+    get an HTTP 500 from Tiled's SQL table storage; the second try works.
+    Appends here are not retried by the Tiled client itself because a lost
+    response could duplicate rows; a 5xx means the server did not write them.
+    """
+    import httpx
+
+    for attempt in range(attempts):
+        try:
+            return request()
+        except httpx.HTTPStatusError as err:
+            if err.response.status_code < 500 or attempt == attempts - 1:
+                raise
+            logger.info("Tiled answered %s; trying again", err.response.status_code)
+            time.sleep(0.05 * (attempt + 1))
+    return None
+
+
+def _merge(
+    batch: list[tuple[str, Mapping[str, Any]]],
+) -> list[tuple[str, dict[str, Any]]]:
+    """Join the pages of each stream in ``batch`` (order kept per stream)."""
+    out: dict[str, dict[str, Any]] = {}
+    for stream, page in batch:
+        joined = out.get(stream)
+        if joined is None:
+            out[stream] = {
+                "seq_num": list(page["seq_num"]),
+                "time": list(page["time"]),
+                "data": {k: [v] for k, v in page["data"].items()},
+                "timestamps": {k: list(v) for k, v in page["timestamps"].items()},
+            }
+            continue
+        joined["seq_num"].extend(page["seq_num"])
+        joined["time"].extend(page["time"])
+        for key, value in page["data"].items():
+            joined["data"][key].append(value)
+        for key, value in page["timestamps"].items():
+            joined["timestamps"][key].extend(value)
+    for joined in out.values():
+        for key, parts in joined["data"].items():
+            if any(isinstance(p, np.ndarray) for p in parts):
+                joined["data"][key] = np.concatenate([np.asarray(p) for p in parts])
+            else:
+                joined["data"][key] = [v for p in parts for v in p]
+    return list(out.items())
+
+
+def _arrow_type(data_key: Mapping[str, Any]) -> Any:
+    import pyarrow as pa
+
+    if data_key.get("dtype") == "string":
+        return pa.string()
+    dtype = np.dtype(data_key.get("dtype_numpy") or "<f8")
+    return pa.from_numpy_dtype(dtype)
+
+
+class PageWriter:
+    """Write the documents of one derived run (layout >= 2) into a container.
+
+    Pages are queued and written by one worker thread; when pages pile up
+    (the server is slower than the analysis) the pages of one stream waiting
+    together are written as one (one append, one array write).
+
+    Parameters
+    ----------
+    container : tiled client container
+        A ``CatalogOfBlueskyRuns`` container.
+    """
+
+    def __init__(self, container: Any) -> None:
+        self._container = container
+        self._root: Any = None
+        self._access_tags: Any = None
+        self._streams: dict[str, str] = {}  # descriptor uid -> stream name
+        self._data_keys: dict[str, Mapping[str, Any]] = {}
+        self._metadata: dict[str, dict[str, Any]] = {}
+        self._nodes: dict[str, Any] = {}  # stream name -> its container
+        self._tables: dict[str, Any] = {}
+        self._arrays: dict[tuple[str, str], Any] = {}
+        self._rows: dict[tuple[str, str], int] = {}
+        self._queue: list[tuple[str, Mapping[str, Any]]] = []
+        self._busy = False
+        self._closed = False
+        self._cond = threading.Condition()
+        self._errors: list[BaseException] = []
+        self._worker = threading.Thread(
+            target=self._work, name="xsvs-tiled-page-writer", daemon=True
+        )
+        self._worker.start()
+
+    def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
+        """Handle one document of the run."""
+        handler: Callable[[Any], None] | None = getattr(self, f"_{name}", None)
+        if handler is not None:
+            handler(doc)
+
+    # ---------------------------------------------------------- documents
+    def _start(self, doc: Mapping[str, Any]) -> None:
+        from tiled.structures.core import Spec
+
+        start = dict(doc)
+        self._access_tags = start.pop("tiled_access_tags", None)
+        self._root = self._container.create_container(
+            key=start["uid"],
+            metadata={"start": start},
+            specs=[Spec("BlueskyRun", version="3.0")],
+            access_tags=self._access_tags,
+        )
+
+    def _descriptor(self, doc: Mapping[str, Any]) -> None:
+        stream = doc["name"]
+        self._streams[doc["uid"]] = stream
+        if stream in self._data_keys:
+            return
+        self._data_keys[stream] = doc.get("data_keys", {})
+        self._metadata[stream] = {
+            k: v
+            for k, v in doc.items()
+            if k not in ("name", "object_keys", "run_start")
+        }
+
+    def _event(self, doc: Mapping[str, Any]) -> None:
+        self._event_page(
+            {
+                "descriptor": doc["descriptor"],
+                "seq_num": [doc["seq_num"]],
+                "time": [doc["time"]],
+                "data": {k: [v] for k, v in doc["data"].items()},
+                "timestamps": {k: [v] for k, v in doc["timestamps"].items()},
+            }
+        )
+
+    def _event_page(self, doc: Mapping[str, Any]) -> None:
+        stream = self._streams.get(doc["descriptor"])
+        if stream is None or not len(doc["seq_num"]):
+            return
+        with self._cond:
+            self._queue.append((stream, doc))
+            self._cond.notify_all()
+
+    def _stop(self, doc: Mapping[str, Any]) -> None:
+        with self._cond:
+            while self._queue or self._busy:
+                self._cond.wait()
+            self._closed = True
+            self._cond.notify_all()
+        self._worker.join()
+        if self._root is not None:
+            self._root.update_metadata(metadata={"stop": dict(doc)})
+        if self._errors:
+            raise self._errors[0]
+
+    # ---------------------------------------------------------- writing
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+                self._busy = True
+            try:
+                if not self._errors:
+                    for stream, page in _merge(batch):
+                        self._write_page(stream, page)
+            except BaseException as err:  # reported at the stop document
+                logger.exception("writing a derived run to Tiled failed")
+                self._errors.append(err)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _node(self, stream: str) -> Any:
+        from tiled.structures.core import Spec
+
+        node = self._nodes.get(stream)
+        if node is None:
+            node = self._nodes[stream] = self._root.create_container(
+                key=stream,
+                metadata=self._metadata[stream],
+                specs=[Spec("BlueskyEventStream", version="3.0"), Spec("composite")],
+                access_tags=self._access_tags,
+            ).base
+        return node
+
+    def _write_page(self, stream: str, doc: Mapping[str, Any]) -> None:
+        import pyarrow as pa
+
+        node = self._node(stream)
+        keys = self._data_keys[stream]
+        n = len(doc["seq_num"])
+        columns: dict[str, Any] = {
+            "seq_num": pa.array(doc["seq_num"], pa.int64()),
+            "time": pa.array(doc["time"], pa.float64()),
+        }
+        for key, values in doc["data"].items():
+            data_key = keys.get(key, {})
+            if data_key.get("dtype") == "array":
+                self._write_array(stream, node, key, np.asarray(values), data_key)
+                continue
+            columns[key] = pa.array(values, _arrow_type(data_key))
+        for key, values in doc["timestamps"].items():
+            if keys.get(key, {}).get("dtype") != "array":
+                columns[f"ts_{key}"] = pa.array(values, pa.float64())
+        table = pa.table(columns)
+        assert table.num_rows == n
+        client = self._tables.get(stream)
+        if client is None:
+            metadata = {k: v for k, v in keys.items() if k in table.column_names}
+            client = node.create_appendable_table(
+                schema=table.schema,
+                key="internal",
+                metadata=metadata,
+                access_tags=self._access_tags,
+            )
+            self._tables[stream] = client
+        _retry(lambda: client.append_partition(0, table))
+
+    def _write_array(
+        self,
+        stream: str,
+        node: Any,
+        key: str,
+        values: np.ndarray[Any, Any],
+        data_key: Mapping[str, Any],
+    ) -> None:
+        dtype = data_key.get("dtype_numpy")
+        array = np.ascontiguousarray(values, dtype=dtype)
+        client = self._arrays.get((stream, key))
+        offset = self._rows.get((stream, key), 0)
+        self._rows[stream, key] = offset + array.shape[0]
+        if client is None:
+            dims = ("time", *data_key.get("dims", ()))
+            if len(dims) != array.ndim:
+                dims = ("time", *(f"{key}_dim_{i}" for i in range(1, array.ndim)))
+            self._arrays[stream, key] = node.write_array(
+                array,
+                key=key,
+                metadata=dict(data_key),
+                dims=dims,
+                access_tags=self._access_tags,
+            )
+        else:
+            client.patch(array, offset=(offset,), extend=True)
