@@ -15,10 +15,14 @@ It writes into the folder:
 One server per folder: a second 'serve' (or 'tiled serve config' of that
 file) over a folder already served stops with one line naming the first.
 
+'results', 'export' and 'report' start one in the background when none
+runs (unless --in-process); 'serve --stop' stops it.
+
 Typical commands:
   xsvs-bluesky serve                          (./xsvs-data, a free port)
   xsvs-bluesky serve --data-dir /data/xsvs --port 8000
   xsvs-bluesky results --data-dir /data/xsvs  (in another terminal: uses it)
+  xsvs-bluesky serve --stop --data-dir /data/xsvs
 """
 
 from __future__ import annotations
@@ -61,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="127.0.0.1",
         help="interface to listen on (default 127.0.0.1: this machine only)",
     )
+    parser.add_argument(
+        "--stop",
+        action="store_true",
+        help="stop the server of the data folder (e.g. one another command "
+        "started in the background) instead of starting one",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,6 +80,15 @@ def run(args: argparse.Namespace) -> int:
     from xsvs_bluesky.storage import DEFAULT_DATA_DIR, connection_help, serve
 
     data_dir = Path(args.data_dir or DEFAULT_DATA_DIR).resolve()
+    if args.stop:
+        from xsvs_bluesky.storage import stop_server
+
+        stopped = stop_server(data_dir)
+        if stopped is None:
+            print(f"{_PROG}: no server of {data_dir} is running", file=sys.stderr)
+        else:
+            print(f"{_PROG}: stopped {stopped.describe()}", file=sys.stderr)
+        return 0
 
     def start() -> None:
         print(f"{_PROG}: starting Tiled over {data_dir}", file=sys.stderr, flush=True)

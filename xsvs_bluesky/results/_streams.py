@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from event_model import unpack_event_page
 from numpy.typing import NDArray
 
 from xsvs_bluesky.errors import NotFoundError, RunNotFoundError
@@ -106,6 +105,13 @@ class StreamSource:
         """Return ``key`` of ``stream`` stacked over events (KeyError if absent)."""
         raise NotImplementedError
 
+    def prefetch(self, stream: str, keys: Iterable[str]) -> None:
+        """Read these keys of ``stream`` now, if that is cheaper together.
+
+        A source in memory has nothing to do; a Tiled run asks for them at
+        once (the keys it lacks are skipped).
+        """
+
     def flag_names(self, stream: str, key: str = "flags") -> tuple[str, ...]:
         """Names of the bits of the bit-mask ``key`` (data key or configuration)."""
         return _flag_names(self.data_keys(stream), self.configuration(stream), key)
@@ -158,6 +164,8 @@ class MemorySource(StreamSource):
     def __init__(
         self, docs: Iterable[tuple[str, Mapping[str, Any]]], uid: str | None = None
     ) -> None:
+        from event_model import unpack_event_page
+
         docs = list(docs)
         starts = [d for n, d in docs if n == "start" and _is_derived(d)]
         if uid is not None:
@@ -263,6 +271,8 @@ class TiledSource(StreamSource):
         client = self._run[stream]
         self._meta[stream] = dict(client.metadata)
         base = getattr(client, "base", None)
+        if base is None and _is_plain_container(client):  # light clients
+            base = client
         if base is None:  # pragma: no cover - older (MongoDB-backed) layout
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
@@ -285,6 +295,31 @@ class TiledSource(StreamSource):
     @property
     def stream_names(self) -> tuple[str, ...]:  # noqa: D102
         return self._names
+
+    def prefetch(self, stream: str, keys: Iterable[str]) -> None:
+        """Read these keys of ``stream`` with a few requests in flight at once.
+
+        Each array is one request, and a request costs the server more than
+        sending a few kilobytes: four at a time overlap the client's and the
+        server's work.
+        """
+        self._open(stream)
+        nodes = self._nodes[stream]
+        keys = [k for k in keys if self.has(stream, k)]
+        arrays = [k for k in keys if nodes.get(k) is not None]
+        arrays = [k for k in arrays if (stream, k) not in self._cache]
+        table = stream not in self._tables and any(k not in nodes for k in keys)
+        if len(arrays) + table < 2:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            pending = [pool.submit(self._table, stream)] if table else []
+            read = {k: pool.submit(nodes[k].read) for k in arrays}
+            for future in pending:
+                future.result()
+            for key, future in read.items():
+                self._cache[stream, key] = np.asarray(future.result())
 
     def data_keys(self, stream: str) -> Mapping[str, Any]:  # noqa: D102
         self._open(stream)
@@ -317,6 +352,14 @@ class TiledSource(StreamSource):
             value = _column_array(table[key], self.data_keys(stream).get(key, {}))
         self._cache[stream, key] = value
         return value
+
+
+def _is_plain_container(client: Any) -> bool:
+    """Whether ``client`` is a container node read as such (no Bluesky class)."""
+    family = getattr(client, "structure_family", None)
+    return str(getattr(family, "value", family)) == "container" and isinstance(
+        client, Mapping
+    )
 
 
 def _column_array(column: pd.Series, data_key: Mapping[str, Any]) -> NDArray[Any]:
