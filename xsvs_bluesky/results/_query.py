@@ -120,12 +120,13 @@ def find_run(processed: Any, uid: str | None = None) -> Any:
     # catalog's own cat[scan_id] and partial-uid look-ups need its class)
     derived = _derived(processed)
     if uid is None:
-        if not len(derived):
+        try:
+            return derived.values().last()
+        except IndexError:
             raise RunNotFoundError(
                 "the processed catalog holds no derived XSVS run; analyse a run "
                 "first (xsvs-bluesky demo, or XSVSCallback with a TiledWriter)"
-            )
-        return derived.values().last()
+            ) from None
     uid = uid.strip()
     if uid.isdigit() and len(uid) < 5:
         found = derived.search(Key("start.scan_id") == int(uid))

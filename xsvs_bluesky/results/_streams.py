@@ -256,7 +256,7 @@ class TiledSource(StreamSource):
         stop = run.metadata.get("stop")
         super().__init__(start, None if stop is None else dict(stop))
         self._run = run
-        self._names = tuple(run)
+        self._names: tuple[str, ...] | None = None  # listed on first need
         self._meta: dict[str, Mapping[str, Any]] = {}
         self._nodes: dict[str, dict[str, Any]] = {}
         self._tables: dict[str, pd.DataFrame | None] = {}
@@ -265,10 +265,15 @@ class TiledSource(StreamSource):
     def _open(self, stream: str) -> None:
         if stream in self._nodes:
             return
-        if stream not in self._names:
+        client = None
+        if self._names is None or stream in self._names:
+            try:
+                client = self._run[stream]  # no listing of the run first
+            except KeyError:
+                pass
+        if client is None:
             self._meta[stream], self._nodes[stream] = {}, {}
             return
-        client = self._run[stream]
         self._meta[stream] = dict(client.metadata)
         base = getattr(client, "base", None)
         if base is None and _is_plain_container(client):  # light clients
@@ -294,6 +299,8 @@ class TiledSource(StreamSource):
 
     @property
     def stream_names(self) -> tuple[str, ...]:  # noqa: D102
+        if self._names is None:
+            self._names = tuple(self._run)
         return self._names
 
     def prefetch(self, stream: str, keys: Iterable[str]) -> None:

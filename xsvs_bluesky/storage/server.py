@@ -65,7 +65,8 @@ class Catalogs:
     Attributes
     ----------
     raw, processed : tiled.client.container.Container
-        ``CatalogOfBlueskyRuns`` containers of the raw and derived runs.
+        ``CatalogOfBlueskyRuns`` containers of the raw and derived runs
+        (``raw`` None when opened with ``light=True``).
     client : tiled.client.container.Container
         The root node of the server.
     server : object or None
@@ -240,7 +241,8 @@ def open_catalogs(
         containers, numpy arrays and pandas tables, without the Bluesky
         client classes and dask (seconds of imports; see
         ``xsvs_bluesky.storage._light``).  ``cat[-1]``, ``cat[scan_id]``,
-        partial uids and ``run.documents()`` are then not available.
+        partial uids and ``run.documents()`` are then not available, and
+        ``raw`` is None (the raw catalog is not opened: one request less).
 
     background : bool
         Data folder that no server runs: start ``xsvs-bluesky serve`` of it
@@ -289,7 +291,7 @@ def open_catalogs(
     if ext is not None:
         ensure_folder(ext, "the folder for detector files")
     return _catalogs(
-        client, None, None, ext, _strip_query(tiled_uri), key, raw, processed
+        client, None, None, ext, _strip_query(tiled_uri), key, raw, processed, light
     )
 
 
@@ -336,7 +338,9 @@ def _open_folder(
         key = folder.api_key(create=False)
         client = _connect(running.uri, key, f"the server of {root}", clients)
         logger.info("using the Tiled server of %s at %s", root, running.describe())
-        return _catalogs(client, None, root, ext, running.uri, key, raw, processed)
+        return _catalogs(
+            client, None, root, ext, running.uri, key, raw, processed, light
+        )
     assert handle is not None
     ext.mkdir(parents=True, exist_ok=True)
     try:
@@ -344,7 +348,7 @@ def _open_folder(
             handle.uri, handle.api_key, f"the Tiled server of {root}", clients
         )
         return _catalogs(
-            client, handle, root, ext, handle.uri, handle.api_key, raw, processed
+            client, handle, root, ext, handle.uri, handle.api_key, raw, processed, light
         )
     except BaseException:
         handle.close()
@@ -381,19 +385,20 @@ def _structure_clients(light: bool) -> Any:
 
 
 def _connect(uri: str, key: str | None, what: str, clients: Any = "numpy") -> Any:
-    """Connect to ``uri`` (key in a header), retrying while the server starts."""
+    """Connect to a data folder's server (key in a header), retrying at its start.
+
+    A folder's server is local and plain HTTP: no probe for an HTTPS
+    redirect (``from_uri`` makes one with a client of its own).
+    """
     import httpx
-    from tiled.client import from_uri
+    from tiled.client import from_context
+    from tiled.client.context import Context
 
     deadline = time.monotonic() + 20.0
     while True:
         try:
-            return from_uri(  # the trailing slash spares a redirect
-                uri.rstrip("/") + "/",
-                api_key=key,
-                trust_env=False,
-                structure_clients=clients,
-            )
+            context = Context(uri.rstrip("/") + "/", api_key=key, trust_env=False)
+            return from_context(context, structure_clients=clients)
         except httpx.ConnectError as err:
             if time.monotonic() > deadline:
                 raise StorageError(
@@ -468,9 +473,10 @@ def _catalogs(
     key: str | None,
     raw: str,
     processed: str,
+    light: bool = False,
 ) -> Catalogs:
     return Catalogs(
-        raw=ensure_run_catalog(client, raw),
+        raw=None if light else ensure_run_catalog(client, raw),
         processed=ensure_run_catalog(client, processed),
         client=client,
         server=server,
