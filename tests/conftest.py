@@ -30,3 +30,18 @@ def _ipython_dir_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
         os.environ.pop("IPYTHONDIR", None)
     else:
         os.environ["IPYTHONDIR"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_background_servers() -> Iterator[None]:
+    """Commands serve their data folders in-process: no server outlives a test.
+
+    The tests of the background server itself clear the variable.
+    """
+    old = os.environ.get("XSVS_BLUESKY_IN_PROCESS")
+    os.environ["XSVS_BLUESKY_IN_PROCESS"] = "1"
+    yield
+    if old is None:
+        os.environ.pop("XSVS_BLUESKY_IN_PROCESS", None)
+    else:
+        os.environ["XSVS_BLUESKY_IN_PROCESS"] = old

@@ -26,8 +26,10 @@ from xsvs_bluesky.demo import (
 )
 
 FRAMES = 120
+# exp t_e q kbar beta +- err beta_true z [flags]
 _ROW = re.compile(
-    r"^\s*(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+\+-\s+(\S+)\s+(\S+)\s+(\S+)\s*$"
+    r"^\s*(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+\+-\s+(\S+)\s+(\S+)\s+(\S+)"
+    r"(?:\s+[a-z][\w,-]*)?\s*$"
 )
 
 
@@ -47,6 +49,7 @@ def parse_table(text: str) -> list[tuple[float, ...]]:
 
 def check_output(out: str, seed: int) -> list[tuple[float, ...]]:
     assert "beta_true" in out and "z" in out.splitlines()[0]
+    assert out.splitlines()[0].endswith("flags")
     rows = parse_table(out)
     model = demo_model(seed)
     spec = demo_partitions(model)
@@ -84,12 +87,17 @@ def check_png(path: Path) -> None:
 @pytest.mark.slow
 def test_demo_embedded_server(main, tmp_path, capsys):
     data = tmp_path / "xsvs-data"
-    rc = main(
-        ["demo", "--data-dir", str(data), "--frames", str(FRAMES), "--no-progress"]
-    )
+    rc = main(["demo", "--data-dir", str(data), "--frames", str(FRAMES)])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     check_output(captured.out, seed=0)
+    # quiet: one progress bar, no live tables or refits without -v
+    assert "acquired: 100%" in captured.err
+    assert "[xsvs]" not in captured.err and "Tiled ready" not in captured.err
+    assert re.search(
+        r"next, try: xsvs-bluesky results --data-dir \S+ \w{8}", captured.err
+    )
+    assert f"figure: {(data / 'xsvs-demo.png').resolve()}" in captured.err
     assert f"data folder: {data.resolve()}" in captured.err.splitlines()[0]
     check_png(data / "xsvs-demo.png")
     derived = re.search(r"derived run ([0-9a-f-]{36}) \(success\)", captured.err)
@@ -128,11 +136,14 @@ def test_demo_named_server_with_estimator_and_figure(
             str(figure),
             "--seed",
             "3",
-            "--no-progress",
+            "-v",
         ]
     )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
+    # -v: the live table per exposure and the timings
+    assert "[xsvs] exposure 7" in captured.err
+    assert "derived run stored in Tiled" in captured.err
     # moments without a flat-field correction sees the 10 % efficiency
     # spread as extra contrast: only the low-count exposures stay close
     rows = parse_table(captured.out)

@@ -167,6 +167,41 @@ def test_loaded_results_equal_the_live_documents(stored):
     assert records(res.table)[0]["raw_uid"] == stored.raw_a
 
 
+def test_light_clients_read_the_same_results_without_dask(stored):
+    """``open_catalogs(light=True)``: plain containers, numpy, the same numbers."""
+    from tiled.client.container import Container
+
+    cats = stored.cats
+    with open_catalogs(
+        tiled_uri=cats.uri,
+        api_key=cats.api_key,
+        raw=cats.raw.item["id"],
+        processed=cats.processed.item["id"],
+        light=True,
+    ) as light:
+        assert type(light.processed) is Container  # no Bluesky client class
+        processed = light.processed
+        assert uids([find_run(processed)]) == [stored.uid_b]
+        assert uids([find_run(processed, stored.uid_a[:7])]) == [stored.uid_a]
+        assert uids([find_run(processed, stored.uid_a)]) == [stored.uid_a]
+        assert uids([find_run(processed, stored.raw_a[:9])]) == [stored.uid_a]
+        scan_id = stored.docs_a[0][1]["scan_id"]
+        found = find_run(processed, str(scan_id))
+        assert found.metadata["start"]["scan_id"] == scan_id
+        with pytest.raises(RunNotFoundError, match="scan_id 9999"):
+            find_run(processed, "9999")
+        res = load_results(find_run(processed, stored.uid_a)).fetch()
+    full = load_results(find_run(cats.processed, stored.uid_a))
+    pd.testing.assert_frame_equal(res.table, full.table)
+    pd.testing.assert_frame_equal(res.dynamics, full.dynamics)
+    assert res.diffusion == full.diffusion
+    for name in ("histograms", "counts", "trace", "images", "intensity"):
+        got, want = getattr(res, name), getattr(full, name)
+        assert got.dtype == want.dtype, name
+        np.testing.assert_array_equal(got.values, want.values)
+    assert res.streams.keys() == full.streams.keys()
+
+
 @pytest.fixture
 def run_cli(stored, monkeypatch, capsys):
     """``main([...])`` against the stored catalogs; returns (code, out, err)."""

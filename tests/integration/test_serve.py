@@ -184,3 +184,49 @@ def test_sigterm_stops_the_server_cleanly(served):
     assert folder.try_lock()
     folder.unlock()
     assert os.path.exists(folder.catalog_db)
+
+
+def test_results_start_a_background_server_that_serve_stop_ends(served):
+    assert served.proc.poll() is not None  # stopped by the test above
+    assert find_server(served.data_dir) is None
+    env = {k: v for k, v in os.environ.items() if k != "XSVS_BLUESKY_IN_PROCESS"}
+    data = ["--data-dir", str(served.data_dir)]
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *argv],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+
+    first = run("results", *data)
+    running = find_server(served.data_dir)
+    try:
+        assert first.returncode == 0, first.stderr
+        assert "in the background" in first.stderr
+        assert f"xsvs-bluesky serve --stop --data-dir {served.data_dir}" in first.stderr
+        assert running is not None and running.pid is not None
+        assert "beta" in first.stdout
+        # the next command finds it and prints the same
+        second = run("results", *data)
+        assert second.returncode == 0, second.stderr
+        assert f"using the Tiled server at {running.describe()}" in second.stderr
+        assert second.stdout == first.stdout
+    finally:
+        stop = run("serve", "--stop", *data)
+    assert stop.returncode == 0, stop.stderr
+    assert f"stopped {running.describe()}" in stop.stderr
+    assert find_server(served.data_dir) is None
+    deadline = time.monotonic() + 30
+    while True:  # the detached server has exited (and been reaped by init)
+        try:
+            os.kill(running.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    again = run("serve", "--stop", *data)
+    assert again.returncode == 0 and "no server" in again.stderr

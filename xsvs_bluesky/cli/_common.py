@@ -193,8 +193,19 @@ def add_uid_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_catalog_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--data-dir`` | ``--tiled-uri``, ``--api-key`` and the catalog keys."""
+#: set (to anything but 0) to serve a data folder inside each command instead of
+#: starting a background server (the tests set it: no process outlives them)
+IN_PROCESS_ENV = "XSVS_BLUESKY_IN_PROCESS"
+
+
+def add_catalog_arguments(
+    parser: argparse.ArgumentParser, *, background: bool = False
+) -> None:
+    """Add ``--data-dir`` | ``--tiled-uri``, ``--api-key`` and the catalog keys.
+
+    ``background``: the command starts a background ``serve`` of a data
+    folder no server runs (:func:`catalogs_from_args`); add ``--in-process``.
+    """
     group = parser.add_argument_group(
         "Tiled storage",
         "Where the runs are: a local data folder (default ./xsvs-data; its "
@@ -220,6 +231,15 @@ def add_catalog_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"API key for --tiled-uri (default ${API_KEY_ENV}; prefer the "
         "variable, a command line is visible to other users)",
     )
+    if background:
+        group.add_argument(
+            "--in-process",
+            action="store_true",
+            help="when no server of the data folder runs, serve it inside this "
+            "command only (default: start 'xsvs-bluesky serve' of it in the "
+            "background, which answers this and the next commands; "
+            f"${IN_PROCESS_ENV}=1 makes this the default)",
+        )
     group.add_argument(
         "--raw-catalog",
         metavar="KEY",
@@ -234,7 +254,13 @@ def add_catalog_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def catalogs_from_args(args: argparse.Namespace, *, create: bool = False) -> Any:
+def catalogs_from_args(
+    args: argparse.Namespace,
+    *,
+    create: bool = False,
+    light: bool = False,
+    background: bool = False,
+) -> Any:
     """Open the catalogs named by the options of :func:`add_catalog_arguments`.
 
     Parameters
@@ -244,6 +270,13 @@ def catalogs_from_args(args: argparse.Namespace, *, create: bool = False) -> Any
     create : bool, optional
         Allow a new data folder (False: ``--data-dir`` must hold Tiled data
         already, so a typo does not start an empty one).
+    light : bool, optional
+        Read-only command: plain Tiled clients, no Bluesky classes or dask
+        (``open_catalogs(light=True)``).
+    background : bool, optional
+        A data folder no server runs gets a background ``xsvs-bluesky
+        serve`` (unless ``--in-process`` or ``$XSVS_BLUESKY_IN_PROCESS``),
+        announced on stderr with how to stop it.
 
     Returns
     -------
@@ -261,30 +294,58 @@ def catalogs_from_args(args: argparse.Namespace, *, create: bool = False) -> Any
     names = {"raw": args.raw_catalog, "processed": args.processed_catalog}
     if args.tiled_uri is not None:
         key = args.api_key or os.environ.get(API_KEY_ENV)
-        return open_catalogs(tiled_uri=args.tiled_uri, api_key=key, **names)
+        return open_catalogs(
+            tiled_uri=args.tiled_uri, api_key=key, light=light, **names
+        )
     data_dir = Path(args.data_dir or DEFAULT_DATA_DIR).resolve()
     if not create and not (data_dir / "tiled").is_dir():
         raise StorageError(
             f"{data_dir} holds no Tiled data; give --data-dir of an earlier "
             "analysis or --tiled-uri of a server"
         )
-    say_where(data_dir)
-    return open_catalogs(data_dir=data_dir, api_key=args.api_key, **names)
+    background = say_where(data_dir, background and use_background(args))
+    return open_catalogs(
+        data_dir=data_dir,
+        api_key=args.api_key,
+        light=light,
+        background=background,
+        **names,
+    )
 
 
-def say_where(data_dir: Path) -> None:
-    """Say on stderr whether the folder's running server is used or one starts."""
+def use_background(args: argparse.Namespace) -> bool:
+    """Whether a background server is allowed (no ``--in-process``, no env)."""
+    if getattr(args, "in_process", False):
+        return False
+    return os.environ.get(IN_PROCESS_ENV, "0") in ("", "0")
+
+
+def say_where(data_dir: Path, background: bool = False) -> bool:
+    """Say on stderr which server will serve the folder.
+
+    Returns whether a background server is to be started (``background``
+    and none runs).
+    """
     from xsvs_bluesky.storage import find_server
 
     running = find_server(data_dir)
     if running is not None:
         print(f"using the Tiled server at {running.describe()}", file=sys.stderr)
-    else:
+        return False
+    if background:
         print(
-            f"serving {data_dir} with Tiled for this command (a running "
-            "'xsvs-bluesky serve' of it answers faster)",
+            f"starting 'xsvs-bluesky serve' of {data_dir} in the background for "
+            "this and the next commands; stop it with: xsvs-bluesky serve --stop "
+            f"--data-dir {data_dir}",
             file=sys.stderr,
         )
+        return True
+    print(
+        f"serving {data_dir} with Tiled for this command (a running "
+        "'xsvs-bluesky serve' of it answers faster)",
+        file=sys.stderr,
+    )
+    return False
 
 
 def add_progress_arguments(parser: argparse.ArgumentParser) -> None:

@@ -59,6 +59,7 @@ def truth_rows(results: Any, model: Any) -> Any:
             "beta",
             "beta_err",
             "estimator",
+            "flags",
         ],
     ].copy()
     table["beta_true"] = ring_truth(
@@ -72,12 +73,15 @@ def truth_rows(results: Any, model: Any) -> Any:
 
 
 def format_truth_table(table: Any) -> str:
-    """Return the beta table beside the truth, exposure by exposure, with z."""
+    """Return the beta table beside the truth, exposure by exposure, with z.
+
+    The last column lists the estimator's flags of a row (empty when none).
+    """
     from xsvs_bluesky.results import exposure_lines
 
     head = (
         f"{'exp':>3} {'t_e [s]':>9} {'q [1/A]':>9} {'kbar':>7} "
-        f"{'beta +- err':>17} {'beta_true':>9} {'z':>6}"
+        f"{'beta +- err':>17} {'beta_true':>9} {'z':>6}  flags"
     )
     lines = exposure_lines(
         head,
@@ -85,8 +89,8 @@ def format_truth_table(table: Any) -> str:
         lambda row: (
             f"{row.exposure:>3d} {row.exposure_time:>9.2e} {row.q:>9.2e} "
             f"{row.kbar:>7.3f} {row.beta:>8.4f} +- {row.beta_err:<6.4f} "
-            f"{row.beta_true:>9.4f} {row.z:>6.2f}"
-        ),
+            f"{row.beta_true:>9.4f} {row.z:>6.2f}  {','.join(row.flags)}"
+        ).rstrip(),
     )
     z = table["z"].to_numpy(dtype=float)
     z = z[[math.isfinite(v) for v in z]]
@@ -125,26 +129,51 @@ def diffusion_line(results: Any, model: Any) -> str:
 
 
 def save_truth_figure(path: Path, results: Any, model: Any) -> None:
-    """Save the summary figure of the stored run, the truth as dashed lines."""
+    """Save the summary figure of the stored run, the truth as dashed lines.
+
+    The truth is drawn above the fits (black, dashed) and the fits lighter,
+    so both show where they coincide; the legend names the three.
+    """
     import numpy as np
+    from matplotlib.lines import Line2D
 
     from xsvs_bluesky.plots import BETA_SHIFT, plot_summary, save_figure
 
     fig = plot_summary(results)
     right = fig.axes[1]
+    for line in right.lines:
+        if line.get_gid() == "dynamics":
+            line.set_alpha(0.6)
+            line.set_linewidth(2.0)
     t = results.exposure_times
     grid = np.geomspace(t.min() / 1.5, t.max() * 1.5, 200)
     for j, q in enumerate(results.q):
         right.plot(
             grid,
             model.beta_true(q, grid) + j * BETA_SHIFT,
-            color="0.3",
-            ls="--",
-            lw=0.8,
-            label="truth" if j == 0 else None,
+            color="k",
+            ls=(0, (3, 2)),
+            lw=1.1,
+            zorder=4,
+            gid="truth",
         )
-    fig.suptitle(
-        "simulated XSVS series: stored results, fits (lines), truth (dashed)",
+    handles, labels = right.get_legend_handles_labels()
+    handles += [
+        Line2D([], [], color="0.4", lw=2.0, alpha=0.6),
+        Line2D([], [], color="k", ls=(0, (3, 2)), lw=1.1),
+    ]
+    labels += ["fit", "truth"]
+    right.legend(
+        handles,
+        labels,
+        title=r"$q$ [$\mathrm{\AA}^{-1}$]",
         fontsize="medium",
+        frameon=False,
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+    )
+    fig.suptitle(
+        "simulated XSVS series: stored results (points), fits (solid), truth (dashed)",
+        fontsize="large",
     )
     save_figure(fig, path)

@@ -3,14 +3,18 @@ r"""Simulate an XSVS series live: RunEngine, MAXIPIX, Tiled and the analysis.
 A real bluesky RunEngine runs a fly scan of a simulated ophyd-async MAXIPIX
 (256x256, HDF5 files, Brownian speckle of known contrast) over 8 exposure
 times doubling from 5e-5 s. The raw run goes to Tiled as at a beamline;
-the XSVS callback histograms the frames while they arrive (progress bar and
-a live table per exposure on stderr) and stores its results as a derived
-run. At the end the command prints beta(t_e) per q beside the truth the
-simulation used (stdout), saves a figure and says how to query the runs.
+the XSVS callback histograms the frames while they arrive (a progress bar on
+stderr; -v adds a live table per exposure and the refits of beta(t_e)) and
+stores its results as a derived run. At the end the command prints
+beta(t_e) per q beside the truth the simulation used, with the estimator's
+flags (stdout), saves a figure and says where the runs went and what to try
+next.
 
 With no server named, everything goes into a data folder (default
 ./xsvs-data, printed at start) that later commands find again: its running
-'xsvs-bluesky serve' when there is one, else Tiled serves it in this process.
+'xsvs-bluesky serve' when there is one, else one started in the background
+for this and the next commands ('xsvs-bluesky serve --stop' ends it;
+--in-process serves the folder inside this command only).
 
 Typical commands:
   xsvs-bluesky demo                        (under a minute on two cores)
@@ -88,9 +92,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-progress",
         dest="progress",
         action="store_false",
-        help="no progress bar and no live table on stderr",
+        help="no progress bar (nor live table) on stderr",
     )
-    add_catalog_arguments(parser)
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        dest="demo_verbose",  # 'xsvs-bluesky -v demo' sets the log level
+        action="store_true",
+        help="also a live table per exposure, the refits of beta(t_e) and "
+        "the timings on stderr",
+    )
+    add_catalog_arguments(parser, background=True)
     parser.add_argument(
         "--external-dir",
         metavar="DIR",
@@ -116,14 +128,23 @@ def _where(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
 
 
 def _open(args: argparse.Namespace, data_dir: Path | None, external: Path) -> Any:
-    from xsvs_bluesky.cli._common import API_KEY_ENV, say_where
+    from xsvs_bluesky.cli._common import API_KEY_ENV, say_where, use_background
     from xsvs_bluesky.storage import open_catalogs
 
     names = {"raw": args.raw_catalog, "processed": args.processed_catalog}
     if data_dir is not None:
-        say_where(data_dir)
+        # a server in its own process starts (and later stores the runs) on
+        # the other core while this one acquires; it stays for `results`
+        background = use_background(args) and external.is_relative_to(
+            data_dir / "external"
+        )
+        background = say_where(data_dir, background)
         return open_catalogs(
-            data_dir=data_dir, api_key=args.api_key, external_dir=external, **names
+            data_dir=data_dir,
+            api_key=args.api_key,
+            external_dir=external,
+            background=background,
+            **names,
         )
     return open_catalogs(
         tiled_uri=args.tiled_uri,
@@ -168,10 +189,12 @@ def run(args: argparse.Namespace) -> int:
         raise box["error"]
     catalogs = box["catalogs"]
     figure = Path(args.figure or (data_dir or Path.cwd()) / _FIGURE_NAME).resolve()
+    verbose = bool(args.demo_verbose)
+    say_more = _say if verbose else _quiet
     with catalogs:
-        _say(f"Tiled ready at {catalogs.uri} ({time.perf_counter() - started:.1f} s)")
-        if data_dir is None:
-            _say(f"detector files in {external}")
+        say_more(
+            f"Tiled ready at {catalogs.uri} ({time.perf_counter() - started:.1f} s)"
+        )
         outcome = run_demo(
             catalogs,
             frames=args.frames,
@@ -180,16 +203,31 @@ def run(args: argparse.Namespace) -> int:
             progress=args.progress,
             say=_say,
             rig=rig,
+            verbose=verbose,
         )
     sys.stdout.write(outcome.text + "\n")
     sys.stdout.flush()
     where = f"--data-dir {data_dir}" if data_dir else f"--tiled-uri {catalogs.uri}"
-    _say(f"figure saved to {figure}")
-    _say(f"raw run {outcome.raw_uid}")
+    stored = f"in {data_dir}" if data_dir else f"at {catalogs.uri}"
+    _say(f"raw run {outcome.raw_uid} and its analysis stored {stored}")
+    if data_dir is None:
+        _say(f"detector files in {external}")
     _say(f"derived run {outcome.derived_uid} ({outcome.status})")
-    _say(f"query it: xsvs-bluesky results {where} {outcome.derived_uid}")
+    _say(f"figure: {figure}")
+    _say(
+        f"next, try: xsvs-bluesky results {where} {outcome.derived_uid[:8]} --dynamics"
+    )
+    if catalogs.server is None and data_dir is not None:
+        _say(
+            "its Tiled server keeps running for the next commands; stop it with: "
+            f"xsvs-bluesky serve --stop --data-dir {data_dir}"
+        )
     _say(f"done in {time.perf_counter() - started:.1f} s")
     return 0 if outcome.status == "success" else 1
+
+
+def _quiet(message: str) -> None:
+    """Say nothing (the lines only ``-v`` shows)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -299,6 +337,7 @@ def run_demo(
     say: Say = _say,
     exposure_times: Sequence[float] | None = None,
     rig: _Rig | None = None,
+    verbose: bool = False,
 ) -> DemoOutcome:
     """Acquire and analyse the simulated series; compare with the truth.
 
@@ -315,7 +354,7 @@ def run_demo(
     figure : path, optional
         Where to save the figure (None: none).
     progress : bool
-        Progress bar and live table on stderr.
+        Progress bar on stderr.
     say : callable
         Prints one line of news (stderr).
     exposure_times : sequence of float, optional
@@ -324,6 +363,9 @@ def run_demo(
         RunEngine, model and detector made beforehand (``seed`` is then
         ignored); default made here, the detector writing into
         ``catalogs.external_dir``.
+    verbose : bool
+        Also the live table per exposure, the refits of ``beta(t_e)``
+        (with ``progress``) and the timings.
 
     Returns
     -------
@@ -351,7 +393,7 @@ def run_demo(
     model = rig.model
     derived: list[tuple[str, dict[str, Any]]] = []
     live: list[Any] = [lambda name, doc: derived.append((name, doc))]
-    if progress:
+    if progress and verbose:
         live.append(LiveXSVSTable(cast(IO[str], _BarSafeStderr()), interval_s=2.0))
     bar = _Progress(progress)
     session = LiveSession(
@@ -391,7 +433,7 @@ def run_demo(
         session.close()
         close_engine(session.RE)
     n = frames * len(times)
-    say(
+    (say if verbose else _quiet)(
         f"acquired {n} frames in {t1 - t0:.1f} s ({n / (t1 - t0):.0f} frames/s); "
         f"analysis done {t2 - t1:.1f} s later, derived run stored in Tiled "
         f"{t3 - t1:.1f} s later"

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="file to write (default xsvs-<uid8>.csv or .h5 in the working folder)",
     )
-    add_catalog_arguments(parser)
+    add_catalog_arguments(parser, background=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     from xsvs_bluesky.export import export_results
     from xsvs_bluesky.results import find_run, load_results
 
-    with catalogs_from_args(args) as cats:  # arrays are read while writing
+    with catalogs_from_args(
+        args, light=True, background=True
+    ) as cats:  # arrays are read while writing
         res = load_results(find_run(cats.processed, args.uid))
         path = export_results(res, args.to, args.out)
     print(path)

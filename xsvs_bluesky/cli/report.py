@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder for xsvs-report-<uid8>.html, or a file name ending in .html "
         "(default: the working folder)",
     )
-    add_catalog_arguments(parser)
+    add_catalog_arguments(parser, background=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
     from xsvs_bluesky.report import write_report
     from xsvs_bluesky.results import find_run, load_results
 
-    with catalogs_from_args(args) as cats:  # arrays are read while drawing
+    with catalogs_from_args(
+        args, light=True, background=True
+    ) as cats:  # arrays are read while drawing
         res = load_results(find_run(cats.processed, args.uid))
         path = write_report(res, args.out)
     print(path)

@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--since", metavar="DATE", help="started at or after DATE (ISO 8601)"
     )
     listing.add_argument("--until", metavar="DATE", help="started before DATE")
-    add_catalog_arguments(parser)
+    add_catalog_arguments(parser, background=True)
 
 
 def _n_exposures(start: dict[str, Any], stop: dict[str, Any]) -> int:
@@ -139,7 +139,7 @@ def _show(res: Any, args: argparse.Namespace) -> str:
     from xsvs_bluesky import results as api
     from xsvs_bluesky.errors import RunError
 
-    dyn = res.dynamics
+    dyn: Any = res.dynamics if args.dynamics else None  # read only what is printed
     if args.dynamics and dyn is None:
         raise RunError(
             f"run {res.uid} has no dynamics stream (it needs two or more exposure "
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the results (or the list of runs); return the exit code."""
     from xsvs_bluesky.results import find_run, load_results
 
-    with catalogs_from_args(args) as cats:
+    with catalogs_from_args(args, light=True, background=True) as cats:
         if args.list:
             text = _list(cats, args)
         else:

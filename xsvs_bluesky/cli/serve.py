@@ -21,6 +21,9 @@ it: later servers and commands of that folder use the same database.  Never
 put a password in the address (Tiled logs it): use ~/.pgpass or PGPASSFILE,
 or peer authentication on a unix socket (docs/how-to/postgresql.md).
 
+'results', 'export' and 'report' start one in the background when none
+runs (unless --in-process); 'serve --stop' stops it.
+
 Typical commands:
   xsvs-bluesky serve                          (./xsvs-data, a free port)
   xsvs-bluesky serve --data-dir /data/xsvs --port 8000
@@ -29,6 +32,7 @@ Typical commands:
       --catalog postgresql://xsvs@dbhost/xsvs
   xsvs-bluesky serve --catalog \
       'postgresql://xsvs@localhost/xsvs?host=/run/postgresql'  (unix socket)
+  xsvs-bluesky serve --stop --data-dir /data/xsvs
 """
 
 from __future__ import annotations
@@ -78,6 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and the runs' tables in that database instead of the folder's SQLite "
         "and DuckDB files (default: the folder's own choice, SQLite when new)",
     )
+    parser.add_argument(
+        "--stop",
+        action="store_true",
+        help="stop the server of the data folder (e.g. one another command "
+        "started in the background) instead of starting one",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,6 +102,15 @@ def run(args: argparse.Namespace) -> int:
     )
 
     data_dir = Path(args.data_dir or DEFAULT_DATA_DIR).resolve()
+    if args.stop:
+        from xsvs_bluesky.storage import stop_server
+
+        stopped = stop_server(data_dir)
+        if stopped is None:
+            print(f"{_PROG}: no server of {data_dir} is running", file=sys.stderr)
+        else:
+            print(f"{_PROG}: stopped {stopped.describe()}", file=sys.stderr)
+        return 0
     ensure_folder(data_dir, "the data folder to serve")
 
     def start() -> None:

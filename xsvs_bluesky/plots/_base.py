@@ -106,7 +106,7 @@ def draw_histograms(
     m_a = np.asarray(M, dtype=np.float64).reshape(-1)
     t_a = np.asarray(exposure_times, dtype=np.float64).reshape(-1)
     bins = np.full(len(prob), prob.shape[1]) if n_bins is None else np.asarray(n_bins)
-    smallest = 1.0
+    smallest, largest = 1.0, 0.0
     x_max = 1.0
     for i, row in enumerate(prob):
         if not (np.isfinite(kbar_a[i]) and kbar_a[i] > 0):
@@ -119,6 +119,7 @@ def draw_histograms(
         ax.plot(x, p[keep], ls="none", ms=4, label=te_label(t_a[i]), gid="data", **mark)
         if keep.any():
             smallest = min(smallest, float(p[keep].min()))
+            largest = max(largest, float(p[keep].max()))
             x_max = max(x_max, float(x.max()))
         if np.isfinite(m_a[i]) or m_a[i] == np.inf:
             grid = np.linspace(0.0, _X_MAX, 400)
@@ -127,7 +128,9 @@ def draw_histograms(
             ax.plot(grid, curve, color=mark["color"], lw=1.0, gid="fit")
     ax.set_yscale("log")
     ax.set_xlim(-0.5, min(_X_MAX, x_max + 0.5))
-    ax.set_ylim(max(smallest * 0.5, 1e-7), 3.0)
+    # from the last bin with counts (the smallest P) to above the largest
+    top = min(3.0, largest * 2.0) if largest > 0 else 3.0
+    ax.set_ylim(max(smallest * 0.5, 1e-7), top)
     ax.set_xlabel(r"$k/\langle k\rangle$")
     ax.set_ylabel(r"$P(k)$")
     if q is not None:
@@ -135,7 +138,7 @@ def draw_histograms(
     if legend and ax.lines:
         ax.legend(
             title=r"$t_e$",
-            fontsize="small",
+            fontsize="medium",  # readable at 100 dpi
             frameon=False,
             loc="upper left",
             bbox_to_anchor=(1.0, 1.0),
@@ -221,7 +224,7 @@ def draw_beta(
     if b.shape[1]:
         ax.legend(
             title=f"$q$ [{INV_A}]",
-            fontsize="small",
+            fontsize="medium",  # readable at 100 dpi
             frameon=False,
             loc="upper left",
             bbox_to_anchor=(1.0, 1.0),

@@ -114,30 +114,40 @@ def find_run(processed: Any, uid: str | None = None) -> Any:
     RunNotFoundError
         If nothing matches, or a partial uid is ambiguous or too short.
     """
-    from tiled.queries import Like
+    from tiled.queries import Key, Like
 
+    # plain searches, so that any container client works (the Bluesky
+    # catalog's own cat[scan_id] and partial-uid look-ups need its class)
     derived = _derived(processed)
     if uid is None:
-        if not len(derived):
+        try:
+            return derived.values().last()
+        except IndexError:
             raise RunNotFoundError(
                 "the processed catalog holds no derived XSVS run; analyse a run "
                 "first (xsvs-bluesky demo, or XSVSCallback with a TiledWriter)"
-            )
-        return derived.values().last()
+            ) from None
     uid = uid.strip()
     if uid.isdigit() and len(uid) < 5:
-        try:
-            return derived[int(uid)]
-        except KeyError:
-            raise RunNotFoundError(f"no derived run with scan_id {uid}") from None
+        found = derived.search(Key("start.scan_id") == int(uid))
+        if not len(found):
+            raise RunNotFoundError(f"no derived run with scan_id {uid}")
+        return found.values().last()
     if len(uid) < 5:
         raise RunNotFoundError(f"uid {uid!r} is too short; give at least 5 characters")
-    try:
-        return derived[uid]
-    except KeyError:
-        pass
-    except ValueError as err:  # ambiguous partial uid
-        raise RunNotFoundError(f"uid {uid!r}: {err}") from None
+    if len(uid) == 36:
+        try:
+            return derived[uid]
+        except KeyError:
+            pass
+    matches = list(derived.search(Like("start.uid", f"{uid}%")).values().head(2))
+    if len(matches) > 1:
+        raise RunNotFoundError(
+            f"uid {uid!r}: Partial uid {uid} has multiple matches. Include more "
+            "characters to get a unique match."
+        )
+    if matches:
+        return matches[0]
     raw = derived.search(Like("start.original_run_uid", f"{uid}%"))
     if len(raw):
         return raw.values().last()

@@ -25,11 +25,10 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 from numpy.typing import NDArray
 
 from xsvs_bluesky.core.geometry import Geometry
@@ -56,6 +55,9 @@ from xsvs_bluesky.results._tables import (
     to_csv,
     to_json,
 )
+
+if TYPE_CHECKING:  # xarray is imported on first use of an array (~0.3 s)
+    import xarray as xr
 
 __all__ = [
     "ANALYSIS_PLAN_NAME",
@@ -89,6 +91,17 @@ _LAZY_FIELDS = (
     "dynamics",
     "diffusion",
     "streams",
+)
+#: the arrays of the ``results`` stream that the table shows
+_TABLE_KEYS = (
+    "q",
+    "exposure_index",
+    "exposure_time",
+    "n_frames",
+    "n_pixels",
+    "estimator",
+    "flags",
+    *("kbar", "kbar_err", "beta", "beta_err", "M", "M_err"),
 )
 _HIST_DIMS = ("exposure", "partition", "k")
 _DIFFUSION_KEYS = (
@@ -440,6 +453,8 @@ def load_results(run: Any) -> RunResults:
 def _data_array(
     values: NDArray[Any], dims: tuple[str, ...], coords: Mapping[str, Any], **attrs: Any
 ) -> xr.DataArray:
+    import xarray as xr
+
     use = {
         k: v
         for k, v in coords.items()

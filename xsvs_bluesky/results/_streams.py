@@ -106,6 +106,13 @@ class StreamSource:
         """Return ``key`` of ``stream`` stacked over events (KeyError if absent)."""
         raise NotImplementedError
 
+    def prefetch(self, stream: str, keys: Iterable[str]) -> None:
+        """Read these keys of ``stream`` now, if that is cheaper together.
+
+        A source in memory has nothing to do; a Tiled run asks for them at
+        once (the keys it lacks are skipped).
+        """
+
     def flag_names(self, stream: str, key: str = "flags") -> tuple[str, ...]:
         """Names of the bits of the bit-mask ``key`` (data key or configuration)."""
         return _flag_names(self.data_keys(stream), self.configuration(stream), key)
@@ -158,6 +165,7 @@ class MemorySource(StreamSource):
     def __init__(
         self, docs: Iterable[tuple[str, Mapping[str, Any]]], uid: str | None = None
     ) -> None:
+
         docs = list(docs)
         starts = [d for n, d in docs if n == "start" and _is_derived(d)]
         if uid is not None:
@@ -268,7 +276,7 @@ class TiledSource(StreamSource):
         stop = run.metadata.get("stop")
         super().__init__(start, None if stop is None else dict(stop))
         self._run = run
-        self._names = tuple(run)
+        self._names: tuple[str, ...] | None = None  # listed on first need
         self._meta: dict[str, Mapping[str, Any]] = {}
         self._nodes: dict[str, dict[str, Any]] = {}
         self._tables: dict[str, pd.DataFrame | None] = {}
@@ -277,12 +285,19 @@ class TiledSource(StreamSource):
     def _open(self, stream: str) -> None:
         if stream in self._nodes:
             return
-        if stream not in self._names:
+        client = None
+        if self._names is None or stream in self._names:
+            try:
+                client = self._run[stream]  # no listing of the run first
+            except KeyError:
+                pass
+        if client is None:
             self._meta[stream], self._nodes[stream] = {}, {}
             return
-        client = self._run[stream]
         self._meta[stream] = dict(client.metadata)
         base = getattr(client, "base", None)
+        if base is None and _is_plain_container(client):  # light clients
+            base = client
         if base is None:  # pragma: no cover - older (MongoDB-backed) layout
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
@@ -304,7 +319,34 @@ class TiledSource(StreamSource):
 
     @property
     def stream_names(self) -> tuple[str, ...]:  # noqa: D102
+        if self._names is None:
+            self._names = tuple(self._run)
         return self._names
+
+    def prefetch(self, stream: str, keys: Iterable[str]) -> None:
+        """Read these keys of ``stream`` with a few requests in flight at once.
+
+        Each array is one request, and a request costs the server more than
+        sending a few kilobytes: four at a time overlap the client's and the
+        server's work.
+        """
+        self._open(stream)
+        nodes = self._nodes[stream]
+        keys = [k for k in keys if self.has(stream, k)]
+        arrays = [k for k in keys if nodes.get(k) is not None]
+        arrays = [k for k in arrays if (stream, k) not in self._cache]
+        table = stream not in self._tables and any(k not in nodes for k in keys)
+        if len(arrays) + table < 2:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            pending = [pool.submit(self._table, stream)] if table else []
+            read = {k: pool.submit(nodes[k].read) for k in arrays}
+            for future in pending:
+                future.result()
+            for key, future in read.items():
+                self._cache[stream, key] = np.asarray(future.result())
 
     def data_keys(self, stream: str) -> Mapping[str, Any]:  # noqa: D102
         self._open(stream)
@@ -337,6 +379,14 @@ class TiledSource(StreamSource):
             value = _column_array(table[key], self.data_keys(stream).get(key, {}))
         self._cache[stream, key] = value
         return value
+
+
+def _is_plain_container(client: Any) -> bool:
+    """Whether ``client`` is a container node read as such (no Bluesky class)."""
+    family = getattr(client, "structure_family", None)
+    return str(getattr(family, "value", family)) == "container" and isinstance(
+        client, Mapping
+    )
 
 
 def _column_array(column: pd.Series, data_key: Mapping[str, Any]) -> NDArray[Any]:

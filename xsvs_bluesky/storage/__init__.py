@@ -23,6 +23,8 @@ from xsvs_bluesky.storage.service import (
     connection_help,
     find_server,
     serve,
+    start_background_server,
+    stop_server,
 )
 from xsvs_bluesky.storage.writer import (
     DEFAULT_BATCH_SIZE,
@@ -49,4 +51,6 @@ __all__ = [
     "open_catalogs",
     "register_document_exporter",
     "serve",
+    "start_background_server",
+    "stop_server",
 ]

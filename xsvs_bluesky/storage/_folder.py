@@ -11,6 +11,7 @@ whether to import a server at all.  Layout::
             server.json     {"uri", "pid", "host", "port"} of that process
             access.log      request log of in-process servers
             error.log
+            serve.log       output of a server started in the background
         tiled-api-key       the folder's API key (mode 0600)
         tiled-config.yml    ``tiled serve config`` of this catalog (0600)
         external/           detector and replay HDF5, served by reference

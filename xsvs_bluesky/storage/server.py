@@ -66,7 +66,8 @@ class Catalogs:
     Attributes
     ----------
     raw, processed : tiled.client.container.Container
-        ``CatalogOfBlueskyRuns`` containers of the raw and derived runs.
+        ``CatalogOfBlueskyRuns`` containers of the raw and derived runs
+        (``raw`` None when opened with ``light=True``).
     client : tiled.client.container.Container
         The root node of the server.
     server : object or None
@@ -162,9 +163,9 @@ def ensure_run_catalog(parent: Any, key: str) -> Any:
     node = parent
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
-        if part in node:
-            node = node[part]
-        else:
+        try:
+            node = node[part]  # one request (``part in node`` would be two)
+        except KeyError:
             try:
                 node = node.create_container(part, specs=[spec] if last else [])
             except httpx.HTTPStatusError as err:
@@ -217,6 +218,8 @@ def open_catalogs(
     processed: str = "processed",
     external_dir: str | os.PathLike[str] | None = None,
     readable_storage: Sequence[str | os.PathLike[str]] = (),
+    light: bool = False,
+    background: bool = False,
     catalog: str | None = None,
 ) -> Catalogs:
     """Open (creating if needed) the raw and processed run catalogs.
@@ -243,6 +246,21 @@ def open_catalogs(
         Named server: a folder in its readable storage (None if not given).
     readable_storage : sequence of path
         Data folder served here: more folders it may serve files from.
+    light : bool
+        Read-only use by a short command: nodes come back as plain Tiled
+        containers, numpy arrays and pandas tables, without the Bluesky
+        client classes and dask (seconds of imports; see
+        ``xsvs_bluesky.storage._light``).  ``cat[-1]``, ``cat[scan_id]``,
+        partial uids and ``run.documents()`` are then not available, and
+        ``raw`` is None (the raw catalog is not opened: one request less).
+
+    background : bool
+        Data folder that no server runs: start ``xsvs-bluesky serve`` of it
+        as a background process (it outlives this one, so the next commands
+        find it; :func:`~xsvs_bluesky.storage.stop_server` stops it) instead
+        of serving it in this process.  Ignored when ``readable_storage``
+        or ``external_dir`` lie outside ``<data_dir>/external`` (only an
+        in-process server can read them).
     catalog : str, optional
         Data folder: ``postgresql://USER@HOST/DATABASE`` (no password) to keep
         the catalog and tables in, as ``xsvs-bluesky serve --catalog``; a
@@ -261,28 +279,51 @@ def open_catalogs(
     OptionError
         If ``catalog`` is not a PostgreSQL address or holds a password.
     """
+    postgres = None if catalog is None else PostgresCatalog.parse(catalog)
+    if tiled_uri is None:
+        return _open_folder(
+            data_dir,
+            api_key,
+            raw,
+            processed,
+            external_dir,
+            readable_storage,
+            light,
+            background,
+            postgres,
+        )
     from tiled.client import from_uri
 
-    postgres = None if catalog is None else PostgresCatalog.parse(catalog)
+    clients = _structure_clients(light)
+    key = api_key or os.environ.get("TILED_API_KEY")
+    import httpx
 
-    if tiled_uri is not None:
-        key = api_key or os.environ.get("TILED_API_KEY")
-        import httpx
+    try:
+        client = from_uri(tiled_uri, api_key=key, structure_clients=clients)
+    except (httpx.HTTPError, httpx.InvalidURL) as err:
+        raise StorageError(
+            f"cannot connect to the Tiled server {tiled_uri!r} ({err}); check the "
+            "address and the API key (--api-key or TILED_API_KEY)"
+        ) from err
+    ext = None if external_dir is None else Path(external_dir).resolve()
+    if ext is not None:
+        ensure_folder(ext, "the folder for detector files")
+    return _catalogs(
+        client, None, None, ext, _strip_query(tiled_uri), key, raw, processed, light
+    )
 
-        try:
-            client = from_uri(tiled_uri, api_key=key)
-        except (httpx.HTTPError, httpx.InvalidURL) as err:
-            raise StorageError(
-                f"cannot connect to the Tiled server {tiled_uri!r} ({err}); check the "
-                "address and the API key (--api-key or TILED_API_KEY)"
-            ) from err
-        ext = None if external_dir is None else Path(external_dir).resolve()
-        if ext is not None:
-            ensure_folder(ext, "the folder for detector files")
-        return _catalogs(
-            client, None, None, ext, _strip_query(tiled_uri), key, raw, processed
-        )
 
+def _open_folder(
+    data_dir: str | os.PathLike[str] | None,
+    api_key: str | None,
+    raw: str,
+    processed: str,
+    external_dir: str | os.PathLike[str] | None,
+    readable_storage: Sequence[str | os.PathLike[str]],
+    light: bool,
+    background: bool,
+    postgres: PostgresCatalog | None = None,
+) -> Catalogs:
     root = Path(DEFAULT_DATA_DIR if data_dir is None else data_dir).resolve()
     ensure_folder(root, "the data folder")
     folder = DataFolder(root)
@@ -290,6 +331,17 @@ def open_catalogs(
     ensure_folder(ext, "the folder for detector files")
     readable = [ext, *(Path(p).resolve() for p in readable_storage)]
     running = folder.running_server()
+    if running is None and background:
+        if all(p.is_relative_to(folder.external) for p in readable):
+            from xsvs_bluesky.storage.service import BackgroundStart
+
+            folder.api_key(default=api_key)  # the server's key, if new
+            starting = BackgroundStart(root)
+            _structure_clients(light)  # the client's imports while it starts
+            import tiled.client  # noqa: F401
+
+            running = starting.wait()
+    clients = _structure_clients(light)
     if running is None:
         handle = _serve_here(folder, api_key, readable, postgres)
         if handle is None:  # another process started serving meanwhile
@@ -308,15 +360,19 @@ def open_catalogs(
             )
         ext.mkdir(parents=True, exist_ok=True)
         key = folder.api_key(create=False)
-        client = _connect(running.uri, key, f"the server of {root}")
+        client = _connect(running.uri, key, f"the server of {root}", clients)
         logger.info("using the Tiled server of %s at %s", root, running.describe())
-        return _catalogs(client, None, root, ext, running.uri, key, raw, processed)
+        return _catalogs(
+            client, None, root, ext, running.uri, key, raw, processed, light
+        )
     assert handle is not None
     ext.mkdir(parents=True, exist_ok=True)
     try:
-        client = _connect(handle.uri, handle.api_key, f"the Tiled server of {root}")
+        client = _connect(
+            handle.uri, handle.api_key, f"the Tiled server of {root}", clients
+        )
         return _catalogs(
-            client, handle, root, ext, handle.uri, handle.api_key, raw, processed
+            client, handle, root, ext, handle.uri, handle.api_key, raw, processed, light
         )
     except BaseException:
         handle.close()
@@ -343,15 +399,30 @@ def ensure_folder(path: Path, what: str) -> None:
         ) from err
 
 
-def _connect(uri: str, key: str | None, what: str) -> Any:
-    """Connect to ``uri`` (key in a header), retrying while the server starts."""
+def _structure_clients(light: bool) -> Any:
+    """``structure_clients`` of ``from_uri``: Tiled's default or the light ones."""
+    if not light:
+        return "numpy"
+    from xsvs_bluesky.storage._light import LIGHT_CLIENTS
+
+    return LIGHT_CLIENTS
+
+
+def _connect(uri: str, key: str | None, what: str, clients: Any = "numpy") -> Any:
+    """Connect to a data folder's server (key in a header), retrying at its start.
+
+    A folder's server is local and plain HTTP: no probe for an HTTPS
+    redirect (``from_uri`` makes one with a client of its own).
+    """
     import httpx
-    from tiled.client import from_uri
+    from tiled.client import from_context
+    from tiled.client.context import Context
 
     deadline = time.monotonic() + 20.0
     while True:
         try:
-            return from_uri(uri, api_key=key, trust_env=False)
+            context = Context(uri.rstrip("/") + "/", api_key=key, trust_env=False)
+            return from_context(context, structure_clients=clients)
         except httpx.ConnectError as err:
             if time.monotonic() > deadline:
                 raise StorageError(
@@ -394,7 +465,7 @@ def _serve_here(
     folder: DataFolder,
     api_key: str | None,
     readable: list[Path],
-    postgres: PostgresCatalog | None,
+    postgres: PostgresCatalog | None = None,
 ) -> _SharedServer | None:
     """Serve ``folder`` in this process (or share the server already here).
 
@@ -437,9 +508,10 @@ def _catalogs(
     key: str | None,
     raw: str,
     processed: str,
+    light: bool = False,
 ) -> Catalogs:
     return Catalogs(
-        raw=ensure_run_catalog(client, raw),
+        raw=None if light else ensure_run_catalog(client, raw),
         processed=ensure_run_catalog(client, processed),
         client=client,
         server=server,

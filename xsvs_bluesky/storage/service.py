@@ -24,7 +24,9 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,12 +40,15 @@ from xsvs_bluesky.storage._folder import (
 from xsvs_bluesky.storage._postgres import PostgresCatalog
 
 __all__ = [
+    "BackgroundStart",
     "FolderBusyError",
     "RunningServer",
     "connection_help",
     "find_server",
     "folder_tree",
     "serve",
+    "start_background_server",
+    "stop_server",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,6 +63,124 @@ def find_server(data_dir: str | os.PathLike[str]) -> RunningServer | None:
         If the folder is locked by a process that did not say where it listens.
     """
     return DataFolder.at(data_dir).running_server()
+
+
+def start_background_server(
+    data_dir: str | os.PathLike[str], *, wait_s: float = 120.0
+) -> RunningServer:
+    """Start ``xsvs-bluesky serve`` of ``data_dir`` in its own session; wait for it.
+
+    The server is a detached process (its own session, no terminal, output
+    in ``<data_dir>/tiled/serve.log``) that outlives the caller, so the next
+    commands given the folder find it.  It serves until stopped
+    (:func:`stop_server`, ``xsvs-bluesky serve --stop``, SIGTERM).  If
+    another process starts serving the folder meanwhile, that one is
+    returned (this one stops at once, the folder being busy).
+
+    Parameters
+    ----------
+    data_dir : path
+        The data folder (created if absent).
+    wait_s : float
+        How long to wait for the server to answer, s.
+
+    Returns
+    -------
+    RunningServer
+
+    Raises
+    ------
+    StorageError
+        If the server stopped before serving, or did not start within
+        ``wait_s`` (the message names its log).
+    """
+    return BackgroundStart(data_dir).wait(wait_s)
+
+
+class BackgroundStart:
+    """``xsvs-bluesky serve`` of a folder, started in the background; wait later.
+
+    :func:`start_background_server` in two steps, so the caller can do
+    other work (imports) while the server starts.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.folder = DataFolder.at(data_dir)
+        self.folder.tiled.mkdir(parents=True, exist_ok=True)
+        self.log = self.folder.tiled / "serve.log"
+        cmd = [sys.executable, "-m", "xsvs_bluesky.cli", "serve"]
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [*cmd, "--data-dir", str(self.folder.root)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # no Ctrl-C from the caller's terminal
+            )
+        logger.info("started Tiled of %s (pid %d)", self.folder.root, self.proc.pid)
+
+    def wait(self, wait_s: float = 120.0) -> RunningServer:
+        """Wait until the folder's server answers (see start_background_server)."""
+        folder, proc = self.folder, self.proc
+        deadline = time.monotonic() + wait_s
+        while True:
+            # waits while the server holds the lock but does not yet say where
+            left = max(0.0, deadline - time.monotonic())
+            running = folder.running_server(wait_s=left)
+            if running is not None:
+                return running
+            code = proc.poll()
+            if code is not None and not folder.locked_elsewhere():
+                raise StorageError(
+                    f"the Tiled server started for {folder.root} stopped (exit "
+                    f"code {code}); see {self.log}"
+                )
+            if time.monotonic() > deadline:
+                raise StorageError(
+                    f"the Tiled server started for {folder.root} (pid {proc.pid}) "
+                    f"did not answer within {wait_s:.0f} s; see {self.log}"
+                )
+            time.sleep(0.05)
+
+
+def stop_server(
+    data_dir: str | os.PathLike[str], *, wait_s: float = 30.0
+) -> RunningServer | None:
+    """Stop the server of ``data_dir`` (SIGTERM) and wait until it has exited.
+
+    Returns
+    -------
+    RunningServer or None
+        The server stopped, None if none was running.
+
+    Raises
+    ------
+    StorageError
+        If it cannot be signalled or is still running after ``wait_s``.
+    """
+    folder = DataFolder.at(data_dir)
+    running = folder.running_server(wait_s=wait_s)
+    if running is None:
+        return None
+    if running.pid is None:
+        raise StorageError(f"the server of {folder.root} does not say its pid")
+    try:
+        os.kill(running.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    except PermissionError as err:
+        raise StorageError(
+            f"cannot stop {running.describe()} ({err}); it belongs to another user"
+        ) from err
+    deadline = time.monotonic() + wait_s
+    while folder.locked_elsewhere():
+        if time.monotonic() > deadline:
+            raise StorageError(
+                f"{running.describe()} still serves {folder.root} {wait_s:.0f} s "
+                "after SIGTERM"
+            )
+        time.sleep(0.05)
+    return running
 
 
 def connection_help(uri: str, data_dir: str | os.PathLike[str]) -> str:

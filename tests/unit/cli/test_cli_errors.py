@@ -89,6 +89,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("results", ["--format", "xml"], "invalid choice: 'xml'"),
     ("results", ["--data-dir", NODATA], "holds no Tiled data"),
     ("results", ["3f2a9c", "--data-dir", NODATA], "holds no Tiled data"),
+    ("serve", ["--port", "99999"], "99999 is not a port"),
+    ("serve", ["--port", "x"], "'x' is not a port number"),
     ("results", ["--list", "--tiled-uri", "ftp://host"], "unsupported protocol"),
     ("results", ["--tiled-uri", "http://[::1"], "cannot connect"),
     ("results", ["a", "b"], "unrecognized arguments: b"),
