@@ -1,17 +1,4 @@
-"""The live XSVS analysis callback: raw bluesky documents in, a derived run out.
-
-:class:`XSVSCallback` subscribes to a RunEngine (``RE.subscribe(cb)``) or any
-``(name, doc)`` source.  An :class:`event_model.RunRouter` gives every raw
-run its own analyser, which histograms frames as they arrive (inline arrays,
-StreamResource/StreamDatum HDF5 files, legacy Resource/Datum), groups them by
-(stream, exposure time) and publishes a derived run (:mod:`.derived`) to
-``emit``.  An exception in the analysis never reaches the RunEngine: it is
-logged and the derived run is stopped with ``exit_status="fail"`` and the
-reason.  The per-run analyser and :class:`RunRecord` live in
-``_run_analyser``; the callback hands each one a frozen ``RunConfig`` and
-itself as the ``RunSink`` (documents, results and records go back through
-that small protocol only).
-"""
+"""The implementation of :mod:`xsvs_bluesky.callback` (private; see its docstring)."""
 
 from __future__ import annotations
 

@@ -1,19 +1,4 @@
-"""Compose the documents of a derived (analysis) bluesky run, layout 2.
-
-One :class:`DerivedRun` per analysed raw run.  Its streams and keys are
-defined once in :mod:`xsvs_bluesky.derived._layout` (described in
-``docs/explanation/derived-run.md`` and, key by key, in
-``docs/reference/derived-run-schema.md``):
-
-- start: ``plan_name="xsvs_analysis"``, ``plan_type="analysis"``,
-  ``original_run_uid``, ``scan_id``, ``sample_name``, the raw run's
-  provenance keys and an ``xsvs`` dict saying how the result was made
-  (``schema_version = 2``);
-- every stream is a table, one event per row, emitted as one EventPage per
-  stream and occasion (a throttle point, a completed exposure, a fit), so
-  a writer can store each page with one request;
-- stop: ``exit_status`` ``"success"`` or ``"fail"`` with the reason.
-"""
+"""The implementation of :mod:`xsvs_bluesky.derived` (private; see its docstring)."""
 
 from __future__ import annotations
 

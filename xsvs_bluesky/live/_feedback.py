@@ -1,21 +1,4 @@
-"""Live feedback from a derived XSVS run: text tables, progress and a figure.
-
-Each class is an :class:`event_model.DocumentRouter` that consumes the
-documents of the *derived* run (``plan_name = "xsvs_analysis"``), so it
-works wherever those documents flow: attached to the analysis callback,
-``XSVSCallback(emit=[writer, LiveXSVSTable(), LiveXSVSFigure()])``, on a
-remote consumer, or replaying a stored run.  Documents of other runs are
-ignored.
-
-- :class:`ProgressPrinter`: one line per progress event (throttled) with
-  frames so far and frames/s.
-- :class:`LiveXSVSTable`: a text table (q, kbar, beta +- err) per exposure
-  as soon as it is complete, the dynamics fit with its flags (rates whose
-  error is as large as the rate shown as "not yet determined", ``D`` only
-  when it stands), and progress lines.
-- :class:`LiveXSVSFigure`: ``beta(t_e)`` per q while frames arrive, then the
-  pyxsvs summary figure; ``save_path=`` writes a PNG (headless).
-"""
+"""The implementation of :mod:`xsvs_bluesky.live` (private; see its docstring)."""
 
 from __future__ import annotations
 

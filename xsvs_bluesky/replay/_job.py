@@ -1,37 +1,4 @@
-"""Replay a legacy pyxsvs series as the raw run an ophyd-async MAXIPIX would make.
-
-:class:`LegacyReplay` checks everything first (INI file, frame files, masks,
-flat field, q partitions) and hashes the inputs, before any document exists.
-:meth:`LegacyReplay.run` then writes each exposure's frames once, compressed,
-into one HDF5 file (one chunk per frame) and emits ONE raw run laid out as
-:func:`xsvs_bluesky.sim.xsvs_series` lays out a fly scan: one stream per
-exposure, frames announced by StreamResource/StreamDatum only (no Event
-documents), the exposure time in the detector configuration.  The documents
-go to a TiledWriter on the raw catalog and to an
-:class:`~xsvs_bluesky.callback.XSVSCallback` whose derived run goes to a
-TiledWriter on the processed catalog.
-
-The content hash (:attr:`LegacyReplay.content_hash`) is stored in the start
-document as ``xsvs_replay["content_hash"]``, with the folder of the run's
-HDF5 files (``run_dir``).  A new replay of the series looks up every raw run
-with that hash (:func:`replays_of`): partial ones are removed and replaced,
-a complete one whose analysis did not finish is analysed again, a complete
-and analysed one is not replayed again unless ``force=True``.  Once the raw
-run's start document has reached Tiled, its HDF5 files are never deleted
-by an error or an interrupt.  See ``docs/how-to/replay-legacy.md`` and
-``docs/explanation/reliability.md``.
-
-Helpers live in private modules of this package (``_scan``, ``_docs``,
-``_write``, ``_catalog``, ``_result``); the writer guard is
-:class:`xsvs_bluesky.storage.WriterGuard`.
-
-Examples
---------
->>> from xsvs_bluesky.replay import LegacyReplay  # doctest: +SKIP
->>> from xsvs_bluesky.storage import open_catalogs  # doctest: +SKIP
->>> with open_catalogs() as cats:  # doctest: +SKIP
-...     out = LegacyReplay("analysis/xsvs/xsvs_input.txt").run(cats)
-"""
+"""The implementation of :mod:`xsvs_bluesky.replay` (private; see its docstring)."""
 
 from __future__ import annotations
 

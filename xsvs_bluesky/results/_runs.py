@@ -1,22 +1,4 @@
-"""Derived XSVS runs as Python objects: find them in Tiled, load tables and arrays.
-
-A derived run (``plan_name = "xsvs_analysis"``, written by
-:class:`xsvs_bluesky.callback.XSVSCallback`; layout in
-``docs/reference/derived-run-schema.md``) becomes one :class:`RunResults`:
-a tidy ``beta(t_e, q)`` table, the histograms ``P(k)`` and the other arrays as
-:class:`xarray.DataArray`, the dynamics fit and the start metadata.  The same
-object is built from a run stored in Tiled (:func:`load_results`) or from the
-documents of a run held in memory (:meth:`RunResults.from_documents`), so
-every table, figure and export works without a server too.
-
-Examples
---------
->>> from xsvs_bluesky.storage import open_catalogs  # doctest: +SKIP
->>> cats = open_catalogs(data_dir="xsvs-data")  # doctest: +SKIP
->>> runs = search_runs(cats.processed, sample_name="silica")  # doctest: +SKIP
->>> res = load_results(runs[-1])  # doctest: +SKIP
->>> print(format_table(res.table))  # doctest: +SKIP
-"""
+"""The implementation of :mod:`xsvs_bluesky.results` (private; see its docstring)."""
 
 from __future__ import annotations
 
