@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ def chunk_iter_available() -> bool:
 
 
 LOCAL_FILESYSTEMS = frozenset(
-    {"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "tmpfs", "overlay"}
+    {"ext2/ext3", "xfs", "btrfs", "zfs", "f2fs", "tmpfs", "overlayfs"}
 )
 """Filesystems whose files are mapped.  On a network filesystem another host
 may cut a file short without this one's size check seeing it in time, and
@@ -67,24 +67,22 @@ files are read through HDF5."""
 
 
 def filesystem_type(path: Path) -> str:
-    """Type of the filesystem holding ``path`` (Linux), or ``""``."""
+    """Type of the filesystem holding ``path``, or ``""`` when unknown.
+
+    Asked of coreutils' ``stat --file-system`` (statfs(2)): the names it
+    prints, e.g. ``ext2/ext3`` (ext4 too), ``xfs``, ``tmpfs``, ``nfs``.
+    """
     try:
-        target = os.path.realpath(path)
-        with open("/proc/self/mountinfo", encoding="utf-8") as fh:
-            mounts = fh.read().splitlines()
-    except OSError:
+        out = subprocess.run(
+            ["stat", "--file-system", "--format=%T", os.path.realpath(path)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
         return ""
-    best, kind = "", ""
-    for line in mounts:
-        fields = line.split()
-        if "-" not in fields[6:]:
-            continue
-        # mount points escape blanks and backslashes as octal (\040)
-        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
-        inside = target == point or target.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):
-            best, kind = point, fields[fields.index("-", 6) + 1]
-    return kind
+    return out.stdout.strip()
 
 
 def _offsets_of(chunks: list[Any], n_rows: int, nbytes: int) -> NDArray[np.int64]:
