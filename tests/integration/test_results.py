@@ -241,6 +241,11 @@ def test_cli_results_dynamics_list_and_missing_run(stored, run_cli):
     dyn = json.loads(out)
     assert code == 0 and [d["partition"] for d in dyn] == list(range(len(dyn)))
     assert all(d["gamma"] > 0 for d in dyn)
+    code, out, _ = run_cli("results", stored.uid_a, "--dynamics")
+    assert code == 0
+    head = next(ln for ln in out.splitlines() if ln.strip().startswith("part"))
+    assert head.rstrip().endswith("flags")  # the flags column
+    assert "; status " in out  # what the D fit says of itself, or why no D
     code, out, _ = run_cli("results", "--list", "--sample", "latex", "--format", "csv")
     listed = pd.read_csv(io.StringIO(out))
     assert code == 0 and list(listed["uid"]) == [stored.uid_b]

@@ -164,8 +164,11 @@ def _show(res: Any, args: argparse.Namespace) -> str:
     if res.stop and res.stop.get("reason"):
         status += f" ({res.stop['reason']})"
     text = f"{head}\nexit status: {status}\n\n{api.format_table(res.table)}"
-    if args.dynamics:
-        text += "\n\n" + api.format_dynamics(dyn)
+    if args.dynamics:  # the flags column and what D's fit says of itself
+        from xsvs_bluesky.live import diffusion_from_record, format_dynamics_flags
+
+        diffusion = diffusion_from_record(res.diffusion)
+        text += "\n\n" + format_dynamics_flags(dyn, diffusion)
     return text
 
 

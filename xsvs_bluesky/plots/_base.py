@@ -175,7 +175,8 @@ def draw_beta(
 
     Notes
     -----
-    One errorbar container per q; fitted curves carry ``gid="dynamics"``.
+    One errorbar container per q; fitted curves carry ``gid="dynamics"``,
+    dotted with ``gid="dynamics-flagged"`` when their fit has flags.
     """
     t = np.asarray(exposure_times, dtype=np.float64).reshape(-1)
     b = np.asarray(beta, dtype=np.float64).reshape(t.size, -1)
@@ -207,12 +208,14 @@ def draw_beta(
             curve = row.beta0 * visibility_kernel(
                 grid, max(row.gamma, 0.0), exponent=exponent
             )
+            flagged = bool(getattr(row, "flags", ()))  # a fit not to be trusted
             ax.plot(
                 grid,
                 curve + j * shift,
                 color=style(j)["color"],
                 lw=1.0,
-                gid="dynamics",
+                ls=":" if flagged else "-",
+                gid="dynamics-flagged" if flagged else "dynamics",
             )
     if positive:
         ax.set_xscale("log")

@@ -367,6 +367,19 @@ def plot_gamma_q2(results: RunResults, fig: Figure | None = None) -> Figure:
         color="C0",
         label=r"$\Gamma(q)$ fits",
     )
+    flagged = np.array([bool(f) for f in dyn["flags"]]) if "flags" in dyn else None
+    if flagged is not None and flagged.any():  # fits not to be trusted: marked
+        ax.plot(
+            q2[flagged],
+            dyn["gamma"].to_numpy(float)[flagged],
+            ls="none",
+            marker="o",
+            ms=10,
+            mfc="none",
+            mec="C3",
+            gid="flagged",
+            label="flagged fit",
+        )
     d = float(dyn["D"].iloc[0]) if len(dyn) else math.nan
     d_err = float(dyn["D_err"].iloc[0]) if len(dyn) else math.nan
     if math.isfinite(d) and q2.size:

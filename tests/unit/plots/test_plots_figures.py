@@ -172,3 +172,18 @@ def test_only_plotting_modules_import_matplotlib():
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_flagged_dynamics_fits_are_marked(results, monkeypatch):
+    dyn = results.dynamics.copy()
+    flags = [[] for _ in range(len(dyn))]
+    flags[1] = ["poor-fit"]  # one partition's fit not to be trusted
+    dyn["flags"] = flags
+    monkeypatch.setattr(type(results), "dynamics", property(lambda self: dyn))
+    ax = plots.plot_gamma_q2(results).axes[0]
+    (marked,) = by_gid(ax, "flagged")
+    np.testing.assert_allclose(marked.get_xdata(), [dyn["q"].iloc[1] ** 2])
+    beta_ax = plots.plot_summary(results).axes[1]
+    dotted = by_gid(beta_ax, "dynamics-flagged")
+    assert len(dotted) == 1 and dotted[0].get_linestyle() == ":"
+    assert len(by_gid(beta_ax, "dynamics")) == len(dyn) - 1
