@@ -176,7 +176,7 @@ def test_only_plotting_modules_import_matplotlib():
 
 def test_flagged_dynamics_fits_are_marked(results, monkeypatch):
     dyn = results.dynamics.copy()
-    flags = [[] for _ in range(len(dyn))]
+    flags: list[list[str]] = [[] for _ in range(len(dyn))]
     flags[1] = ["poor-fit"]  # one partition's fit not to be trusted
     dyn["flags"] = flags
     monkeypatch.setattr(type(results), "dynamics", property(lambda self: dyn))
