@@ -284,3 +284,32 @@ def test_cli_without_data_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     assert code == 2
     assert err.count("\n") == 1 and "holds no Tiled data" in err
     assert not (tmp_path / "empty").exists()  # no server was started there
+
+
+def test_readers_never_pick_an_open_run_unless_asked(stored):
+    """A derived run with a start and no stop (a crash, an outage) is not "the
+    result": latest, scan_id and raw-uid look-ups skip it; its own uid finds it."""
+    from xsvs_bluesky.results import search_runs
+
+    processed = stored.cats.processed
+    start = dict(load_results(find_run(processed, stored.uid_b)).start)
+    start.update(uid=str(uuid.uuid4()), time=time.time(), sample_name="unfinished")
+    writer = make_tiled_writer(processed)
+    writer("start", start)  # never stopped
+    assert find_run(processed).metadata["start"]["uid"] == stored.uid_b
+    raw_uid = start["original_run_uid"]
+    assert find_run(processed, raw_uid).metadata["start"]["uid"] == stored.uid_b
+    scan = str(start["scan_id"])
+    assert find_run(processed, scan).metadata["start"]["uid"] == stored.uid_b
+    assert (
+        find_run(processed, start["uid"][:8]).metadata["start"]["uid"] == (start["uid"])
+    )  # named: found whatever its status
+    latest_any = find_run(processed, any_status=True)
+    assert latest_any.metadata["start"]["uid"] == start["uid"]
+    every = {r.metadata["start"]["uid"] for r in search_runs(processed)}
+    ok = {
+        r.metadata["start"]["uid"]
+        for r in search_runs(processed, exit_status="success")
+    }
+    assert start["uid"] in every and start["uid"] not in ok
+    assert {stored.uid_a, stored.uid_b} <= ok

@@ -46,6 +46,7 @@ def search_runs(
     since: TimeLike | None = None,
     until: TimeLike | None = None,
     estimator: str | None = None,
+    exit_status: str | None = None,
 ) -> list[Any]:
     """Find the derived XSVS runs of a catalog matching every criterion given.
 
@@ -62,6 +63,9 @@ def search_runs(
         epoch, a datetime (naive = local time) or an ISO 8601 string.
     estimator : str, optional
         Main estimator (``xsvs.estimator``), e.g. ``"mle"``.
+    exit_status : str, optional
+        ``"success"``, ``"abort"`` or ``"fail"`` of the stop document (runs
+        still open have none).  Default: any status, open runs included.
 
     Returns
     -------
@@ -86,6 +90,8 @@ def search_runs(
         found = found.search(query)
     if estimator is not None:
         found = found.search(Key("start.xsvs.estimator") == estimator)
+    if exit_status is not None:
+        found = found.search(Key("stop.exit_status") == exit_status)
     if since is not None:
         found = found.search(Comparison("ge", "start.time", _timestamp(since, "since")))
     if until is not None:
@@ -93,8 +99,15 @@ def search_runs(
     return list(found.values())
 
 
-def find_run(processed: Any, uid: str | None = None) -> Any:
+def find_run(
+    processed: Any, uid: str | None = None, *, any_status: bool = False
+) -> Any:
     """Find one derived run: the latest, or by uid, partial uid or raw-run uid.
+
+    The latest run, a ``scan_id`` and a raw-run uid pick only complete,
+    successful derived runs (a run still open, aborted or failed is never
+    taken for "the result" by default); a derived run's own uid (full or
+    partial) names that run whatever its status.
 
     Parameters
     ----------
@@ -104,6 +117,9 @@ def find_run(processed: Any, uid: str | None = None) -> Any:
         Full or partial (>= 5 characters) uid of the derived run, or of the
         raw run it analysed (its latest analysis is returned), or a
         ``scan_id`` (digits, fewer than 5).  None: the latest derived run.
+    any_status : bool
+        Let the latest, ``scan_id`` and raw-run look-ups pick runs that are
+        open, aborted or failed too.
 
     Returns
     -------
@@ -119,19 +135,26 @@ def find_run(processed: Any, uid: str | None = None) -> Any:
     # plain searches, so that any container client works (the Bluesky
     # catalog's own cat[scan_id] and partial-uid look-ups need its class)
     derived = _derived(processed)
+    complete = (
+        derived if any_status else derived.search(Key("stop.exit_status") == "success")
+    )
     if uid is None:
         try:
-            return derived.values().last()
+            return complete.values().last()
         except IndexError:
             raise RunNotFoundError(
-                "the processed catalog holds no derived XSVS run; analyse a run "
+                "the processed catalog holds no complete, successful derived XSVS "
+                "run (xsvs-bluesky results --list shows every run and its status); "
+                "analyse a run "
                 "first (xsvs-bluesky demo, or XSVSCallback with a TiledWriter)"
             ) from None
     uid = uid.strip()
     if uid.isdigit() and len(uid) < 5:
-        found = derived.search(Key("start.scan_id") == int(uid))
+        found = complete.search(Key("start.scan_id") == int(uid))
         if not len(found):
-            raise RunNotFoundError(f"no derived run with scan_id {uid}")
+            raise RunNotFoundError(
+                f"no complete, successful derived run with scan_id {uid}"
+            )
         return found.values().last()
     if len(uid) < 5:
         raise RunNotFoundError(f"uid {uid!r} is too short; give at least 5 characters")
@@ -148,7 +171,7 @@ def find_run(processed: Any, uid: str | None = None) -> Any:
         )
     if matches:
         return matches[0]
-    raw = derived.search(Like("start.original_run_uid", f"{uid}%"))
+    raw = complete.search(Like("start.original_run_uid", f"{uid}%"))
     if len(raw):
         return raw.values().last()
     raise RunNotFoundError(
