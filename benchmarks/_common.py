@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 _THREAD_VARS = (
     "NUMBA_NUM_THREADS",
@@ -155,3 +156,32 @@ def machine_info() -> str:
     except OSError:
         pass
     return ", ".join(parts)
+
+
+def start_tiled_poller(module: str, cats: Any) -> Any:
+    """Start ``python -m benchmarks.<module>`` on the processed catalog.
+
+    The poller is another process with a plain Tiled client (key from
+    ``TILED_API_KEY``); it prints "ready" once connected, which is awaited.
+    """
+    import subprocess
+    from pathlib import Path
+
+    env = dict(os.environ, TILED_API_KEY=cats.api_key)
+    poller = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            f"benchmarks.{module}",
+            cats.uri,
+            cats.processed.item["id"],
+            str(len(cats.processed)),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert poller.stdout is not None
+    poller.stdout.readline()  # "ready"
+    return poller

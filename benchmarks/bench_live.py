@@ -54,7 +54,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import machine_info, print_table
+from benchmarks._common import machine_info, print_table, start_tiled_poller
 
 TARGET_RATIO = 1.25
 TARGET_RATE = 10_000.0
@@ -392,27 +392,7 @@ def breakdown(
 
 def start_poller(cats: Any) -> Any:
     """Start the ``_poll_rows`` process on the processed catalog."""
-    import os
-    import subprocess
-
-    env = dict(os.environ, TILED_API_KEY=cats.api_key)
-    poller = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks._poll_rows",
-            cats.uri,
-            cats.processed.item["id"],
-            str(len(cats.processed)),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    assert poller.stdout is not None
-    poller.stdout.readline()  # "ready"
-    return poller
+    return start_tiled_poller("_poll_rows", cats)
 
 
 def poller_lags(poller: Any, frames_at: dict[str, float]) -> list[float]:

@@ -195,8 +195,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def derived_latency(cats: Any, ini: Path) -> tuple[float, float, int]:
     """Raw stop -> derived written (s), -> read by another process (s), nodes."""
-    import os
-    import subprocess
 
     import xsvs_bluesky.storage.writer as writer_module
     from xsvs_bluesky.callback import XSVSCallback
@@ -220,23 +218,9 @@ def derived_latency(cats: Any, ini: Path) -> tuple[float, float, int]:
             marks["derived_stop"] = time.time()
         return out
 
-    env = dict(os.environ, TILED_API_KEY=cats.api_key)
-    poller = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks._poll_derived",
-            cats.uri,
-            cats.processed.item["id"],
-            str(len(cats.processed)),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=REPO,
-    )
-    assert poller.stdout is not None
-    poller.stdout.readline()  # "ready"
+    from benchmarks._common import start_tiled_poller
+
+    poller = start_tiled_poller("_poll_derived", cats)
     writer_module.RunWriter.__call__ = call  # type: ignore[method-assign]
     XSVSCallback.__call__ = call_cb  # type: ignore[method-assign]
     try:
