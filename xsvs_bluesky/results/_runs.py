@@ -47,6 +47,7 @@ __all__ = [
     "RECORD_KEYS",
     "RunNotFoundError",
     "RunResults",
+    "count_exposures",
     "dynamics_records",
     "find_run",
     "format_dynamics",
@@ -430,6 +431,40 @@ def load_results(run: Any) -> RunResults:
         If ``run`` is not a derived XSVS run.
     """
     return RunResults.from_source(TiledSource(run))
+
+
+def count_exposures(run: Any) -> int:
+    """Count the distinct exposures a derived run stored, reading little.
+
+    The stop document's ``num_events`` counts rows: in layout 2 one per
+    exposure and partition, but an exposure written again (more frames
+    arrived after it was closed) adds rows again.  When the rows are more
+    than one exposure's, the ``exposure_index`` column of ``results`` is
+    read (one table) and its distinct values are counted.
+
+    Parameters
+    ----------
+    run : BlueskyRun client
+        A derived run.
+
+    Returns
+    -------
+    int
+        Exposures with results (0 for an open run without results).
+    """
+    start = dict(run.metadata.get("start") or {})
+    stop = dict(run.metadata.get("stop") or {})
+    events = int((stop.get("num_events") or {}).get(RESULTS.name, 0))
+    if layout_version(start) < 2:
+        return events  # one event per exposure, written once
+    xsvs = start.get("xsvs") or {}
+    n_q = len((xsvs.get("partitions") or {}).get("centers", []))
+    if n_q and 0 < events <= n_q:
+        return 1
+    source = TiledSource(run)
+    if not source.has(RESULTS.name, "exposure_index"):
+        return 0
+    return int(np.unique(source.array(RESULTS.name, "exposure_index")).size)
 
 
 def _data_array(
