@@ -95,6 +95,8 @@ _DIFFUSION_KEYS = (
     "D_chi2",
     "D_dof",
     "D_flags",
+    "D_status",  # absent in runs written before them
+    "D_error_scale",
 )
 
 
@@ -146,7 +148,9 @@ class RunResults:
         when the run has no ``dynamics`` stream.
     diffusion : dict or None
         ``D``, ``D_err`` (Angstrom^2/s), ``q_exponent``, ``q_exponent_err``,
-        ``D_chi2``, ``D_dof``, ``D_flags`` of the ``Gamma = D q^2`` fit.
+        ``D_chi2``, ``D_dof``, ``D_flags``, ``D_status`` and
+        ``D_error_scale`` of the ``Gamma = D q^2`` fit (the last two only
+        when the run stored them).
     streams : dict
         Every array of every stream, ``{stream: {key: array}}``, stacked over
         events on the first axis (what :mod:`xsvs_bluesky.export` writes).
@@ -402,7 +406,9 @@ class RunResults:
         if self.dynamics is None:
             return None
         view = self._dynamics_arrays
-        out = {k: np.asarray(view[k])[-1].item() for k in _DIFFUSION_KEYS if k in view}
+        out = {
+            k: _scalar(np.asarray(view[k])[-1]) for k in _DIFFUSION_KEYS if k in view
+        }
         if isinstance(out.get("D_flags"), int):  # layout 2: a bitmask
             names = self.source.flag_names(DYNAMICS.name, "D_flags")
             out["D_flags"] = ",".join(decode_flags(out["D_flags"], names))
@@ -431,6 +437,11 @@ def load_results(run: Any) -> RunResults:
         If ``run`` is not a derived XSVS run.
     """
     return RunResults.from_source(TiledSource(run))
+
+
+def _scalar(value: Any) -> Any:
+    """Return a numpy scalar as a Python value (strings of object arrays stay)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def count_exposures(run: Any) -> int:
