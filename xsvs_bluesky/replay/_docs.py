@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from xsvs_bluesky.legacy.config import ExposureSpec, LegacyConfig
-from xsvs_bluesky.options import COMPRESSIONS
+from xsvs_bluesky.options import COMPRESSIONS, hdf5_filters
 
 __all__ = [
     "COMPRESSIONS",
@@ -46,18 +46,6 @@ def stream_names(n_exposures: int) -> list[str]:
     """``exposure_0, exposure_1, ...`` zero-padded, as the simulated plan names them."""
     width = len(str(max(n_exposures - 1, 0)))
     return [f"exposure_{i:0{width}d}" for i in range(n_exposures)]
-
-
-def _filters(compression: str) -> dict[str, Any]:
-    if compression == "blosc-lz4":
-        import hdf5plugin
-
-        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=2))
-    if compression == "gzip":
-        return {"compression": "gzip", "compression_opts": 1, "shuffle": True}
-    if compression == "lzf":
-        return {"compression": "lzf", "shuffle": True}
-    return {}
 
 
 class ExposureFile:
@@ -100,7 +88,7 @@ class ExposureFile:
             maxshape=(None, rows, cols),
             chunks=(1, rows, cols),
             dtype=dtype,
-            **_filters(compression),
+            **hdf5_filters(compression),
         )
         self._data.attrs["acquire_time"] = float(exposure_time)
         group = self._file.require_group(ATTRIBUTES)
