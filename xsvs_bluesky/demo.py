@@ -94,7 +94,7 @@ def sim_detector(
     name: str = "maxipix",
     chunk_frames: int = 64,
     threads: int = 1,
-    compression: str = "blosc-lz4",
+    compression: str = "none",
 ) -> Any:
     """Make a connected :class:`~xsvs_bluesky.sim.SimMaxipix` writing to ``directory``.
 
@@ -115,8 +115,9 @@ def sim_detector(
         Threads of the frame sampler.
     compression : str
         HDF5 compression of the frame files, one of
-        :data:`~xsvs_bluesky.options.COMPRESSIONS` (default ``"blosc-lz4"``:
-        the demo's frames take about a sixth of their 128 kB uncompressed).
+        :data:`~xsvs_bluesky.options.COMPRESSIONS` (default ``"none"``; the
+        ``demo`` command uses ``"blosc-lz4"``: its frames take about a sixth
+        of their 131 kB uncompressed).
 
     Returns
     -------
