@@ -299,7 +299,7 @@ def setting_changes(
         )
     else:
         rec = baseline.xsvs
-        was = f"{baseline.describe()}:"
+        was = f"derived run {baseline.uid[:8]}:"  # the first line gives its date
         old_main = rec.get("estimator")
         if old_main is not None and str(old_main) != main.value:
             why = given if "estimator" in settings.named else "the default"
