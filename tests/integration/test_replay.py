@@ -496,6 +496,7 @@ def test_xpcs_mode_series_replays_to_the_analyze_results(tiled_server, tmp_path)
             "--no-progress",
         )
         assert code == 0, err
+        assert "125 frames of 1 series, analysed as 3 exposures replayed" in err
         replayed = json.loads(out)
         raw_uid, run_uid = replayed[0]["raw_uid"], replayed[0]["run_uid"]
         code, out, err = run_cli("results", run_uid, *where, "--format", "json")
