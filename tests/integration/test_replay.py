@@ -513,6 +513,12 @@ def test_xpcs_mode_series_replays_to_the_analyze_results(tiled_server, tmp_path)
         assert frames.shape == (XPCS_FRAMES, 1, *SHAPE) and frames.dtype == np.uint16
         derived = cats.processed[run_uid].metadata["start"]["xsvs"]
         assert derived["binning"] == {"exposure_0": XPCS_FACTORS}
+        # a re-analysis bins the same way (the factors are in the raw run)
+        again = reanalyze(cats, raw_uid)
+        assert again.baseline_uid == run_uid and len(again.changes) == 1
+        assert [r.n_frames for r in again.results] == [125, 41, 12]
+        beta = np.concatenate([r.beta for r in again.results])
+        np.testing.assert_allclose(beta, [r["beta"] for r in stored], rtol=1e-9)
     code, out, err = run_cli("analyze", ini, "--format", "json", "--no-progress")
     assert code == 0, err
     offline = json.loads(out)
