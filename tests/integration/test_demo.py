@@ -100,6 +100,19 @@ def test_demo_embedded_server(main, tmp_path, capsys):
     assert f"figure: {(data / 'xsvs-demo.png').resolve()}" in captured.err
     assert f"data folder: {data.resolve()}" in captured.err.splitlines()[0]
     check_png(data / "xsvs-demo.png")
+    # the frame files are compressed by default and their size is printed
+    disk = re.search(
+        r"detector files: ([\d.]+) MB on disk in 8 HDF5 files \(blosc-lz4; "
+        r"(\d+) MB uncompressed\)",
+        captured.err,
+    )
+    assert disk is not None, captured.err
+    files = list((data / "external").rglob("*.h5"))
+    assert len(files) == 8
+    on_disk = sum(f.stat().st_size for f in files)
+    assert float(disk.group(1)) == pytest.approx(on_disk / 1e6, abs=0.05)
+    assert int(disk.group(2)) == round(8 * FRAMES * 256 * 256 * 2 / 1e6)
+    assert on_disk < 8 * FRAMES * 256 * 256 * 2 / 4  # LZ4 + shuffle: < 1/4
     derived = re.search(r"derived run ([0-9a-f-]{36}) \(success\)", captured.err)
     assert derived is not None
     assert f"xsvs-bluesky results --data-dir {data.resolve()}" in captured.err

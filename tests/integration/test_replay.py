@@ -436,3 +436,111 @@ def test_whole_but_unusual_gzip_files_pass_the_checks(tmp_path):
     path.write_bytes(gzip.compress(raw)[:-9])  # truncated
     with pytest.raises(InputFileError, match=r"\[Exp_1\] 1 of 4 .*img_0002"):
         LegacyReplay(ini)
+
+
+XPCS_BETA, XPCS_KBAR, XPCS_FRAMES = 0.3, 0.5, 125
+XPCS_FACTORS = [1, 3, 10]  # bin start 0, bin stop 1, bin step 3
+
+
+def write_xpcs_series(root: Path) -> Path:
+    """An XPCS-mode INI: one [Exp_bins] series of independent speckle frames."""
+    data = root / "data"
+    data.mkdir(parents=True)
+    mask = np.zeros(SHAPE, np.int8)
+    mask[:, BAD_COLUMN] = 1
+    EdfImage(data=mask).write(str(root / "mask.edf"))
+    frames = speckle_frames(XPCS_FRAMES, SHAPE, XPCS_KBAR, XPCS_BETA, rng=77)
+    frames[:, :, BAD_COLUMN] = 11810
+    for i, frame in enumerate(frames):
+        header = {"acq_frame_nb": str(i), "time_of_day": f"{T0 + 1e-3 * i:.6f}"}
+        EdfImage(data=frame, header=header).write(str(data / f"x_{i + 1:04d}.edf"))
+    lines = ["[Main]", "mode = XPCS", "data dir = data/", "mask = mask.edf"]
+    lines += [f"{k} = {v}" for k, v in INI_KEYS.items()]
+    lines += [
+        "",
+        "[Exp_bins]",
+        "data prefix = x_",
+        "data suffix = .edf",
+        "first data file = 1",
+        f"last data file = {XPCS_FRAMES}",
+        "exp time = 0.001",
+        "bin start = 0",
+        "bin stop = 1",
+        "bin step = 3",
+    ]
+    ini = root / "xpcs_input.txt"
+    ini.write_text("\n".join(lines) + "\n")
+    return ini
+
+
+def test_xpcs_mode_series_replays_to_the_analyze_results(tiled_server, tmp_path):
+    """One raw stream of the frames as acquired, binned by the analysis.
+
+    The derived run (as replay prints it and as ``results`` reads it back
+    from Tiled) equals ``analyze``'s table of the same INI file record by
+    record; 16 frames per datum, so bins straddle the datums.
+    """
+    import math
+
+    ini = write_xpcs_series(tmp_path / "xpcs")
+    with fresh_catalogs(tiled_server) as cats:
+        where = cli_options(cats)
+        code, out, err = run_cli(
+            "replay",
+            ini,
+            *where,
+            "--output-dir",
+            Path(cats.external_dir) / "xpcs",  # the server may read it
+            "--format",
+            "json",
+            "--no-progress",
+        )
+        assert code == 0, err
+        assert "125 frames of 1 series, analysed as 3 exposures replayed" in err
+        replayed = json.loads(out)
+        raw_uid, run_uid = replayed[0]["raw_uid"], replayed[0]["run_uid"]
+        code, out, err = run_cli("results", run_uid, *where, "--format", "json")
+        assert code == 0, err
+        stored = json.loads(out)
+        raw = cats.raw[raw_uid]
+        start = raw.metadata["start"]
+        assert list(raw) == ["exposure_0"]  # the frames once, as acquired
+        assert start["xsvs_binning"] == {"exposure_0": XPCS_FACTORS}
+        assert start["xsvs_exposure_times"] == [1e-3]
+        assert start["xsvs_frames_per_exposure"] == [XPCS_FRAMES]
+        assert start["xsvs_legacy"]["mode"] == "XPCS"
+        frames = raw["exposure_0"]["maxipix"].read()
+        assert frames.shape == (XPCS_FRAMES, 1, *SHAPE) and frames.dtype == np.uint16
+        derived = cats.processed[run_uid].metadata["start"]["xsvs"]
+        assert derived["binning"] == {"exposure_0": XPCS_FACTORS}
+        # a re-analysis bins the same way (the factors are in the raw run)
+        again = reanalyze(cats, raw_uid)
+        assert again.baseline_uid == run_uid and len(again.changes) == 1
+        assert [r.n_frames for r in again.results] == [125, 41, 12]
+        beta = np.concatenate([r.beta for r in again.results])
+        np.testing.assert_allclose(beta, [r["beta"] for r in stored], rtol=1e-9)
+    code, out, err = run_cli("analyze", ini, "--format", "json", "--no-progress")
+    assert code == 0, err
+    offline = json.loads(out)
+    n_q = len(offline) // len(XPCS_FACTORS)
+    assert [r["n_frames"] for r in offline[::n_q]] == [125, 41, 12]
+    for got, what in ((replayed, "replay"), (stored, "results")):
+        assert len(got) == len(offline), what
+        for a, b in zip(got, offline, strict=True):
+            assert a.keys() == b.keys(), what
+            for key in a.keys() - {"run_uid", "raw_uid"}:
+                x, y = a[key], b[key]
+                if isinstance(x, float) and isinstance(y, float):
+                    assert math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-300), (
+                        what,
+                        key,
+                        x,
+                        y,
+                    )
+                else:
+                    assert x == y, (what, key, x, y)
+    # independent frames: the sum of n has the contrast beta / n
+    for rec in stored:
+        n = round(rec["exposure_time"] / 1e-3)
+        assert n in XPCS_FACTORS
+        assert abs(rec["beta"] - XPCS_BETA / n) < 4.5 * rec["beta_err"], rec

@@ -313,3 +313,96 @@ def test_readers_never_pick_an_open_run_unless_asked(stored):
     }
     assert start["uid"] in every and start["uid"] not in ok
     assert {stored.uid_a, stored.uid_b} <= ok
+
+
+def _interleaved_raw_run(frames: np.ndarray) -> list[tuple[str, Any]]:
+    """A step scan with inline frames: t_e = 1 ms, then 2 ms, then 1 ms again.
+
+    The third block belongs to the first exposure (same stream, same
+    exposure time): the callback writes that exposure's rows a second time.
+    """
+    from event_model import compose_run
+
+    bundle = compose_run(metadata={"scan_id": 3, "sample_name": "again"})
+    docs: list[tuple[str, Any]] = [("start", bundle.start_doc)]
+    for t_e, block in ((1e-3, frames[:30]), (2e-3, frames[30:60]), (1e-3, frames[60:])):
+        config = {"det_acquire_time": t_e}
+        desc = bundle.compose_descriptor(
+            name="primary",
+            data_keys={
+                "det_image": {
+                    "source": "sim",
+                    "dtype": "array",
+                    "shape": list(GEO.shape),
+                    "dtype_numpy": "<u2",
+                }
+            },
+            configuration={
+                "det": {
+                    "data": config,
+                    "timestamps": dict.fromkeys(config, 0.0),
+                    "data_keys": {
+                        "det_acquire_time": {
+                            "source": "sim",
+                            "dtype": "number",
+                            "shape": [],
+                        }
+                    },
+                }
+            },
+        ).descriptor_doc
+        docs.append(("descriptor", desc))
+        data = {"det_image": list(block)}
+        docs.append(
+            (
+                "event_page",
+                {
+                    "descriptor": desc["uid"],
+                    "uid": [str(uuid.uuid4()) for _ in block],
+                    "seq_num": list(range(1, len(block) + 1)),
+                    "time": [time.time()] * len(block),
+                    "data": data,
+                    "timestamps": {"det_image": [0.0] * len(block)},
+                    "filled": {},
+                },
+            )
+        )
+    docs.append(("stop", bundle.compose_stop()))
+    return docs
+
+
+def test_list_counts_an_exposure_written_twice_once(catalogs, capsys):
+    """Rows of an exposure re-written (more frames after it closed) count once."""
+    from xsvs_bluesky.core.synthetic import speckle_frames
+    from xsvs_bluesky.results import count_exposures
+
+    frames = speckle_frames(90, GEO.shape, 0.5, 0.2, rng=11)
+    cb = XSVSCallback(
+        geometry=GEO,
+        partitions={"q1": 0.0015, "q2": 0.003, "qs": 0.0005, "dq": 0.0002},
+        emit=make_tiled_writer(catalogs.processed),
+    )
+    for name, doc in _interleaved_raw_run(frames):
+        cb(name, doc)
+    (run,) = search_runs(catalogs.processed)
+    n_q = len(run.metadata["start"]["xsvs"]["partitions"]["centers"])
+    assert run.metadata["stop"]["num_events"]["results"] == 3 * n_q  # rows
+    assert count_exposures(run) == 2
+    res = load_results(run)
+    assert list(res.n_frames) == [60, 30]  # the rewritten rows supersede
+    code = cli.main(
+        [
+            "results",
+            "--list",
+            "--format",
+            "json",
+            "--tiled-uri",
+            catalogs.uri,
+            "--api-key",
+            catalogs.api_key,
+            "--processed-catalog",
+            catalogs.processed.item["id"],
+        ]
+    )
+    out, _ = capsys.readouterr()
+    assert code == 0 and [r["exposures"] for r in json.loads(out)] == [2]

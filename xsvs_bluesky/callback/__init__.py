@@ -24,14 +24,17 @@ from xsvs_bluesky.callback._access import (
 from xsvs_bluesky.callback._callback import XSVSCallback
 from xsvs_bluesky.callback._frames import uri_to_path
 from xsvs_bluesky.callback._run_analyser import (
+    BINNING_KEY,
     RunAnalyser,
     RunConfig,
     RunRecord,
     RunSink,
+    frame_binning,
 )
 from xsvs_bluesky.callback._shards import DaskShards
 
 __all__ = [
+    "BINNING_KEY",
     "DaskShards",
     "FrameAccess",
     "FrameFallback",
@@ -40,6 +43,7 @@ __all__ = [
     "RunRecord",
     "RunSink",
     "XSVSCallback",
+    "frame_binning",
     "parse_path_map",
     "uri_to_path",
 ]

@@ -4,7 +4,11 @@
 :class:`xsvs_bluesky.callback.XSVSCallback` creates through its RunRouter.
 It groups frames by (stream, exposure time), feeds one ExposureAnalysis per
 exposure, throttles progress events, refits the dynamics whenever an
-exposure completes and turns any failure into a failed derived run.
+exposure completes and turns any failure into a failed derived run.  A raw
+run whose start document asks for frame binning (:data:`BINNING_KEY`, a
+replayed pyxsvs XPCS-mode series) has each frame of such a stream analysed
+once per binning factor, summed over non-overlapping groups of consecutive
+frames, as ``analyze`` does.
 
 It depends on no callback object: it takes a frozen :class:`RunConfig` (how
 to analyse) and a :class:`RunSink` (where documents, results and the final
@@ -35,16 +39,84 @@ from xsvs_bluesky.callback._access import FrameAccess
 from xsvs_bluesky.callback._frames import FrameBatch, RunFrames
 from xsvs_bluesky.callback._shards import DaskShards, DatumTask
 from xsvs_bluesky.core.dynamics import fit_dynamics
+from xsvs_bluesky.core.histogram import FrameBinner
 from xsvs_bluesky.derived import DerivedRun, histogram_backend
-from xsvs_bluesky.errors import OptionError, XSVSError
+from xsvs_bluesky.errors import LimitError, OptionError, XSVSError
 from xsvs_bluesky.options import DEFAULT_LIMITS, DynamicsModel, Limits
 
-__all__ = ["Emitter", "RunAnalyser", "RunConfig", "RunRecord", "RunSink"]
+__all__ = [
+    "BINNING_KEY",
+    "Emitter",
+    "RunAnalyser",
+    "RunConfig",
+    "RunRecord",
+    "RunSink",
+    "frame_binning",
+]
 
 Emitter = Callable[[str, dict[str, Any]], object]  # any return value is ignored
 Status = Literal["success", "abort", "fail"]
 
 logger = logging.getLogger(__name__)
+
+BINNING_KEY = "xsvs_binning"
+"""Start-document key of a raw run whose frames are analysed binned.
+
+``{stream: [n1, n2, ...]}``: the frames of that stream are analysed once per
+factor ``n``, summed over non-overlapping groups of ``n`` consecutive frames
+(the remainder dropped), as exposures of ``n`` times the frames' exposure
+time (``n = 1``: the frames as they are).  A replayed pyxsvs XPCS-mode
+series records its binning factors so.
+"""
+MAX_BIN_FACTORS = 256
+"""Most binning factors per stream (each is one more exposure analysed)."""
+
+
+def frame_binning(start: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Return the binning factors per stream that a start document asks for.
+
+    Parameters
+    ----------
+    start : mapping
+        Start document of a raw run; :data:`BINNING_KEY` may be absent
+        (no binning: an empty dict).
+
+    Returns
+    -------
+    dict
+        ``{stream: (n1, n2, ...)}``, factors distinct integers >= 1, in the
+        order given (the order of the exposures they make).
+
+    Raises
+    ------
+    OptionError
+        On a value that is not such a mapping, naming the key and the value.
+    LimitError
+        On more than :data:`MAX_BIN_FACTORS` factors for one stream.
+    """
+    raw = start.get(BINNING_KEY)
+    if raw is None:
+        return {}
+    expected = "expected {stream: [n, ...]} with distinct integers n >= 1"
+    if not isinstance(raw, Mapping):
+        raise OptionError(f"start document key {BINNING_KEY} = {raw!r}: {expected}")
+    out: dict[str, tuple[int, ...]] = {}
+    for stream, factors in raw.items():
+        what = f"start document key {BINNING_KEY}[{stream!r}]"
+        if not isinstance(factors, Sequence) or isinstance(factors, str | bytes):
+            raise OptionError(f"{what} = {factors!r}: {expected}")
+        if len(factors) > MAX_BIN_FACTORS:
+            raise LimitError(
+                f"{what} lists {len(factors)} binning factors, more than the limit "
+                f"of {MAX_BIN_FACTORS}; give fewer"
+            )
+        bad = [
+            n for n in factors if isinstance(n, bool) or not isinstance(n, int) or n < 1
+        ]
+        if not factors or bad or len(set(factors)) != len(factors):
+            raise OptionError(f"{what} = {list(factors)!r}: {expected}")
+        out[str(stream)] = tuple(int(n) for n in factors)
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,11 +209,21 @@ class RunConfig:
 
 
 class _Exposure:
-    """One (stream, exposure time) of a run and its progress bookkeeping."""
+    """One exposure of a run and its progress bookkeeping.
 
-    def __init__(self, index: int, analysis: ExposureAnalysis) -> None:
+    An exposure is a (stream, exposure time) of the raw run, or one binning
+    factor of it (``binner`` sums the frames before the analysis).
+    """
+
+    def __init__(
+        self,
+        index: int,
+        analysis: ExposureAnalysis,
+        binner: FrameBinner | None = None,
+    ) -> None:
         self.index = index
         self.analysis = analysis
+        self.binner = binner
         self.progress_time = time.monotonic()
         self.progress_frames = 0
         self.published = -1
@@ -178,8 +260,12 @@ class RunAnalyser(DocumentRouter):
         self._recipe: Any = None
         self._setup: AnalysisSetup | None = None
         self._derived: DerivedRun | None = None
-        self._exposures: dict[tuple[str, float | None], _Exposure] = {}
-        self._current: _Exposure | None = None
+        self._binning: dict[str, tuple[int, ...]] = {}
+        # every exposure in order of first frame; per (stream, exposure time)
+        # the exposures its frames feed (one per binning factor)
+        self._exposures: list[_Exposure] = []
+        self._groups: dict[tuple[str, float | None], list[_Exposure]] = {}
+        self._current: list[_Exposure] | None = None
         self._done = False
 
     def __call__(
@@ -223,7 +309,8 @@ class RunAnalyser(DocumentRouter):
         self._done = True
         if self._derived is None:
             return
-        results = tuple(self._close(exp) for exp in self._exposures.values())
+        self._log_unbinned()
+        results = tuple(self._close(exp) for exp in self._exposures)
         notes = []
         status: Status = "success"
         raw_status = str(doc.get("exit_status", "success"))
@@ -256,7 +343,7 @@ class RunAnalyser(DocumentRouter):
             self._done = True
             results: tuple[ExposureResult, ...] = ()
             if self._derived is not None:  # closing writes each exposure's rows
-                results = tuple(self._close(exp) for exp in self._exposures.values())
+                results = tuple(self._close(exp) for exp in self._exposures)
             self._finish("abort", reason, results)
         except Exception as err:
             self._fail(err)
@@ -272,9 +359,12 @@ class RunAnalyser(DocumentRouter):
             return
         config = self._config
         try:
+            self._binning = frame_binning(self._start)
             self._setup = config.setup_for(self._start)
         finally:  # even without a setup, a derived run records the failure
             xsvs = dict(self._setup.description) if self._setup else {}
+            if self._binning:
+                xsvs["binning"] = {k: list(v) for k, v in self._binning.items()}
             model = config.dynamics_model
             if self._setup is not None:
                 xsvs.update(
@@ -293,30 +383,47 @@ class RunAnalyser(DocumentRouter):
                 self._sink.emit_targets, raw_start=self._start, xsvs=xsvs
             )
 
-    def _exposure(self, stream: str, exposure_time: float | None) -> _Exposure:
-        """Return the exposure of these frames; close the previous one on a change."""
+    def _group(self, stream: str, exposure_time: float | None) -> list[_Exposure]:
+        """Return the exposures these frames feed; close the previous ones on a change.
+
+        One exposure per (stream, exposure time), or one per binning factor
+        of the stream (:data:`BINNING_KEY`), all made at its first frames.
+        """
         assert self._setup is not None
         key = (stream, exposure_time)
-        exp = self._exposures.get(key)
-        if exp is None:
+        group = self._groups.get(key)
+        if group is None:
             t_e = math.nan if exposure_time is None else exposure_time
-            analysis = self._setup.new_exposure(stream, t_e, source=self._uid)
-            exp = self._exposures[key] = _Exposure(len(self._exposures), analysis)
-        if self._current is not None and self._current is not exp:
-            self._close(self._current)
+            group = []
+            for n in self._binning.get(stream, (1,)):
+                analysis = self._setup.new_exposure(stream, t_e * n, source=self._uid)
+                exp = _Exposure(
+                    len(self._exposures), analysis, FrameBinner(n) if n > 1 else None
+                )
+                self._exposures.append(exp)
+                group.append(exp)
+            self._groups[key] = group
+        if self._current is not None and self._current is not group:
+            for exp in self._current:
+                self._close(exp)
             # an exposure completed: refit beta(t_e) live over the completed ones
-            done = [e.final for e in self._exposures.values() if e.final is not None]
+            done = [e.final for e in self._exposures if e.final is not None]
             self._dynamics(done)
-        self._current = exp
-        return exp
+        self._current = group
+        return group
 
     def _add(self, batch: FrameBatch) -> None:
         self._begin()
         if self._inflight:  # frames read here come after those in flight
             self._collect(wait=True)
-        exp = self._exposure(batch.stream, batch.exposure_time)
-        exp.analysis.update(batch.frames)
-        self._progress_due(exp)
+        for exp in self._group(batch.stream, batch.exposure_time):
+            frames = batch.frames
+            if exp.binner is not None:
+                frames = exp.binner.push(frames)
+                if not frames.shape[0]:
+                    continue
+            exp.analysis.update(frames)
+            self._progress_due(exp)
 
     def _datum(self, task: DatumTask) -> bool:
         """Hand a StreamDatum to the Dask workers; False to read it here."""
@@ -330,8 +437,8 @@ class RunAnalyser(DocumentRouter):
             except OptionError as err:
                 logger.warning("run %s analysed in this process: %s", self._uid, err)
                 self._recipe = False
-        if self._recipe is False:
-            return False
+        if self._recipe is False or task.stream in self._binning:
+            return False  # binned frames are summed here, in order
         future = shards.submit(self._recipe, task)
         self._inflight.append(((task.stream, task.exposure_time), future))
         while len(self._inflight) > shards.max_pending:
@@ -346,7 +453,7 @@ class RunAnalyser(DocumentRouter):
     def _collect_one(self) -> None:
         (stream, t_e), future = self._inflight.popleft()
         arrays = future.result()  # a worker's error is raised here
-        exp = self._exposure(stream, t_e)
+        (exp,) = self._group(stream, t_e)  # never a binned stream
         exp.analysis.absorb(arrays)
         self._progress_due(exp)
 
@@ -412,6 +519,19 @@ class RunAnalyser(DocumentRouter):
             self._sink.publish(final)
         return final
 
+    def _log_unbinned(self) -> None:
+        """Log the frames of binned streams left over after the last whole group."""
+        for exp in self._exposures:
+            if exp.binner is not None and exp.binner.pending:
+                logger.info(
+                    "run %s: %d frames of stream %r left over after binning by %d "
+                    "are not used",
+                    self._uid,
+                    exp.binner.pending,
+                    exp.analysis.stream,
+                    exp.binner.n,
+                )
+
     def _raw_incomplete(
         self,
         raw_status: str,
@@ -422,7 +542,10 @@ class RunAnalyser(DocumentRouter):
         word = {"abort": "aborted", "fail": "failed"}.get(raw_status, raw_status)
         done = sum(1 for r in results if r.n_frames)
         planned = self._start.get("xsvs_exposure_times")
-        total = f" of {len(planned)}" if isinstance(planned, Sequence) else ""
+        total = ""
+        if isinstance(planned, Sequence):  # binned streams make several each
+            extra = sum(len(f) - 1 for f in self._binning.values())
+            total = f" of {len(planned) + extra}"
         frames = sum(r.n_frames for r in results)
         text = f"raw run {word} after {done}{total} exposures ({frames} frames)"
         if stop.get("reason"):

@@ -75,31 +75,36 @@ def _metavar(names: tuple[str, ...]) -> str:
     return "{" + ",".join(names) + "}"
 
 
-def add_estimator_arguments(parser: argparse.ArgumentParser, *, of: str) -> None:
+def add_estimator_arguments(
+    parser: argparse.ArgumentParser, *, of: str, recorded: bool = False
+) -> None:
     """Add ``--estimator`` and ``--flat-field`` (analyze, replay, reanalyze).
 
     ``of`` names whose flat field it is ("the INI's", "the run's").  The
     values are parsed by :mod:`xsvs_bluesky.options` (no numerics loaded);
-    ``--flat-field`` also takes the older name ``weighted``.
+    ``--flat-field`` also takes the older name ``weighted``.  ``recorded``:
+    both default to None, the settings of the latest analysis (reanalyze).
     """
+    default = "the latest analysis's; without one, " if recorded else ""
     parser.add_argument(
         "--estimator",
         type=_option_type(Estimator.parse, "estimator"),
         metavar=_metavar(ESTIMATORS),
         default=None,
-        help="contrast estimator (default: mle-intensity, maximum likelihood "
-        "with each pixel's mean from the flat field and the intensity's shape "
-        "across the ring; mle with --flat-field divide-round)",
+        help=f"contrast estimator (default: {default}mle-intensity, maximum "
+        "likelihood with each pixel's mean from the flat field and the "
+        "intensity's shape across the ring; mle with --flat-field divide-round)",
     )
     parser.add_argument(
         "--flat-field",
         type=_option_type(FlatFieldMode.parse, "flat-field mode"),
         metavar=_metavar(FLAT_FIELD_MODES),
-        default=FlatFieldMode.WEIGHTS,
-        help=f"how {of} flat field is used: weights (default; integer counts, "
-        "the flat field as pixel efficiencies in the likelihood), divide-round "
-        "(legacy pyxsvs frame/flat, rounded: biased), record-only (loaded and "
-        "recorded, scales I(q), not used for the contrast) or none (not loaded)",
+        default=None if recorded else FlatFieldMode.WEIGHTS,
+        help=f"how {of} flat field is used (default: {default}weights): weights "
+        "(integer counts, the flat field as pixel efficiencies in the "
+        "likelihood), divide-round (legacy pyxsvs frame/flat, rounded: biased), "
+        "record-only (loaded and recorded, scales I(q), not used for the "
+        "contrast) or none (not loaded)",
     )
 
 

@@ -7,8 +7,9 @@ the XSVS callback histograms the frames while they arrive (a progress bar on
 stderr; -v adds a live table per exposure and the refits of beta(t_e)) and
 stores its results as a derived run. At the end the command prints
 beta(t_e) per q beside the truth the simulation used, with the estimator's
-flags (stdout), saves a figure and says where the runs went and what to try
-next.
+flags (stdout), saves a figure and says where the runs went, how much disk
+the detector's frame files take (Blosc-compressed by default, --compression)
+and what to try next.
 
 With no server named, everything goes into a data folder (default
 ./xsvs-data, printed at start) that later commands find again: its running
@@ -58,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nonnegative_int,
         positive_int,
     )
-    from xsvs_bluesky.options import DEMO_FRAMES, ESTIMATORS
+    from xsvs_bluesky.options import COMPRESSIONS, DEMO_FRAMES, ESTIMATORS
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
@@ -80,6 +81,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help=f"figure file (default {_FIGURE_NAME} in the data folder, or in "
         "the working directory with --tiled-uri)",
+    )
+    parser.add_argument(
+        "--compression",
+        choices=COMPRESSIONS,
+        default="blosc-lz4",
+        help="HDF5 compression of the simulated detector's frame files (default "
+        "blosc-lz4: about a sixth of the uncompressed size, read through "
+        "hdf5plugin; gzip and lzf: any HDF5 reader; none)",
     )
     parser.add_argument(
         "--seed",
@@ -181,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     thread = threading.Thread(target=opener, name="xsvs-open-catalogs", daemon=True)
     thread.start()
     try:
-        rig = _prepare(args.seed, external)
+        rig = _prepare(args.seed, external, args.compression)
     finally:
         thread.join()
     if "error" in box:
@@ -210,8 +219,7 @@ def run(args: argparse.Namespace) -> int:
     where = f"--data-dir {data_dir}" if data_dir else f"--tiled-uri {catalogs.uri}"
     stored = f"in {data_dir}" if data_dir else f"at {catalogs.uri}"
     _say(f"raw run {outcome.raw_uid} and its analysis stored {stored}")
-    if data_dir is None:
-        _say(f"detector files in {external}")
+    _say(_disk_line(outcome, data_dir is None, external, args.compression))
     _say(f"derived run {outcome.derived_uid} ({outcome.status})")
     _say(f"figure: {figure}")
     _say(
@@ -224,6 +232,19 @@ def run(args: argparse.Namespace) -> int:
         )
     _say(f"done in {time.perf_counter() - started:.1f} s")
     return 0 if outcome.status == "success" else 1
+
+
+def _disk_line(
+    outcome: DemoOutcome, named_server: bool, external: Path, compression: str
+) -> str:
+    """Say how much disk the raw run's frame files take, and where."""
+    raw = outcome.n_frames * outcome.frame_bytes
+    where = f" in {external}" if named_server else ""
+    return (
+        f"detector files: {outcome.disk_bytes / 1e6:.1f} MB on disk in "
+        f"{len(outcome.files)} HDF5 files{where} ({compression}; "
+        f"{raw / 1e6:.0f} MB uncompressed)"
+    )
 
 
 def _quiet(message: str) -> None:
@@ -239,7 +260,7 @@ class _Rig:
     detector: Any
 
 
-def _prepare(seed: int, external: Path) -> _Rig:
+def _prepare(seed: int, external: Path, compression: str = "blosc-lz4") -> _Rig:
     """Make the RunEngine and the detector; load the numba kernels."""
     from bluesky import RunEngine
 
@@ -248,7 +269,7 @@ def _prepare(seed: int, external: Path) -> _Rig:
 
     RE = RunEngine({})
     model = demo_model(seed)
-    detector = sim_detector(external, model)
+    detector = sim_detector(external, model, compression=compression)
     frame = model.sampler(DEMO_EXPOSURE_TIMES[0]).sample(1)
     HistogramAccumulator(model.partitions(0.0015, 0.0025)).update(frame)
     return _Rig(RE, model, detector)
@@ -273,6 +294,12 @@ class DemoOutcome:
         Wall time of the scan, and until the derived run was in Tiled, s.
     n_frames : int
         Frames acquired.
+    files : tuple of Path
+        The raw run's HDF5 frame files.
+    disk_bytes : int
+        Their size on disk, bytes.
+    frame_bytes : int
+        Bytes of one uncompressed frame.
     """
 
     raw_uid: str
@@ -283,6 +310,28 @@ class DemoOutcome:
     acquisition_s: float
     analysis_s: float
     n_frames: int
+    files: tuple[Path, ...] = ()
+    disk_bytes: int = 0
+    frame_bytes: int = 0
+
+
+class _Files:
+    """The files the raw run's StreamResource documents name."""
+
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
+
+    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+        if name == "stream_resource":
+            from urllib.parse import urlparse
+
+            path = Path(urlparse(str(doc["uri"])).path)
+            if path not in self.paths:
+                self.paths.append(path)
+
+    def size(self) -> int:
+        """Bytes on disk of the files that exist."""
+        return sum(p.stat().st_size for p in self.paths if p.is_file())
 
 
 class _Progress:
@@ -405,6 +454,8 @@ def run_demo(
         estimator=estimator,
     )
     token = session.RE.subscribe(bar)
+    files = _Files()
+    files_token = session.RE.subscribe(files)
     try:
         say(
             f"acquiring {len(times)} exposures x {frames} frames of "
@@ -430,6 +481,7 @@ def run_demo(
         t3 = time.perf_counter()
     finally:
         session.RE.unsubscribe(token)
+        session.RE.unsubscribe(files_token)
         session.close()
         close_engine(session.RE)
     n = frames * len(times)
@@ -449,4 +501,7 @@ def run_demo(
         acquisition_s=t1 - t0,
         analysis_s=t3 - t0,
         n_frames=n,
+        files=tuple(files.paths),
+        disk_bytes=files.size(),
+        frame_bytes=2 * model.geometry.shape[0] * model.geometry.shape[1],
     )

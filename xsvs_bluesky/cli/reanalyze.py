@@ -7,12 +7,17 @@ run (its original_run_uid), next to the earlier analyses. Prints the new
 derived run's uid and its beta table (same columns as 'xsvs-bluesky results').
 
 RAW_UID is the raw run's uid, a unique prefix of it (>= 5 characters), its
-scan_id, or -1 for the latest raw run. Options not given keep the run's
-values: geometry and masks always, q partitions per value (--dq alone changes
-only the half-width). Frames are read from the run's HDF5 files when this
-host can read them, else through the Tiled server (--frames tiled). Masks and
-flat field are the files named in the run, checked against their recorded
-SHA-256.
+scan_id, or -1 for the latest raw run. The new analysis starts from the
+settings of the raw run's latest successful analysis: its estimator,
+flat-field mode, other options and q partitions (--dq alone changes only the
+half-width); without one, the defaults and the raw run's partitions. Every
+setting that differs from that analysis is said on stderr in one line with
+the reason, and so is a better default estimator than the one kept (never
+switched to silently). Geometry always comes from the raw run; masks and
+flat field are the files it names, checked against their recorded SHA-256
+(one the latest analysis used that the run does not name is said to be not
+reachable). Frames are read from the run's HDF5 files when this host can
+read them, else through the Tiled server (--frames tiled).
 
 Exit codes: 0 success, 1 the new analysis failed (reason on stderr), 2 bad
 input (unknown run, options, changed mask files).
@@ -28,14 +33,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from xsvs_bluesky.cli._common import (
     add_catalog_arguments,
     add_estimator_arguments,
     add_limit_arguments,
-    analysis_options,
     catalogs_from_args,
     flush_warnings,
+    limits_from_args,
     progress_bar,
     recorded_warnings,
     show_progress,
@@ -67,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="RAW_UID",
         help="raw run: uid, unique uid prefix (>= 5 characters), scan_id or -1",
     )
-    add_estimator_arguments(parser, of="the run's")
+    add_estimator_arguments(parser, of="the run's", recorded=True)
     add_limit_arguments(parser)
     group = parser.add_argument_group(
         "q partitions", "1/Angstrom; each one not given keeps the run's value"
@@ -90,6 +96,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_catalog_arguments(parser)
 
 
+def _report(bar: object) -> Callable[[str], None]:
+    """Print a line about the settings on stderr (above a progress bar)."""
+
+    def report(line: str) -> None:
+        text = f"{_PROG}: {line}"
+        if bar is not None:
+            from tqdm import tqdm
+
+            tqdm.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    return report
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``xsvs-bluesky reanalyze``; return the exit code."""
     from xsvs_bluesky.reanalyze import reanalyze
@@ -103,10 +124,13 @@ def run(args: argparse.Namespace) -> int:
                 out = reanalyze(
                     cats,
                     args.raw_uid,
-                    options=analysis_options(args),
+                    estimator=args.estimator,
+                    flat_field=args.flat_field,
+                    limits=limits_from_args(args),
                     partitions=partitions,
                     frames=args.frames,
                     progress=progress,
+                    report=_report(bar),
                 )
             finally:
                 if bar is not None:

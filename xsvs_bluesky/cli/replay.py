@@ -181,9 +181,12 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         frames = sum(result.n_frames)
+        streams = len(result.n_frames)
+        what = f"{streams} exposures"
+        if len(result.results) != streams:  # XPCS mode: one series, binned
+            what = f"{streams} series, analysed as {len(result.results)} exposures"
         print(
-            f"{_PROG}: {frames} frames of {len(result.n_frames)} exposures replayed "
-            f"in {result.seconds:.1f} s",
+            f"{_PROG}: {frames} frames of {what} replayed in {result.seconds:.1f} s",
             file=sys.stderr,
         )
     print_results(

@@ -71,19 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_catalog_arguments(parser, background=True)
 
 
-def _n_exposures(start: dict[str, Any], stop: dict[str, Any]) -> int:
-    """Exposures of a derived run from its stop document (no data read)."""
-    from xsvs_bluesky.results import layout_version
-
-    events = int((stop.get("num_events") or {}).get("results", 0))
-    if layout_version(start) < 2:
-        return events  # one event per exposure
-    n_q = len(((start.get("xsvs") or {}).get("partitions") or {}).get("centers", []))
-    return events // n_q if n_q else 0  # one row per exposure and partition
-
-
 def _run_row(run: Any) -> dict[str, Any]:
     from datetime import datetime
+
+    from xsvs_bluesky.results import count_exposures
 
     start = run.metadata.get("start") or {}
     stop = run.metadata.get("stop") or {}
@@ -96,7 +87,7 @@ def _run_row(run: Any) -> dict[str, Any]:
         "sample_name": start.get("sample_name"),
         "raw_uid": start.get("original_run_uid"),
         "estimator": (start.get("xsvs") or {}).get("estimator"),
-        "exposures": _n_exposures(start, stop),
+        "exposures": count_exposures(run),
         "exit_status": stop.get("exit_status"),
     }
 

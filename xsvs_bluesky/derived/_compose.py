@@ -316,6 +316,8 @@ class DerivedRun:
                 "D_chi2": [float(diffusion.chi2)] * n_q,
                 "D_dof": [int(diffusion.dof)] * n_q,
                 "D_flags": [encode_flags(diffusion.flags, DYNAMICS_FLAG_NAMES)] * n_q,
+                "D_status": [diffusion.status] * n_q,
+                "D_error_scale": [float(diffusion.error_scale)] * n_q,
             },
         )
 

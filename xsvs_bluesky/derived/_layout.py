@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xsvs_bluesky.analysis import FLAG_FIT_FAILED
-from xsvs_bluesky.core.dynamics import DYNAMICS_FLAGS
+from xsvs_bluesky.core.dynamics import DIFFUSION_STATUSES, DYNAMICS_FLAGS
 from xsvs_bluesky.core.estimators import FLAGS
 
 __all__ = [
@@ -415,6 +415,23 @@ DYNAMICS = StreamLayout(
             "",
             "flags of the Gamma(q) fit, bitmask",
             flags=DYNAMICS_FLAG_NAMES,
+        ),
+        _f(
+            "D_status",
+            "str",
+            "",
+            "what may be said about D: "
+            + ", ".join(f"`{s}`" for s in DIFFUSION_STATUSES)
+            + " (`non-diffusive`: Gamma/q^2 not constant within errors, D is "
+            "not the result; `poor-fit`: D stands with its inflated error); "
+            "absent in runs written before it",
+        ),
+        _f(
+            "D_error_scale",
+            "<f8",
+            "",
+            "factor already applied to D_err: sqrt(chi2/dof) of a poor Gamma(q) "
+            "fit, else 1; absent in runs written before it",
         ),
     ),
     hints=("gamma", "q"),

@@ -7,6 +7,7 @@ partitions, masks, flat field).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -230,6 +231,27 @@ class LegacyConfig:
         return read_flat_field(self.flat_field, shape, mask=mask)
 
     # -- convenience --------------------------------------------------------
+    def acquired_exposures(self) -> tuple[ExposureSpec, ...]:
+        """Return the exposures as acquired, before any binning.
+
+        XSVS mode: :attr:`exposures`.  XPCS mode: the one series of
+        ``[Exp_bins]``, named ``"Exp_bins"``, at the exposure time of one
+        file (``bin_factor`` 1); :attr:`bin_factors` say how the analysis
+        sums its frames into the exposures of :attr:`exposures`.
+        """
+        if not self.bin_factors:
+            return self.exposures
+        first = self.exposures[0]
+        return (
+            dataclasses.replace(
+                first,
+                name="Exp_bins",
+                index=0,
+                exposure_time=first.frame_time,
+                bin_factor=1,
+            ),
+        )
+
     def all_files(self) -> tuple[Path, ...]:
         """Every frame file of every exposure, once, in first-use order."""
         return tuple(dict.fromkeys(f for e in self.exposures for f in e.files))

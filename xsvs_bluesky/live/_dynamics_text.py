@@ -35,16 +35,17 @@ def diffusion_from_record(record: Mapping[str, Any] | None) -> DiffusionFit | No
     ----------
     record : mapping or None
         ``D``, ``D_err``, ``q_exponent``, ``q_exponent_err``, ``D_chi2``,
-        ``D_dof`` and ``D_flags`` (comma-separated), as the derived run's
-        ``dynamics`` stream (and ``RunResults.diffusion``) hold them.
+        ``D_dof``, ``D_flags`` (comma-separated) and ``D_error_scale``, as
+        the derived run's ``dynamics`` stream (and ``RunResults.diffusion``)
+        hold them.
 
     Returns
     -------
     DiffusionFit or None
-        None without a record or ``D``.  The stream does not store
-        ``error_scale``: it is rebuilt from the flags, ``sqrt(chi2/dof)``
-        for a ``poor-fit`` with ``chi2/dof > 2`` (the rule that inflated
-        it), else 1.
+        None without a record or ``D``.  Runs written before the stream
+        stored ``D_error_scale``: it is rebuilt from the flags,
+        ``sqrt(chi2/dof)`` for a ``poor-fit`` with ``chi2/dof > 2`` (the
+        rule that inflated it), else 1.
     """
     if not record or "D" not in record:
         return None
@@ -61,7 +62,10 @@ def diffusion_from_record(record: Mapping[str, Any] | None) -> DiffusionFit | No
     chi2, dof_f = num("D_chi2"), num("D_dof")
     dof = int(dof_f) if math.isfinite(dof_f) else 0
     scale = 1.0
-    if "poor-fit" in flags and dof > 0 and chi2 / dof > _INFLATE_REDUCED_CHI2:
+    stored = num("D_error_scale")
+    if math.isfinite(stored):
+        scale = stored
+    elif "poor-fit" in flags and dof > 0 and chi2 / dof > _INFLATE_REDUCED_CHI2:
         scale = math.sqrt(chi2 / dof)
     return DiffusionFit(
         D=num("D"),

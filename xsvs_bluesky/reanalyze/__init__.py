@@ -1,6 +1,11 @@
 """Analyse a raw run stored in Tiled again, with other settings.
 
-:func:`reanalyze` fetches the documents of a raw run from Tiled
+:func:`reanalyze` starts from the settings of the raw run's latest
+successful derived run (:func:`latest_analysis`: estimator, flat-field
+mode, the other options and the q partitions), applies the ones the caller
+names, and says in one line per setting what differs from that run and
+why, and when a better default estimator exists than the one it keeps.
+It fetches the documents of the raw run from Tiled
 (``run.documents()`` when the server exports ``application/json-seq``,
 otherwise rebuilt from the run's metadata and data sources by
 :func:`rebuild_documents`), feeds them to a NEW
@@ -14,12 +19,14 @@ Frames are read from the HDF5 files the run references when this host can
 read them (fast), else through Tiled's HTTP API (``frames="tiled"``).
 Masks and flat field come from the files named in the start document
 (``xsvs_masks``, ``xsvs_flat_field``), checked against their recorded
-SHA-256.
+SHA-256; one the latest analysis used that the raw run does not name (a
+live run's arrays) is not reachable, and a line says so.
 
 This module holds :func:`reanalyze`, its result and the raw-run look-up;
 the document stream (:func:`fetch_documents`, :func:`rebuild_documents`)
-lives in ``_reanalyze_documents`` and the masks, flat field and partitions
-(:func:`read_calibration`) in ``_reanalyze_inputs``, re-exported here.
+lives in ``_documents``, the masks, flat field and partitions
+(:func:`read_calibration`) in ``_inputs`` and the settings and their
+differences in ``_settings``, re-exported here.
 
 Examples
 --------
@@ -35,6 +42,7 @@ from xsvs_bluesky.reanalyze._job import (
     ReanalysisResult,
     fetch_documents,
     find_raw_run,
+    latest_analysis,
     read_calibration,
     reanalyze,
     rebuild_documents,
@@ -45,6 +53,7 @@ __all__ = [
     "ReanalysisResult",
     "fetch_documents",
     "find_raw_run",
+    "latest_analysis",
     "read_calibration",
     "reanalyze",
     "rebuild_documents",

@@ -19,6 +19,7 @@ from xsvs_bluesky.options import (
     AnalysisOptions,
     Estimator,
     FlatFieldMode,
+    Limits,
 )
 from xsvs_bluesky.reanalyze._documents import (
     fetch_documents,
@@ -29,6 +30,11 @@ from xsvs_bluesky.reanalyze._documents import (
     via_tiled,
 )
 from xsvs_bluesky.reanalyze._inputs import merge_partitions, read_calibration
+from xsvs_bluesky.reanalyze._settings import (
+    latest_analysis,
+    resolve_settings,
+    setting_changes,
+)
 from xsvs_bluesky.storage import WriterGuard
 
 __all__ = [
@@ -36,6 +42,7 @@ __all__ = [
     "ReanalysisResult",
     "fetch_documents",
     "find_raw_run",
+    "latest_analysis",
     "read_calibration",
     "reanalyze",
     "rebuild_documents",
@@ -45,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 _BIG_BATCH = 1_000_000
 Progress = Callable[[int, int], None]
+Report = Callable[[str], None]
+"""``report(line)``: one line saying how the new analysis differs."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +75,12 @@ class ReanalysisResult:
         Where the frames were read: ``"file"`` or ``"tiled"``.
     seconds : float
         Wall time, s.
+    baseline_uid : str or None
+        The derived run whose settings the analysis started from (the
+        latest successful one of the raw run), None when there was none.
+    changes : tuple of str
+        One line per setting that differs from the baseline's, with the
+        reason (and when a better default estimator exists than the one kept).
     """
 
     raw_uid: str
@@ -75,6 +90,8 @@ class ReanalysisResult:
     results: tuple[Any, ...]
     frames: str
     seconds: float
+    baseline_uid: str | None = None
+    changes: tuple[str, ...] = ()
 
 
 def find_raw_run(raw_catalog: Any, key: str) -> Any:
@@ -113,38 +130,55 @@ def reanalyze(
     estimator: Estimator | str | None = None,
     partitions: Mapping[str, Any] | None = None,
     flat_field: FlatFieldMode | str | None = None,
+    limits: Limits | None = None,
     frames: str = "auto",
     frames_per_datum: int = 90,
     progress: Progress | None = None,
+    report: Report | None = None,
 ) -> ReanalysisResult:
     """Analyse raw run ``raw_uid`` again into a new derived run.
+
+    The new analysis starts from the settings recorded by the latest
+    successful derived run of that raw run (estimator, flat-field mode,
+    extra estimators, histogram and dynamics settings, q partitions) and
+    the masks and flat field the raw run names; what is named here replaces
+    them.  Every setting that then differs from that run's is said in one
+    line with the reason (``report``, the log and
+    :attr:`ReanalysisResult.changes`), and so is a better default estimator
+    than the one kept: it is never switched to silently.
 
     Parameters
     ----------
     catalogs : xsvs_bluesky.storage.Catalogs
-        ``raw`` (read) and ``processed`` (written) catalogs.
+        ``raw`` (read) and ``processed`` (read, and written) catalogs.
     raw_uid : str
         uid, unique uid prefix, scan_id or -1 (see :func:`find_raw_run`).
     options : AnalysisOptions, optional
-        Options of the new analysis (default ``AnalysisOptions()``);
-        ``estimator`` and ``flat_field``, when given, replace those fields.
+        Every option of the new analysis, named at once (the baseline's are
+        then not used; ``estimator`` None there means the default).  Default:
+        the baseline's, or ``AnalysisOptions()`` without one.
     estimator : str, optional
-        Main estimator (default
-        :func:`~xsvs_bluesky.options.default_estimator`: ``mle-intensity``,
-        ``mle`` in the ``divide-round`` mode).
+        Main estimator (default: the baseline's, else
+        :func:`~xsvs_bluesky.options.default_estimator`).
     partitions : mapping, optional
-        q partition parameters (1/Angstrom) replacing those of the run:
-        ``q1``, ``q2``, ``qs``, ``dq`` (any subset; the others are kept) or
-        ``centers`` and ``dq``.
+        q partition parameters (1/Angstrom) replacing the baseline's (else
+        the raw run's): ``q1``, ``q2``, ``qs``, ``dq`` (any subset; the
+        others are kept) or ``centers`` and ``dq``.
     flat_field : {"weights", "divide-round", "record-only", "none"}, optional
-        How the run's flat field is used (as ``analyze``; default
+        How the run's flat field is used (default: the baseline's, else
         ``weights``).
+    limits : Limits, optional
+        Resource limits (never recorded: default ``Limits()``, or those of
+        ``options``).
     frames : {"auto", "file", "tiled"}
         Where frames are read (see :data:`FRAME_SOURCES`).
     frames_per_datum : int, optional
         Frames read and histogrammed at a time.
     progress : callable, optional
         ``progress(frames_done, frames_total)``.
+    report : callable, optional
+        ``report(line)`` for each line about the settings, before any frame
+        is read (they are logged at INFO level in any case).
 
     Returns
     -------
@@ -156,7 +190,7 @@ def reanalyze(
         Unknown run or option, a run without geometry or partitions, frame
         files not readable here with ``frames="file"``.
     InputFileError
-        Masks or flat field missing or changed.
+        Masks or flat field named by the raw run missing or changed.
     """
     import hdf5plugin  # noqa: F401  (registers the Blosc filter of replayed files)
 
@@ -165,9 +199,6 @@ def reanalyze(
     from xsvs_bluesky.storage import make_tiled_writer
 
     t0 = time.perf_counter()
-    options = AnalysisOptions.merge(
-        options, estimator=estimator, flat_field_mode=flat_field
-    )
     if frames not in FRAME_SOURCES:
         raise OptionError(
             f"frames {frames!r} is unknown; give one of {', '.join(FRAME_SOURCES)}"
@@ -185,10 +216,35 @@ def reanalyze(
     if not isinstance(start.get("xsvs_geometry"), Mapping):
         raise RunError(f"raw run {uid} has no xsvs_geometry; cannot analyse it")
     geometry = Geometry.from_dict(start["xsvs_geometry"])
-    spec = merge_partitions(start, partitions)
+    baseline = latest_analysis(catalogs.processed, uid)
+    settings = resolve_settings(
+        baseline,
+        start,
+        options=options,
+        estimator=estimator,
+        flat_field=flat_field,
+        partitions=partitions,
+        limits=limits,
+    )
+    options = settings.options
+    spec = merge_partitions({"uid": uid, "xsvs_partitions": settings.partitions}, {})
     masks, flat = read_calibration(
         start, geometry.shape, use_flat=options.uses_flat_field
     )
+    changes = setting_changes(
+        baseline,
+        settings,
+        raw_uid=uid,
+        main=options.main_estimator(flat is not None),
+        partitions=spec,
+        masks=[{"name": n, "file_sha256": sha} for n, _, sha in masks],
+        flat=None if flat is None else {"name": flat[0], "file_sha256": flat[2]},
+        flat_named=isinstance(start.get("xsvs_flat_field"), Mapping),
+    )
+    for line in changes:
+        logger.info("re-analysis of raw run %s: %s", uid, line)
+        if report is not None:
+            report(line)
     writer = WriterGuard(
         make_tiled_writer(catalogs.processed, batch_size=_BIG_BATCH), "derived"
     )
@@ -248,4 +304,6 @@ def reanalyze(
         results=tuple(record.results),
         frames=source,
         seconds=time.perf_counter() - t0,
+        baseline_uid=None if baseline is None else baseline.uid,
+        changes=tuple(changes),
     )

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from xsvs_bluesky.callback import BINNING_KEY
 from xsvs_bluesky.legacy.config import ExposureSpec, LegacyConfig
-from xsvs_bluesky.options import COMPRESSIONS
+from xsvs_bluesky.options import COMPRESSIONS, hdf5_filters
 
 __all__ = [
     "COMPRESSIONS",
@@ -46,18 +47,6 @@ def stream_names(n_exposures: int) -> list[str]:
     """``exposure_0, exposure_1, ...`` zero-padded, as the simulated plan names them."""
     width = len(str(max(n_exposures - 1, 0)))
     return [f"exposure_{i:0{width}d}" for i in range(n_exposures)]
-
-
-def _filters(compression: str) -> dict[str, Any]:
-    if compression == "blosc-lz4":
-        import hdf5plugin
-
-        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=2))
-    if compression == "gzip":
-        return {"compression": "gzip", "compression_opts": 1, "shuffle": True}
-    if compression == "lzf":
-        return {"compression": "lzf", "shuffle": True}
-    return {}
 
 
 class ExposureFile:
@@ -100,7 +89,7 @@ class ExposureFile:
             maxshape=(None, rows, cols),
             chunks=(1, rows, cols),
             dtype=dtype,
-            **_filters(compression),
+            **hdf5_filters(compression),
         )
         self._data.attrs["acquire_time"] = float(exposure_time)
         group = self._file.require_group(ATTRIBUTES)
@@ -184,8 +173,7 @@ class RawRunComposer:
         self._supersedes = list(supersedes)
         self.job = job
         self.targets = list(targets)
-        config: LegacyConfig = job.config
-        self.streams = stream_names(len(config.exposures))
+        self.streams = stream_names(len(job.exposures))
         self.files: list[Path] = []
         self.skipped: list[tuple[str, str, str]] = []
         self._frames = [0] * len(self.streams)
@@ -198,16 +186,14 @@ class RawRunComposer:
     def _metadata(self, job: Any, scan_id: int) -> dict[str, Any]:
         config: LegacyConfig = job.config
         inputs = job.inputs
-        times = [e.exposure_time for e in config.exposures]
-        frames = [len(job.scan.usable(e)) for e in config.exposures]
+        times = [e.exposure_time for e in job.exposures]
+        frames = [len(job.scan.usable(e)) for e in job.exposures]
         legacy = config.to_dict()
         legacy.update(
             ini_text=config.path.read_text(encoding="utf-8", errors="replace"),
             ini_sha256=job.scan.ini_sha256,
         )
-        headers = self.headers = [
-            job.scan.exposure_metadata(e) for e in config.exposures
-        ]
+        headers = self.headers = [job.scan.exposure_metadata(e) for e in job.exposures]
         masks = [
             {"key": key, "path": str(path), "name": path.name, "sha256": sha}
             | {"one_is_bad": one_is_bad}
@@ -242,6 +228,8 @@ class RawRunComposer:
             "xsvs_edf_headers": headers,
             REPLAY_KEY: job.replay_record(),
         }
+        if config.bin_factors:  # XPCS mode: one series, analysed binned
+            md[BINNING_KEY] = {self.streams[0]: list(config.bin_factors)}
         if self.run_dir is not None:
             md[REPLAY_KEY]["run_dir"] = str(self.run_dir)
         if self._supersedes:
@@ -265,7 +253,7 @@ class RawRunComposer:
     def begin_exposure(self, index: int, out: ExposureFile) -> None:
         """Emit the descriptor and StreamResource of exposure ``index``."""
         job = self.job
-        spec: ExposureSpec = job.config.exposures[index]
+        spec: ExposureSpec = job.exposures[index]
         rows, cols = job.shape
         now = time.time()
         config_data = {f"{DETECTOR}-acquire_time": float(spec.exposure_time)}

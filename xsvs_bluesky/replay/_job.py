@@ -64,9 +64,11 @@ class LegacyReplay:
     """A legacy series checked, hashed and ready to be replayed.
 
     Everything that can be wrong with the inputs raises here, before any run
-    is opened.  Only XSVS-mode INI files ([Exp_n] sections, one file list per
-    exposure) can be replayed: XPCS-mode binning analyses one series several
-    ways, it is not raw data.
+    is opened.  An XSVS-mode INI file ([Exp_n] sections) gives one stream per
+    exposure.  An XPCS-mode one ([Exp_bins]) gives one stream of the frames
+    as acquired, and the start document records its binning factors
+    (``xsvs_binning``), so the callback analyses them binned, as ``analyze``
+    does: the derived run holds one exposure per factor.
 
     Parameters
     ----------
@@ -96,6 +98,9 @@ class LegacyReplay:
     ----------
     config : LegacyConfig
         The parsed INI file.
+    exposures : tuple of ExposureSpec
+        The exposures as acquired, one stream each
+        (:meth:`~xsvs_bluesky.legacy.LegacyConfig.acquired_exposures`).
     options : AnalysisOptions
         Options of the derived run, main estimator resolved.
     content_hash : str
@@ -108,7 +113,7 @@ class LegacyReplay:
     InputFileError
         INI, frame, mask or flat-field files missing or invalid.
     XSVSError
-        XPCS-mode INI, unknown estimator, flat-field mode or compression.
+        Unknown estimator, flat-field mode or compression.
     GeometryError
         Partitions that do not fit the detector.
     """
@@ -139,13 +144,8 @@ class LegacyReplay:
         if frames_per_datum < 1:
             raise OptionError(f"frames per datum = {frames_per_datum}; give >= 1")
         config = read_ini(source)
-        if config.mode != "XSVS" or any(e.bin_factor != 1 for e in config.exposures):
-            raise InputFileError(
-                f"{config.path}: mode {config.mode} bins one frame series into "
-                "several exposures; replay needs an XSVS-mode INI file ([Exp_n] "
-                "sections); use 'xsvs-bluesky analyze' for XPCS mode"
-            )
         self.config = config
+        self.exposures = config.acquired_exposures()
         self.skip_bad = bool(skip_bad)
         self.threads = max(int(threads), 0)
         self.frames_per_datum = int(frames_per_datum)

@@ -143,11 +143,14 @@ def _sha256(path: Path) -> str:
 class InputScan:
     """Sizes, SHA-256 and EDF headers of the frame files of a legacy series.
 
-    Build it with :func:`scan_inputs`.
+    Build it with :func:`scan_inputs`.  :attr:`exposures` are the exposures
+    as acquired (:meth:`LegacyConfig.acquired_exposures`: in XPCS mode the
+    one series, before binning).
     """
 
     def __init__(self, config: LegacyConfig, scanned: dict[Path, _Scanned]) -> None:
         self.config = config
+        self.exposures = config.acquired_exposures()
         self._scanned = scanned
         self._skipped: dict[Path, str] = {
             p: s.problem for p, s in scanned.items() if s.problem is not None
@@ -162,7 +165,7 @@ class InputScan:
 
     def usable_files(self) -> Iterable[Path]:
         """Every file not known to be bad, in exposure order."""
-        for spec in self.config.exposures:
+        for spec in self.exposures:
             yield from self.usable(spec)
 
     def skip(self, path: Path, reason: str) -> None:
@@ -173,7 +176,7 @@ class InputScan:
         """``(exposure, file, reason)`` of every file left out."""
         return [
             (spec.name, str(p), self._skipped[p])
-            for spec in self.config.exposures
+            for spec in self.exposures
             for p in spec.files
             if p in self._skipped
         ]
@@ -194,7 +197,7 @@ class InputScan:
         for name, _, sha in inputs.masks:
             digest.update(f"mask {name} {sha}\n".encode())
         digest.update(f"flat {inputs.flat_field_sha256}\n".encode())
-        for spec in self.config.exposures:
+        for spec in self.exposures:
             digest.update(f"[{spec.name}] {spec.exposure_time!r}\n".encode())
             for path in spec.files:
                 sha = "-" if path in self._skipped else self._scanned[path].sha256
@@ -306,7 +309,7 @@ def scan_inputs(
     else:
         done = [_scan_batch(b, limits) for b in batches]
     scanned = {p: s for batch in done for p, s in batch}
-    for spec in config.exposures:
+    for spec in config.acquired_exposures():
         bad = [p for p in spec.files if scanned[p].problem is not None]
         if bad and not skip_bad:
             first = bad[0]

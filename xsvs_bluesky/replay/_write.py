@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from xsvs_bluesky.legacy.config import LegacyConfig
+from xsvs_bluesky.legacy.config import ExposureSpec, LegacyConfig
 from xsvs_bluesky.options import AnalysisOptions
 from xsvs_bluesky.replay._docs import ExposureFile, RawRunComposer
 from xsvs_bluesky.replay._scan import InputScan
@@ -30,6 +30,7 @@ class SeriesJob(Protocol):
     """What :func:`write_series` reads of a replay (a ``LegacyReplay`` has it)."""
 
     config: LegacyConfig
+    exposures: tuple[ExposureSpec, ...]
     scan: InputScan
     shape: tuple[int, int]
     dtype: np.dtype
@@ -76,10 +77,10 @@ def write_series(
     from xsvs_bluesky.legacy import FrameSeries
 
     composer.start()
-    total = sum(len(e.files) for e in job.config.exposures)
+    total = sum(len(e.files) for e in job.exposures)
     done = 0
     n_frames: list[int] = []
-    for index, spec in enumerate(job.config.exposures):
+    for index, spec in enumerate(job.exposures):
         out = ExposureFile(
             run_dir / f"{composer.streams[index]}.h5",
             job.shape,

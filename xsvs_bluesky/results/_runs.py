@@ -47,6 +47,7 @@ __all__ = [
     "RECORD_KEYS",
     "RunNotFoundError",
     "RunResults",
+    "count_exposures",
     "dynamics_records",
     "find_run",
     "format_dynamics",
@@ -94,6 +95,8 @@ _DIFFUSION_KEYS = (
     "D_chi2",
     "D_dof",
     "D_flags",
+    "D_status",  # absent in runs written before them
+    "D_error_scale",
 )
 
 
@@ -145,7 +148,9 @@ class RunResults:
         when the run has no ``dynamics`` stream.
     diffusion : dict or None
         ``D``, ``D_err`` (Angstrom^2/s), ``q_exponent``, ``q_exponent_err``,
-        ``D_chi2``, ``D_dof``, ``D_flags`` of the ``Gamma = D q^2`` fit.
+        ``D_chi2``, ``D_dof``, ``D_flags``, ``D_status`` and
+        ``D_error_scale`` of the ``Gamma = D q^2`` fit (the last two only
+        when the run stored them).
     streams : dict
         Every array of every stream, ``{stream: {key: array}}``, stacked over
         events on the first axis (what :mod:`xsvs_bluesky.export` writes).
@@ -401,7 +406,9 @@ class RunResults:
         if self.dynamics is None:
             return None
         view = self._dynamics_arrays
-        out = {k: np.asarray(view[k])[-1].item() for k in _DIFFUSION_KEYS if k in view}
+        out = {
+            k: _scalar(np.asarray(view[k])[-1]) for k in _DIFFUSION_KEYS if k in view
+        }
         if isinstance(out.get("D_flags"), int):  # layout 2: a bitmask
             names = self.source.flag_names(DYNAMICS.name, "D_flags")
             out["D_flags"] = ",".join(decode_flags(out["D_flags"], names))
@@ -430,6 +437,45 @@ def load_results(run: Any) -> RunResults:
         If ``run`` is not a derived XSVS run.
     """
     return RunResults.from_source(TiledSource(run))
+
+
+def _scalar(value: Any) -> Any:
+    """Return a numpy scalar as a Python value (strings of object arrays stay)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def count_exposures(run: Any) -> int:
+    """Count the distinct exposures a derived run stored, reading little.
+
+    The stop document's ``num_events`` counts rows: in layout 2 one per
+    exposure and partition, but an exposure written again (more frames
+    arrived after it was closed) adds rows again.  When the rows are more
+    than one exposure's, the ``exposure_index`` column of ``results`` is
+    read (one table) and its distinct values are counted.
+
+    Parameters
+    ----------
+    run : BlueskyRun client
+        A derived run.
+
+    Returns
+    -------
+    int
+        Exposures with results (0 for an open run without results).
+    """
+    start = dict(run.metadata.get("start") or {})
+    stop = dict(run.metadata.get("stop") or {})
+    events = int((stop.get("num_events") or {}).get(RESULTS.name, 0))
+    if layout_version(start) < 2:
+        return events  # one event per exposure, written once
+    xsvs = start.get("xsvs") or {}
+    n_q = len((xsvs.get("partitions") or {}).get("centers", []))
+    if n_q and 0 < events <= n_q:
+        return 1
+    source = TiledSource(run)
+    if not source.has(RESULTS.name, "exposure_index"):
+        return 0
+    return int(np.unique(source.array(RESULTS.name, "exposure_index")).size)
 
 
 def _data_array(

@@ -179,7 +179,8 @@ def build_dynamics(
     pandas.DataFrame or None
         One row per partition: :data:`DYNAMICS_KEYS` (``D``, ``D_err``
         repeated on every row), then ``exponent``, ``exponent_err``,
-        ``chi2``, ``dof`` and ``flags`` (list of str).
+        ``chi2``, ``dof`` and ``flags`` (list of str), then ``D_status`` and
+        ``D_error_scale`` (repeated on every row) when the run stored them.
     """
     gamma = np.asarray(arrays.get("gamma", np.empty((0, 0))), dtype=np.float64)
     if gamma.ndim != 2 or gamma.size == 0:
@@ -201,6 +202,10 @@ def build_dynamics(
         out[key] = last(key).astype(np.float64)
     out["dof"] = last("dof", 0).astype(np.int64)
     out["flags"] = [decode_flags(int(b), flag_names) for b in last("flags", 0)]
+    if "D_status" in arrays:
+        out["D_status"] = [str(v) for v in last("D_status", "")]
+    if "D_error_scale" in arrays:
+        out["D_error_scale"] = last("D_error_scale").astype(np.float64)
     return pd.DataFrame(out)
 
 

@@ -46,6 +46,7 @@ from ophyd_async.core import (
     soft_signal_rw,
 )
 
+from xsvs_bluesky.options import hdf5_filters
 from xsvs_bluesky.sim.speckle import FrameSampler, SpeckleModel
 
 __all__ = ["DATA_PATH", "SimMaxipix", "SpeckleFileWriter", "directory_path_provider"]
@@ -74,6 +75,9 @@ class SpeckleFileWriter:
         Threads of the frame sampler.
     realtime : bool
         Pace the frames by the acquire period instead of going flat out.
+    compression : str
+        HDF5 compression of the frames, one of
+        :data:`~xsvs_bluesky.options.COMPRESSIONS` (default ``"none"``).
     """
 
     def __init__(
@@ -83,8 +87,11 @@ class SpeckleFileWriter:
         chunk_frames: int = 32,
         threads: int = 1,
         realtime: bool = False,
+        compression: str = "none",
     ) -> None:
         self.model = model
+        self.compression = compression
+        self._filters = hdf5_filters(compression)  # an unknown name fails here
         self.chunk_frames = max(1, int(chunk_frames))
         self.threads = threads
         self.realtime = realtime
@@ -112,6 +119,7 @@ class SpeckleFileWriter:
                 maxshape=(None, rows, cols),
                 chunks=(1, rows, cols),
                 dtype=np.uint16,
+                **self._filters,
             )
             f.swmr_mode = True
             self._file = f
@@ -274,6 +282,11 @@ class SimMaxipix(StandardDetector):
     readout_time : float
         Minimum dead time between frames, s (acquire_period = acquire_time
         + max(deadtime, readout_time)).
+    compression : str
+        HDF5 compression of the frames, one of
+        :data:`~xsvs_bluesky.options.COMPRESSIONS` (default ``"none"``;
+        ``"blosc-lz4"`` needs ``hdf5plugin`` in every reader, as replayed
+        files do).
     name : str
         Device name (the frame data key).
 
@@ -294,11 +307,16 @@ class SimMaxipix(StandardDetector):
         threads: int = 1,
         realtime: bool = False,
         readout_time: float = 0.0,
+        compression: str = "none",
         name: str = "",
     ) -> None:
         self.model = model if model is not None else SpeckleModel()
         self.writer = SpeckleFileWriter(
-            self.model, chunk_frames=chunk_frames, threads=threads, realtime=realtime
+            self.model,
+            chunk_frames=chunk_frames,
+            threads=threads,
+            realtime=realtime,
+            compression=compression,
         )
         self.acquire_time = soft_signal_rw(float, initial_value=1e-3, units="s")
         self.acquire_period = soft_signal_rw(float, initial_value=1e-3, units="s")

@@ -153,3 +153,50 @@ def test_a_derived_run_of_an_incomplete_raw_run_is_not_success(
     assert derived_stop["reason"] == record.reason
     assert [r.n_frames for r in record.results] == [20] * 5  # partial results kept
     assert len(stream(out, "results")) == 5
+
+
+def test_binned_stream_equals_the_frames_binned_beforehand() -> None:
+    """``xsvs_binning``: each factor one exposure, as if the frames came binned."""
+    from xsvs_bluesky.core.histogram import bin_frames
+
+    frames = frames_for(0.3, n=100, kbar=0.4, seed=5)
+    factors = [1, 4, 7]
+    binned: Docs = []
+    # frames arrive in pages that no factor divides
+    feed(
+        callback(binned, estimator="moments"),
+        inline_run(
+            [(1e-3, frames[:33]), (1e-3, frames[33:61]), (1e-3, frames[61:])],
+            start_md={"xsvs_binning": {"primary": factors}},
+            page=True,
+        ),
+    )
+    by_hand: Docs = []
+    feed(
+        callback(by_hand, estimator="moments"),
+        inline_run([(1e-3 * n, bin_frames(frames, n)) for n in factors], page=True),
+    )
+    got, want = stream(binned, "results"), stream(by_hand, "results")
+    assert [r["n_frames"] for r in got] == [100, 25, 14]
+    assert len(got) == len(want) == 3
+    for a, b in zip(got, want, strict=True):
+        assert a["exposure_time"] == b["exposure_time"]
+        for key in ("kbar", "beta", "beta_err", "counts", "trace"):
+            np.testing.assert_array_equal(a[key], b[key])
+    start = next(d for n, d in binned if n == "start")
+    assert start["xsvs"]["binning"] == {"primary": factors}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[2, 3], {"primary": [0, 2]}, {"primary": [2, 2]}, {"primary": "2"}],
+)
+def test_a_bad_binning_key_fails_the_derived_run_in_one_line(value: Any) -> None:
+    docs: Docs = []
+    feed(
+        callback(docs),
+        inline_run([(1e-3, frames_for(0.3, n=4))], start_md={"xsvs_binning": value}),
+    )
+    (stop,) = [d for n, d in docs if n == "stop"]
+    assert stop["exit_status"] == "fail"
+    assert "xsvs_binning" in stop["reason"] and "\n" not in stop["reason"]

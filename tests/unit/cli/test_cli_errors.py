@@ -82,6 +82,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("reanalyze", ["abcdef", "--dq", "0"], "--dq: 0.0 must be > 0"),
     ("reanalyze", ["abcdef", "--qs", "fast"], "'fast' is not a number"),
     ("reanalyze", ["abcdef", "--frames", "disk"], "invalid choice: 'disk'"),
+    ("reanalyze", ["abcdef", "--flat-field", "bogus"], "flat-field mode 'bogus'"),
     ("reanalyze", ["abcdef", "--data-dir", NODATA], "holds no Tiled data"),
     ("reanalyze", ["abcdef", "--data-dir", A_FILE], "holds no Tiled data"),
     ("reanalyze", ["abcdef", "--tiled-uri", "notaurl"], "cannot connect"),

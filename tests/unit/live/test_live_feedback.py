@@ -266,3 +266,18 @@ def test_diffusion_record_round_trip_keeps_status_and_error_scale():
     assert back.describe() == fit.describe()
     assert diffusion_from_record(None) is None
     assert diffusion_from_record({"D_err": 1.0}) is None
+    # scale_errors inflates without the poor-fit rule: only the stored
+    # D_error_scale (derived runs store it) gives the factor back
+    scaled = fit_diffusion(
+        q, 1e7 * q**2 * (1 + 0.03 * rng.standard_normal(q.size)), err, scale_errors=True
+    )
+    record.update(
+        D=scaled.D,
+        D_err=scaled.D_err,
+        D_chi2=scaled.chi2,
+        D_flags=",".join(scaled.flags),
+        D_error_scale=scaled.error_scale,
+    )
+    assert scaled.error_scale > 1.2 and "poor-fit" not in scaled.flags
+    back = diffusion_from_record(record)
+    assert back is not None and back.error_scale == scaled.error_scale

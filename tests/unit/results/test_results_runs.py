@@ -94,6 +94,51 @@ def test_dynamics_table_and_diffusion(results):
     assert "Angstrom^2/s" in text and len(text.splitlines()) == 2 + N_Q + 2
 
 
+def test_dynamics_carry_the_status_and_error_scale_of_d(results, docs):
+    """``D_status`` and ``D_error_scale`` as the fit made them (analyze's JSON)."""
+    from xsvs_bluesky.core.dynamics import DiffusionFit
+
+    diffusion = results.diffusion
+    assert diffusion is not None
+    fit = DiffusionFit(
+        D=diffusion["D"],
+        D_err=diffusion["D_err"],
+        exponent=diffusion["q_exponent"],
+        exponent_err=diffusion["q_exponent_err"],
+        chi2=diffusion["D_chi2"],
+        dof=diffusion["D_dof"],
+        flags=tuple(f for f in diffusion["D_flags"].split(",") if f),
+    )
+    assert diffusion["D_status"] == fit.status
+    assert isinstance(diffusion["D_status"], str)
+    assert diffusion["D_error_scale"] >= 1.0
+    dyn = results.dynamics
+    assert set(dyn["D_status"]) == {fit.status}
+    assert set(dyn["D_error_scale"]) == {diffusion["D_error_scale"]}
+
+
+def test_runs_written_before_d_status_are_read(docs):
+    """A layout-2 run without ``D_status``/``D_error_scale`` still reads."""
+    drop = ("D_status", "D_error_scale")
+    old = []
+    for name, doc in docs:
+        doc = dict(doc)
+        if name == "descriptor" and doc["name"] == "dynamics":
+            doc["data_keys"] = {
+                k: v for k, v in doc["data_keys"].items() if k not in drop
+            }
+        if name == "event_page" and "D_status" in doc["data"]:
+            doc["data"] = {k: v for k, v in doc["data"].items() if k not in drop}
+        old.append((name, doc))
+    res = RunResults.from_documents(old)
+    dyn = res.dynamics
+    assert dyn is not None and len(dyn) == N_Q
+    assert "D_status" not in dyn and "D_error_scale" not in dyn
+    new = RunResults.from_documents(docs).diffusion
+    assert res.diffusion is not None and new is not None
+    assert "D_status" not in res.diffusion and res.diffusion["D"] == new["D"]
+
+
 def test_records_json_and_csv(results):
     recs = records(results.table)
     assert all(tuple(r) == RECORD_KEYS for r in recs)
