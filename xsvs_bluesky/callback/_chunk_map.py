@@ -31,6 +31,7 @@ import logging
 import mmap
 import os
 import subprocess
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -89,17 +90,21 @@ def _offsets_of(chunks: list[Any], n_rows: int, nbytes: int) -> NDArray[np.int64
     """File offsets of rows ``[0, n_rows)`` from ``chunk_iter``'s records.
 
     A row whose chunk is filtered, of another size or not allocated gets
-    ``-1`` (read through HDF5).
+    ``-1`` (read through HDF5).  The records are named tuples
+    ``(chunk_offset, filter_mask, byte_offset, size)``: transposed in C.
     """
-    fields = (x for c in chunks for x in (c.chunk_offset[0], c.byte_offset))
-    table = np.fromiter(fields, np.int64, 2 * len(chunks)).reshape(-1, 2)
-    whole = np.fromiter(
-        (c.filter_mask == 0 and c.size == nbytes for c in chunks), bool, len(chunks)
-    )
-    rows = table[:, 0]
-    keep = (rows < n_rows) & (rows >= 0)
     offsets = np.full(n_rows, _UNKNOWN, dtype=np.int64)
-    offsets[rows[keep]] = np.where(whole[keep], table[keep, 1], _UNKNOWN)
+    if not chunks:
+        return offsets
+    corner, masks, where, sizes = zip(*chunks, strict=True)
+    n = len(chunks)
+    rows = np.fromiter(map(itemgetter(0), corner), np.int64, n)
+    whole = (np.fromiter(masks, np.int64, n) == 0) & (
+        np.fromiter(sizes, np.int64, n) == nbytes
+    )
+    keep = (rows < n_rows) & (rows >= 0)
+    table = np.fromiter(where, np.int64, n)
+    offsets[rows[keep]] = np.where(whole[keep], table[keep], _UNKNOWN)
     return offsets
 
 
