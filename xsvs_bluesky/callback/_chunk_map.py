@@ -31,6 +31,7 @@ import logging
 import mmap
 import os
 import subprocess
+import time
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,30 @@ def filesystem_type(path: Path) -> str:
     except (OSError, subprocess.SubprocessError):
         return ""
     return out.stdout.strip()
+
+
+FS_TYPE_TTL_S = 60.0
+"""How long the filesystem type of a device (``st_dev``) is taken as known, s.
+The files of a scan, and of the scans after it, usually lie on one
+filesystem: asking ``stat`` (a process, 1-4 ms) once a minute is enough."""
+
+_fs_types: dict[int, tuple[float, str]] = {}  # st_dev -> (when asked, type)
+
+
+def known_filesystem_type(path: Path) -> str:
+    """:func:`filesystem_type`, remembered per device for :data:`FS_TYPE_TTL_S`."""
+    try:
+        device = os.stat(path).st_dev
+    except OSError:
+        return ""
+    now = time.monotonic()
+    known = _fs_types.get(device)
+    if known is not None and now - known[0] < FS_TYPE_TTL_S:
+        return known[1]
+    kind = filesystem_type(path)
+    if kind:
+        _fs_types[device] = (now, kind)
+    return kind
 
 
 def _offsets_of(chunks: list[Any], n_rows: int, nbytes: int) -> NDArray[np.int64]:
@@ -229,7 +254,7 @@ def open_chunk_map(ds: h5py.Dataset, path: Path, nbytes: int) -> ChunkMap | None
             return None
     except (AttributeError, OSError, ValueError):
         return None
-    if filesystem_type(path) not in LOCAL_FILESYSTEMS:
+    if known_filesystem_type(path) not in LOCAL_FILESYSTEMS:
         return None
     if not chunk_iter_available() or not ds.shape or ds.shape[0] < 1:
         return None
