@@ -118,10 +118,12 @@ def _check_coverage(
 
 def _check_flat_range(name: str, flat: NDArray[np.float64], parts: Partitions) -> None:
     """Refuse a flat field with implausible values on pixels of a partition."""
-    used = [pix for pix in parts.pixels if pix.size]
-    if not used:
+    used = np.zeros(flat.size, dtype=bool)
+    for pix in parts.pixels:
+        used[pix] = True
+    index = np.flatnonzero(used)  # sorted, each pixel once
+    if not index.size:
         return
-    index = np.unique(np.concatenate(used))
     values = flat.ravel()[index]
     good = np.isfinite(values) & (values > 0)
     median = float(np.median(values[good])) if good.any() else math.nan

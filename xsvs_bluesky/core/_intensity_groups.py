@@ -179,7 +179,9 @@ def intensity_groups(
         w_mean = w.mean() if pix.size else 1.0
         # the pixels group by group (increasing key), each group's in their
         # order in the partition: one stable sort instead of a pass per group
-        order = np.argsort(key, kind="stable")
+        # (narrow keys sort by radix: the same order, sooner)
+        narrow = np.uint16 if int(n_rings) * int(n_groups) <= 1 << 16 else np.int64
+        order = np.argsort(key.astype(narrow), kind="stable")
         key_sorted = key[order]
         starts = np.flatnonzero(np.diff(key_sorted, prepend=-1))
         stops = np.append(starts[1:], key_sorted.size)[: starts.size]
