@@ -272,13 +272,15 @@ class DerivedRun:
 
         trace = np.asarray(result.trace, dtype=np.float64).reshape(-1, n_q)
         n_f = trace.shape[0]
+        # a row per frame and partition: numpy columns, as the image's (a
+        # Python object per value cost more than the rest of the exposure)
         self._page(
             TRACE,
             {
-                "exposure_index": [int(index)] * (n_f * n_q),
-                "frame": np.repeat(np.arange(n_f), n_q).tolist(),
-                "partition": np.tile(np.arange(n_q), n_f).tolist(),
-                "trace": trace.ravel().tolist(),
+                "exposure_index": np.full(n_f * n_q, index, dtype=np.int64),
+                "frame": np.repeat(np.arange(n_f, dtype=np.int64), n_q),
+                "partition": np.tile(np.arange(n_q, dtype=np.int64), n_f),
+                "trace": trace.ravel().copy(),
             },
         )
 
