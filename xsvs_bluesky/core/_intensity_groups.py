@@ -164,7 +164,7 @@ def intensity_groups(
     for j, pix in enumerate(partitions.pixels):
         x = np.clip((q_flat[pix] - partitions.centers[j]) / dq, -1.0, 1.0)
         r = np.minimum(((x + 1.0) * 0.5 * n_rings).astype(np.int64), n_rings - 1)
-        if flat_flat is None:
+        if flat_flat is None or not pix.size:  # no quantiles of no pixel
             w = np.ones(pix.size)
             e = np.zeros(pix.size, dtype=np.int64)
         else:
