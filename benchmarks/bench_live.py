@@ -313,7 +313,7 @@ _CATEGORIES = (
     ("image average", "core/images.py", "update"),
     ("histograms", "core/histogram.py", "update"),
     ("fits (progress + final)", "xsvs_bluesky/analysis/_exposure.py", "result"),
-    ("derived run documents", "xsvs_bluesky/derived/_compose.py", "_event"),
+    ("derived run pages", "xsvs_bluesky/derived/_compose.py", "_page"),
     ("derived run stop", "xsvs_bluesky/derived/_compose.py", "stop"),
     ("schema validation (jsonschema)", "jsonschema/validators.py", "validate"),
 )
