@@ -86,6 +86,28 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the two set-ups without Tiled",
     )
+    parser.add_argument(
+        "--callback-only",
+        action="store_true",
+        help="record one scan without Tiled, skip the timed set-ups",
+    )
+    parser.add_argument(
+        "--against",
+        metavar="COMMIT_OR_PATH",
+        help="also compare the callback alone with this commit or source tree",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="with --against: processes per version (default 4)",
+    )
+    parser.add_argument(
+        "--replays",
+        type=int,
+        default=5,
+        help="with --against: timed replays per process (default 5)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.frames, args.repeats = 1000, 1
@@ -197,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_tiled_variants:
             setups["no tiled"] = (False, None)
             setups["no tiled+xsvs"] = (False, "sync")
+        if args.callback_only:
+            setups = {}
         scan(False, "sync")  # warm-up: numba caches, sampler tables, imports
         results: dict[str, list[tuple[float, float, float, float]]] = {
             k: [] for k in setups
@@ -216,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
         rows = []
         ok = True
-        for name in results:
+        for name in results if setups else ():
             base = med("tiled" if name.startswith("tiled") else "no tiled", 1)
             scan_s, done_s, inside, writer = (med(name, i) for i in range(4))
             is_base = name in ("tiled", "no tiled")
@@ -235,25 +259,27 @@ def main(argv: list[str] | None = None) -> int:
                     f"{writer:.2f}" if writer else "-",
                 ]
             )
-        print()
-        print_table(
-            [
-                "set-up",
-                "scan [s]",
-                "stored [s]",
-                "frames/s",
-                "ratio scan",
-                "ratio stored",
-                "analysis [s]",
-                "analysis frames/s",
-                "derived writer [s]",
-            ],
-            rows,
-        )
-        print(
-            f"medians of {args.repeats}; ratios against the baseline's 'stored' time; "
-            f"target: ratio <= {TARGET_RATIO}, callback >= {TARGET_RATE:.0f} frames/s"
-        )
+        if rows:
+            print()
+            print_table(
+                [
+                    "set-up",
+                    "scan [s]",
+                    "stored [s]",
+                    "frames/s",
+                    "ratio scan",
+                    "ratio stored",
+                    "analysis [s]",
+                    "analysis frames/s",
+                    "derived writer [s]",
+                ],
+                rows,
+            )
+            print(
+                f"medians of {args.repeats}; ratios against the baseline's 'stored' "
+                f"time; target: ratio <= {TARGET_RATIO}, callback >= "
+                f"{TARGET_RATE:.0f} frames/s"
+            )
 
         for i, lag in enumerate(lags):
             text = ", ".join(f"{v:.2f}" for v in lag)
@@ -265,6 +291,16 @@ def main(argv: list[str] | None = None) -> int:
         rate = capacity(recorded, n_frames, analysis, max(args.repeats, 3))
         ok &= rate >= TARGET_RATE
         breakdown(recorded, n_frames, analysis)
+        if args.against:
+            ok &= against(
+                args.against,
+                recorded,
+                model,
+                n_frames,
+                tmp,
+                rounds=args.rounds,
+                replays=args.replays,
+            )
         cats.close()
         _close_engine(RE)
         return 0 if ok else 1
@@ -277,7 +313,7 @@ _CATEGORIES = (
     ("image average", "core/images.py", "update"),
     ("histograms", "core/histogram.py", "update"),
     ("fits (progress + final)", "xsvs_bluesky/analysis/_exposure.py", "result"),
-    ("derived run documents", "xsvs_bluesky/derived/_compose.py", "_event"),
+    ("derived run pages", "xsvs_bluesky/derived/_compose.py", "_page"),
     ("derived run stop", "xsvs_bluesky/derived/_compose.py", "stop"),
     ("schema validation (jsonschema)", "jsonschema/validators.py", "validate"),
 )
@@ -388,6 +424,152 @@ def breakdown(
         f"under cProfile): {total:.2f} s, {n_frames / total:.0f} frames/s"
     )
     print_table(["where", "s", "ms/frame"], rows)
+
+
+TARGET_AGAINST = 0.9
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def against(
+    ref: str,
+    docs: list[tuple[str, dict[str, Any]]],
+    model: Any,
+    n_frames: int,
+    tmp: Path,
+    *,
+    rounds: int,
+    replays: int,
+) -> bool:
+    """Compare the callback alone with another version of the code.
+
+    The recorded documents (and the mask and flat field of the model) go to
+    a folder; ``_replay_callback.py`` replays them in a fresh process per
+    round and version, this code and ``ref`` alternating, the order flipped
+    every round.  CPU time of the process per replay: on a shared machine
+    it moves much less than the wall clock.  Return whether this code
+    reaches :data:`TARGET_AGAINST` of the other's median frames/s.
+    """
+    import json
+    import os
+    import subprocess
+
+    import numpy as np
+
+    folder = tmp / "against"
+    folder.mkdir()
+    with open(folder / "documents.jsonl", "w") as out:
+        for name, doc in docs:
+            out.write(json.dumps([name, doc], default=_plain) + "\n")
+    np.save(folder / "mask.npy", np.asarray(model.mask), allow_pickle=False)
+    np.save(folder / "efficiency.npy", np.asarray(model.efficiency), allow_pickle=False)
+    worktree: Path | None = None
+    if (Path(ref) / "xsvs_bluesky").is_dir():
+        other = Path(ref).resolve()
+    else:
+        worktree = other = tmp / "against-tree"
+        subprocess.run(
+            ["git", "-C", str(_REPO), "worktree", "add", "--detach", str(other), ref],
+            check=True,
+            capture_output=True,
+        )
+    trees = {"this": _REPO, ref: other}
+    script = Path(__file__).with_name("_replay_callback.py")
+    per_process: dict[str, list[float]] = {k: [] for k in trees}
+    every: dict[str, list[float]] = {k: [] for k in trees}
+    walls: dict[str, list[float]] = {k: [] for k in trees}
+    load = os.getloadavg()[0]
+    print()
+    print(
+        f"callback alone, this code against {ref}: {rounds} processes each, "
+        f"alternating, {replays} timed replays per process (CPU time)",
+        flush=True,
+    )
+    try:
+        for r in range(rounds):
+            order = list(trees) if r % 2 == 0 else list(trees)[::-1]
+            for key in order:
+                env = dict(os.environ, PYTHONPATH=str(trees[key]))
+                proc = subprocess.run(
+                    [
+                        sys.executable,
+                        str(script),
+                        str(folder),
+                        "--replays",
+                        str(replays),
+                    ],
+                    cwd=folder,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                out = json.loads(proc.stdout.strip().splitlines()[-1])
+                module = Path(out["module"]).resolve()
+                if not module.is_relative_to(trees[key].resolve()):
+                    raise RuntimeError(f"{key}: imported {module}, not its tree")
+                rates = [n_frames / s for s in out["cpu_s"]]
+                every[key] += rates
+                walls[key] += [n_frames / s for s in out["wall_s"]]
+                per_process[key].append(statistics.median(rates))
+                print(
+                    f"  round {r + 1} {key}: {per_process[key][-1]:.0f} frames/CPU-s",
+                    flush=True,
+                )
+    finally:
+        if worktree is not None:
+            subprocess.run(
+                [
+                    "git",
+                    "-C",
+                    str(_REPO),
+                    "worktree",
+                    "remove",
+                    "--force",
+                    str(worktree),
+                ],
+                check=False,
+                capture_output=True,
+            )
+    load_after = os.getloadavg()[0]
+    rows = [
+        [
+            key,
+            ", ".join(f"{v:.0f}" for v in per_process[key]),
+            f"{statistics.median(every[key]):.0f}",
+            f"{max(every[key]):.0f}",
+            f"{statistics.median(walls[key]):.0f}",
+        ]
+        for key in trees
+    ]
+    print_table(
+        [
+            "code",
+            "per process, medians [frames/CPU-s]",
+            "median",
+            "best",
+            "wall median [frames/s]",
+        ],
+        rows,
+    )
+    ratio = statistics.median(every["this"]) / statistics.median(every[ref])
+    wall = statistics.median(walls["this"]) / statistics.median(walls[ref])
+    print(
+        f"ratio this / {ref}: {ratio:.3f} in CPU time (target >= "
+        f"{TARGET_AGAINST}), {wall:.3f} in wall time; load average {load:.1f} "
+        f"-> {load_after:.1f}"
+    )
+    return ratio >= TARGET_AGAINST
+
+
+def _plain(value: Any) -> Any:
+    """JSON form of the numpy values a document may hold."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} in a document")
 
 
 def start_poller(cats: Any) -> Any:

@@ -23,6 +23,7 @@ from xsvs_bluesky.analysis._exposure import (
     checked_flat,
     estimator_groups,
 )
+from xsvs_bluesky.core.estimators import IntensityGroups
 from xsvs_bluesky.core.geometry import (
     Geometry,
     Partitions,
@@ -117,10 +118,12 @@ def _check_coverage(
 
 def _check_flat_range(name: str, flat: NDArray[np.float64], parts: Partitions) -> None:
     """Refuse a flat field with implausible values on pixels of a partition."""
-    used = [pix for pix in parts.pixels if pix.size]
-    if not used:
+    used = np.zeros(flat.size, dtype=bool)
+    for pix in parts.pixels:
+        used[pix] = True
+    index = np.flatnonzero(used)  # sorted, each pixel once
+    if not index.size:
         return
-    index = np.unique(np.concatenate(used))
     values = flat.ravel()[index]
     good = np.isfinite(values) & (values > 0)
     median = float(np.median(values[good])) if good.any() else math.nan
@@ -320,7 +323,8 @@ class AnalysisSetup:
                     f"shape {parts.shape}; give masks of the detector shape"
                 )
         _check_coverage(parts, q_map, mask)
-        del q_map
+        if geometry is not None and q_map is None:
+            q_map = geometry.q_map()
         flat = None
         flat_md = None
         if flat_field is not None:
@@ -344,9 +348,10 @@ class AnalysisSetup:
             parts,
             (main, *options.extra_estimators),
             flat_field=flat if mode is FlatFieldMode.WEIGHTS else None,
-            q_map=None if geometry is None else geometry.q_map(),
+            q_map=q_map,
             n_groups=options.n_groups,
         )
+        del q_map
         description = {
             **options.to_metadata(),
             "geometry": None if geometry is None else geometry.to_dict(),
@@ -391,7 +396,10 @@ class AnalysisSetup:
             flat_field=self.flat_field,
             flat_field_mode=opts.flat_field_mode,
             groups=self.groups,
-            q_map=None if self.geometry is None else self.geometry.q_map(),
+            # intensity groups carry the q of their pixels: no q map needed
+            q_map=None
+            if self.geometry is None or isinstance(self.groups, IntensityGroups)
+            else self.geometry.q_map(),
             n_groups=opts.n_groups,
             n_bins=opts.n_bins,
             backend=opts.histogram_backend,

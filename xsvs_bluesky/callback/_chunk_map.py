@@ -31,6 +31,8 @@ import logging
 import mmap
 import os
 import subprocess
+import time
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -85,21 +87,49 @@ def filesystem_type(path: Path) -> str:
     return out.stdout.strip()
 
 
+FS_TYPE_TTL_S = 60.0
+"""How long the filesystem type of a device (``st_dev``) is taken as known, s.
+The files of a scan, and of the scans after it, usually lie on one
+filesystem: asking ``stat`` (a process, 1-4 ms) once a minute is enough."""
+
+_fs_types: dict[int, tuple[float, str]] = {}  # st_dev -> (when asked, type)
+
+
+def known_filesystem_type(path: Path) -> str:
+    """:func:`filesystem_type`, remembered per device for :data:`FS_TYPE_TTL_S`."""
+    try:
+        device = os.stat(path).st_dev
+    except OSError:
+        return ""
+    now = time.monotonic()
+    known = _fs_types.get(device)
+    if known is not None and now - known[0] < FS_TYPE_TTL_S:
+        return known[1]
+    kind = filesystem_type(path)
+    if kind:
+        _fs_types[device] = (now, kind)
+    return kind
+
+
 def _offsets_of(chunks: list[Any], n_rows: int, nbytes: int) -> NDArray[np.int64]:
     """File offsets of rows ``[0, n_rows)`` from ``chunk_iter``'s records.
 
     A row whose chunk is filtered, of another size or not allocated gets
-    ``-1`` (read through HDF5).
+    ``-1`` (read through HDF5).  The records are named tuples
+    ``(chunk_offset, filter_mask, byte_offset, size)``: transposed in C.
     """
-    fields = (x for c in chunks for x in (c.chunk_offset[0], c.byte_offset))
-    table = np.fromiter(fields, np.int64, 2 * len(chunks)).reshape(-1, 2)
-    whole = np.fromiter(
-        (c.filter_mask == 0 and c.size == nbytes for c in chunks), bool, len(chunks)
-    )
-    rows = table[:, 0]
-    keep = (rows < n_rows) & (rows >= 0)
     offsets = np.full(n_rows, _UNKNOWN, dtype=np.int64)
-    offsets[rows[keep]] = np.where(whole[keep], table[keep, 1], _UNKNOWN)
+    if not chunks:
+        return offsets
+    corner, masks, where, sizes = zip(*chunks, strict=True)
+    n = len(chunks)
+    rows = np.fromiter(map(itemgetter(0), corner), np.int64, n)
+    whole = (np.fromiter(masks, np.int64, n) == 0) & (
+        np.fromiter(sizes, np.int64, n) == nbytes
+    )
+    keep = (rows < n_rows) & (rows >= 0)
+    table = np.fromiter(where, np.int64, n)
+    offsets[rows[keep]] = np.where(whole[keep], table[keep], _UNKNOWN)
     return offsets
 
 
@@ -224,7 +254,7 @@ def open_chunk_map(ds: h5py.Dataset, path: Path, nbytes: int) -> ChunkMap | None
             return None
     except (AttributeError, OSError, ValueError):
         return None
-    if filesystem_type(path) not in LOCAL_FILESYSTEMS:
+    if known_filesystem_type(path) not in LOCAL_FILESYSTEMS:
         return None
     if not chunk_iter_available() or not ds.shape or ds.shape[0] < 1:
         return None

@@ -38,7 +38,7 @@ from xsvs_bluesky.core._contrast import (
 )
 from xsvs_bluesky.core._intensity_groups import IntensityGroups
 from xsvs_bluesky.core._mle import _flags, _result
-from xsvs_bluesky.core._mle_kernels import _fit_shared, _sample_info
+from xsvs_bluesky.core._mle_kernels import _fit_shared, _group_moments, _sample_info
 
 __all__ = ["IntensityFit", "fit_intensity_mle", "fit_intensity_partition"]
 
@@ -86,29 +86,31 @@ def _fit_shape(
     powers = np.vstack([x**k for k in range(1, degree + 1)])
     coef = np.zeros(degree)
     u = w.copy()
+    s_total = s_g.sum()
+    jac = np.zeros((degree + 1, n_g))
     for _ in range(_MAX_ITER):
-        u_g = np.bincount(label, weights=u, minlength=n_g)
+        moments = _group_moments(label, u, powers, n_g)
+        u_g = moments[0]
         m_g = frames_g * u_g
-        c0 = math.log(s_g.sum() / m_g.sum())
+        c0 = math.log(s_total / m_g.sum())
         e_g = math.exp(c0) * m_g
-        jac = np.empty((degree + 1, n_g))
         jac[0] = 1.0
         nz = u_g > 0
         for k in range(degree):
-            mom = np.bincount(label, weights=u * powers[k], minlength=n_g)
-            jac[k + 1] = np.divide(mom, u_g, out=np.zeros(n_g), where=nz)
+            jac[k + 1] = 0.0
+            np.divide(moments[k + 1], u_g, out=jac[k + 1], where=nz)
         info = (jac * e_g) @ jac.T
         score = jac @ (s_g - e_g)
         try:
             step = np.linalg.solve(info, score)[1:]
         except np.linalg.LinAlgError:
             break
-        if not np.all(np.isfinite(step)):
+        if not all(map(math.isfinite, step.tolist())):
             break
-        step = np.clip(step, -2.0, 2.0)
+        step = np.minimum(np.maximum(step, -2.0), 2.0)  # np.clip of finite steps
         coef += step
         u = w * np.exp(coef @ powers)
-        if np.max(np.abs(step)) < 1e-10:
+        if max(map(abs, step.tolist())) < 1e-10:
             break
     return coef
 
@@ -194,8 +196,7 @@ def fit_intensity_mle(
     s = np.exp(sum(c * x ** (k + 1) for k, c in enumerate(coef))) if degree else 1.0
     u = w * s
     u = u / u.mean()
-    sum_u = np.bincount(lab, weights=u, minlength=n_groups)
-    sum_u2 = np.bincount(lab, weights=u * u, minlength=n_groups)
+    sum_u, sum_u2 = _group_moments(lab, u, u[None], n_groups)
     used = npix_g > 0
     a_g = np.ones(n_groups)
     v_g = np.zeros(n_groups)

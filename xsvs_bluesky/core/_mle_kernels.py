@@ -371,3 +371,23 @@ def _sample_info(mu, b):  # pragma: no cover - compiled
             total += j * j * tail / ((1.0 + j * bg) * (1.0 + j * bg))
         out[g] = m * m * m * _dh(m * bg) + total
     return out
+
+
+@numba.njit(cache=True)
+def _group_moments(label, u, factors, n_groups):  # pragma: no cover - compiled
+    """Per-group sums of ``u`` and of ``u * factors[k]``, in pixel order.
+
+    Row 0 of the ``(1 + len(factors), n_groups)`` result is
+    ``np.bincount(label, weights=u, minlength=n_groups)``, row ``k + 1``
+    ``np.bincount(label, weights=u * factors[k], ...)``: the same products
+    added in the same order, so the same bits, in one pass instead of a
+    product and a bincount per row.
+    """
+    out = np.zeros((factors.shape[0] + 1, n_groups))
+    for i in range(label.shape[0]):
+        g = label[i]
+        v = u[i]
+        out[0, g] += v
+        for k in range(factors.shape[0]):
+            out[k + 1, g] += v * factors[k, i]
+    return out

@@ -20,16 +20,33 @@ def as_index_tuple(
     pixels: Sequence[ArrayLike], size: int, what: str
 ) -> tuple[NDArray[np.intp], ...]:
     """Validate pixel index arrays and return them as read-only ``intp``."""
-    out = []
-    for j, p in enumerate(pixels):
-        arr = np.array(p, dtype=np.intp).ravel()
-        if arr.size and (arr[0] < 0 or arr[-1] >= size or np.any(np.diff(arr) <= 0)):
+    out = [np.array(p, dtype=np.intp).ravel() for p in pixels]
+    if out:
+        # one pass over all of them: the first bad array is named
+        sizes = np.array([a.size for a in out])
+        flat = np.concatenate(out)
+        bad = np.zeros(len(out), dtype=bool)
+        if flat.size:
+            ends = np.cumsum(sizes)
+            full = sizes > 0
+            bad[full] = (flat[ends[full] - sizes[full]] < 0) | (
+                flat[ends[full] - 1] >= size
+            )
+            # step i compares items i and i + 1; those across two arrays don't
+            step = np.diff(flat) <= 0
+            inner = ends[:-1]
+            step[inner[(inner > 0) & (inner < flat.size)] - 1] = False
+            if step.any():
+                where = np.searchsorted(ends, np.flatnonzero(step), side="right")
+                bad[where] = True
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
             raise GeometryError(
                 f"{what} {j}: pixel indices must be strictly increasing flat "
                 f"C-order indices in [0, {size})"
             )
+    for arr in out:
         arr.flags.writeable = False
-        out.append(arr)
     return tuple(out)
 
 

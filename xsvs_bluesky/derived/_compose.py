@@ -60,6 +60,30 @@ def histogram_backend(requested: str) -> str:
     return "numba" if importlib.util.find_spec("numba") is not None else "numpy"
 
 
+_SUFFIXES: tuple[str, ...] = ()
+_MAX_SUFFIXES = 1 << 16  # ~4 MB of strings at most
+
+
+def _row_uids(n: int) -> list[str]:
+    """``n`` event uids ``"<uuid4>-0"``, ``"<uuid4>-1"``, ... of one page.
+
+    The ``"-i"`` suffixes are made once and kept (up to
+    :data:`_MAX_SUFFIXES`): a trace page has a row per frame and partition,
+    and formatting each number again cost more than the rest of the page.
+    The kept tuple is replaced whole, never changed: callbacks in other
+    threads read a complete one.
+    """
+    global _SUFFIXES
+    stem = str(uuid.uuid4())
+    suffixes = _SUFFIXES
+    if len(suffixes) < min(n, _MAX_SUFFIXES):
+        more = range(len(suffixes), min(n, _MAX_SUFFIXES))
+        _SUFFIXES = suffixes = suffixes + tuple(f"-{i}" for i in more)
+    out = [stem + suffix for suffix in suffixes[:n]]
+    out.extend(f"{stem}-{i}" for i in range(len(out), n))
+    return out
+
+
 def _ints(values: Any) -> list[int]:
     return [int(v) for v in np.asarray(values).ravel()]
 
@@ -160,12 +184,11 @@ class DerivedRun:
         first = self._seq[stream.name]
         self._seq[stream.name] = first + n
         now = time.time()
-        stem = str(uuid.uuid4())
         page = self._descriptors[stream.name].compose_event_page(
             data=data,
             timestamps={k: [now] * n for k in data},
             seq_num=list(range(first, first + n)),
-            uid=[f"{stem}-{i}" for i in range(n)],
+            uid=_row_uids(n),
             time=[now] * n,
             validate=False,
         )
@@ -249,13 +272,15 @@ class DerivedRun:
 
         trace = np.asarray(result.trace, dtype=np.float64).reshape(-1, n_q)
         n_f = trace.shape[0]
+        # a row per frame and partition: numpy columns, as the image's (a
+        # Python object per value cost more than the rest of the exposure)
         self._page(
             TRACE,
             {
-                "exposure_index": [int(index)] * (n_f * n_q),
-                "frame": np.repeat(np.arange(n_f), n_q).tolist(),
-                "partition": np.tile(np.arange(n_q), n_f).tolist(),
-                "trace": trace.ravel().tolist(),
+                "exposure_index": np.full(n_f * n_q, index, dtype=np.int64),
+                "frame": np.repeat(np.arange(n_f, dtype=np.int64), n_q),
+                "partition": np.tile(np.arange(n_q, dtype=np.int64), n_f),
+                "trace": trace.ravel().copy(),
             },
         )
 

@@ -78,12 +78,17 @@ def test_masks_that_leave_no_pixel_are_refused_with_the_reason():
         AnalysisSetup.build(partitions=PARTS, geometry=GEO, masks=[everything])
 
 
-def test_some_empty_partitions_warn_and_are_flagged_no_data():
+@pytest.mark.parametrize("with_flat", [False, True], ids=["no-flat", "flat"])
+def test_some_empty_partitions_warn_and_are_flagged_no_data(with_flat):
     from xsvs_bluesky.analysis import EmptyPartitionWarning
 
     wide = {"q1": 0.001, "q2": 0.05, "qs": 0.001, "dq": 0.0004}  # past the corner
+    # with a flat field, mle-intensity splits each partition by efficiency
+    # quantiles: an empty partition has none (and no group)
+    flat = np.random.default_rng(1).uniform(0.8, 1.2, GEO.shape) if with_flat else None
     with pytest.warns(EmptyPartitionWarning, match="of 50 q partitions hold no pixel"):
-        setup = AnalysisSetup.build(partitions=wide, geometry=GEO)
+        setup = AnalysisSetup.build(partitions=wide, geometry=GEO, flat_field=flat)
+    assert setup.estimator == "mle-intensity"
     empty = setup.partitions.n_pixels == 0
     assert empty.any() and not empty.all()
     exposure = setup.new_exposure("primary", 0.001)

@@ -228,6 +228,31 @@ def test_files_on_other_filesystems_are_read_through_hdf5(tmp_path, monkeypatch)
     reader.close()
 
 
+def test_the_filesystem_type_is_asked_once_a_minute_per_device(tmp_path, monkeypatch):
+    asked: list[Path] = []
+
+    def counted(path: Path) -> str:
+        asked.append(path)
+        return filesystem_type(path)
+
+    monkeypatch.setattr(_chunk_map, "filesystem_type", counted)
+    monkeypatch.setattr(_chunk_map, "_fs_types", {})
+    paths = [tmp_path / f"{i}.h5" for i in range(3)]
+    for path in paths:
+        swmr_file(path, frames_of(4))
+        with h5py.File(path, "r") as f:
+            chunks = open_chunk_map(f["d"], path, NBYTES)
+            assert chunks is not None
+            chunks.close()
+    assert asked == paths[:1]  # one folder, one device: asked once
+    monkeypatch.setattr(_chunk_map, "FS_TYPE_TTL_S", 0.0)  # the minute is over
+    assert _chunk_map.known_filesystem_type(paths[2]) in LOCAL_FILESYSTEMS
+    assert asked == [paths[0], paths[2]]
+    # a type not known (no such path) is not remembered
+    assert _chunk_map.known_filesystem_type(tmp_path / "missing") == ""
+    assert len(_chunk_map._fs_types) == 1
+
+
 def test_rows_not_allocated_yet_have_no_offset_and_read_as_hdf5_does(tmp_path):
     frames = frames_of(12)
     path = tmp_path / "holes.h5"

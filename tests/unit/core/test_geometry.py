@@ -346,6 +346,29 @@ def test_pixel_groups_validation():
         PixelGroups((np.array([0, 1]),), np.array([0]), np.array([]), (2, 2), 1)
 
 
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ([3, 2], "decreasing"),
+        ([1, 1], "repeated"),
+        ([-1, 2], "negative"),
+        ([2, 9], "past the detector"),
+    ],
+)
+def test_pixel_groups_name_the_first_bad_group(bad: list[int], why: str):
+    # groups are checked together: empty groups around, a good one after,
+    # and a pair across two groups that would be bad inside one (7 then 0)
+    good = [np.array([0, 7]), np.array([], np.intp), np.array([0, 1])]
+    pixels = (*good, np.array(bad), np.array([4, 5]), np.array([], np.intp))
+    with pytest.raises(GeometryError, match="^group 3: "):
+        PixelGroups(pixels, np.zeros(6, int), np.ones(6), (3, 3), 1)
+    groups = PixelGroups(
+        (*good, np.array([], np.intp)), np.zeros(4, int), np.ones(4), (3, 3), 1
+    )
+    assert [p.tolist() for p in groups.pixels] == [[0, 7], [], [0, 1], []], why
+    assert all(p.dtype == np.intp and not p.flags.writeable for p in groups.pixels)
+
+
 # ------------------------------------------------------------------------- masks
 
 

@@ -198,3 +198,19 @@ def test_no_photons_and_bad_input() -> None:
         fit_intensity_mle(np.ones((2, 3)), x, np.ones(4), [0, 0, 1, 2])
     with pytest.raises(EstimatorError, match="one entry per pixel"):
         fit_intensity_mle(np.ones((2, 3)), x, np.ones(3), [0, 0, 1, 1])
+
+
+def test_group_moments_are_the_bincounts_bit_for_bit():
+    from xsvs_bluesky.core._mle_kernels import _group_moments
+
+    rng = np.random.default_rng(7)
+    for n_groups, n_pixels in ((1, 1), (3, 50), (16, 4500)):
+        label = np.sort(rng.integers(0, n_groups, n_pixels)).astype(np.intp)
+        u = rng.lognormal(0.0, 0.5, n_pixels)
+        x = rng.uniform(-1.0, 1.0, n_pixels)
+        factors = np.vstack([x, x**2])
+        got = _group_moments(label, u, factors, n_groups + 2)  # two empty groups
+        want = [np.bincount(label, weights=u, minlength=n_groups + 2)] + [
+            np.bincount(label, weights=u * f, minlength=n_groups + 2) for f in factors
+        ]
+        assert got.tobytes() == np.array(want).tobytes()

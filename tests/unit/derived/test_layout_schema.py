@@ -92,3 +92,29 @@ def test_provenance_keys_are_copied_from_the_raw_run():
     for key in ("data_session", "proposal", "cycle", "tiled_access_tags"):
         assert start[key] == raw[key]
     assert "unrelated" not in start and start["original_run_uid"] == "raw-1"
+
+
+def test_event_uids_are_unique_and_numbered_per_page():
+    uids = []
+    for name, doc in derived_run():
+        if name == "event_page":
+            stems = {u.rsplit("-", 1)[0] for u in doc["uid"]}
+            assert len(stems) == 1
+            assert [u.rsplit("-", 1)[1] for u in doc["uid"]] == [
+                str(i) for i in range(len(doc["uid"]))
+            ]
+            uids += doc["uid"]
+    assert len(uids) > 100 and len(set(uids)) == len(uids)
+
+
+def test_row_uids_past_the_kept_suffixes(monkeypatch):
+    from xsvs_bluesky.derived import _compose
+
+    monkeypatch.setattr(_compose, "_MAX_SUFFIXES", 3)
+    monkeypatch.setattr(_compose, "_SUFFIXES", ())
+    uids = _compose._row_uids(7)
+    assert [u.rsplit("-", 1)[1] for u in uids] == [str(i) for i in range(7)]
+    assert len({u.rsplit("-", 1)[0] for u in uids}) == 1
+    assert len(_compose._SUFFIXES) == 3
+    assert _compose._row_uids(0) == []
+    assert _compose._row_uids(2)[0] != uids[0]
