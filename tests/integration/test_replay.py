@@ -370,6 +370,34 @@ def test_bad_inputs_leave_nothing_written(tiled_server, tmp_path):
         assert not out_dir.exists()
 
 
+def test_output_dir_the_data_folders_server_cannot_read_is_refused(tmp_path):
+    """The embedded server reads only <data-dir>/external: an --output-dir
+    elsewhere is refused in one line before any file or run is written (its
+    frames could not be read back through Tiled)."""
+    ini = write_series(tmp_path / "series", n_frames=2)
+    data, outside = tmp_path / "xsvs-data", tmp_path / "elsewhere"
+    code, out, err = run_cli(
+        "replay", ini, "--data-dir", data, "--output-dir", outside, "--no-progress"
+    )
+    assert code == 2 and out == "", err
+    (line,) = [ln for ln in err.splitlines() if "error" in ln]
+    assert f"the output folder {outside} is outside the folders" in line
+    assert f"give a folder under {data.resolve() / 'external'}" in line
+    assert not outside.exists()
+    with open_catalogs(data_dir=data) as cats:
+        assert len(cats.raw) == 0 and len(cats.processed) == 0
+    # under <data-dir>/external it is served, and the frames read back
+    inside = data / "external" / "mine"
+    code, out, err = run_cli(
+        "replay", ini, "--data-dir", data, "--output-dir", inside, "--no-progress"
+    )
+    assert code == 0, err
+    with open_catalogs(data_dir=data) as cats:
+        (uid,) = list(cats.raw)
+        assert cats.raw[uid]["exposure_0"]["maxipix"].read().shape == (2, 1, *SHAPE)
+    assert (inside / uid / "exposure_0.h5").is_file()
+
+
 def test_failure_mid_replay_marks_the_run_failed_and_keeps_its_files(
     tiled_server, tmp_path
 ):
