@@ -269,7 +269,9 @@ def test_second_replay_is_detected_and_force_makes_a_new_run(shared, series):
     )
     assert code == 0, err
     assert out.count("\n") == 1 and f"raw run {result.raw_uid}" in out
-    assert "nothing written" in out and not out_dir.exists()
+    assert "nothing written" in out
+    # no run folder: only the lock of the series (--tiled-uri: in the output folder)
+    assert [p.name for p in out_dir.iterdir()] == [".xsvs-locks"]
     assert find_replays(cats.raw, result.content_hash) == [result.raw_uid]
     code, out, err = run_cli(
         "replay",
