@@ -400,6 +400,37 @@ def test_output_dir_the_data_folders_server_cannot_read_is_refused(tmp_path):
     assert (inside / uid / "exposure_0.h5").is_file()
 
 
+def test_each_warning_is_printed_once(tmp_path):
+    """A mask of the opposite polarity leaves a partition empty: replay checks
+    the inputs, then analyses (and refits after every exposure), and each
+    warning, or repeated log warning, is printed once."""
+    import subprocess
+    import sys
+
+    import xsvs_bluesky
+
+    ini = write_series(tmp_path / "series", n_frames=4)
+    mask = np.ones(SHAPE, np.int8)
+    mask[:, :8] = 0  # marks the good pixels: 80 % "bad"
+    EdfImage(data=mask).write(str(ini.parent / "mask.edf"))
+    source = str(Path(xsvs_bluesky.__file__).parents[1])
+    path = os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-m", "xsvs_bluesky.cli", "replay", str(ini)]
+        + ["--data-dir", str(tmp_path / "xsvs-data"), "--no-progress"],
+        env=dict(os.environ, PYTHONPATH=path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    warned = [ln for ln in lines if "warning" in ln.lower()]
+    assert len(warned) == len(set(warned)), done.stderr
+    assert sum("opposite polarity" in ln for ln in lines) == 1, done.stderr
+    assert sum("q partitions hold no pixel" in ln for ln in lines) == 1
+
+
 def test_failure_mid_replay_marks_the_run_failed_and_keeps_its_files(
     tiled_server, tmp_path
 ):

@@ -455,11 +455,23 @@ def warn(prog: str, message: str) -> None:
     print(f"{prog}: warning: {' '.join(message.split())}", file=sys.stderr)
 
 
+#: messages printed so far by each open :func:`recorded_warnings`, by id of its list
+_SAID: dict[int, set[str]] = {}
+
+
 def flush_warnings(prog: str, caught: list[warnings.WarningMessage]) -> None:
-    """Print the user-facing warnings recorded so far, one line each."""
+    """Print the user-facing warnings recorded so far, one line each, once.
+
+    A message printed before from the same :func:`recorded_warnings` (the
+    same check made twice, a refit warning again) is not printed again.
+    """
+    said = _SAID.get(id(caught), set())
     for item in caught:
         if issubclass(item.category, UserWarning):
-            warn(prog, str(item.message))
+            text = " ".join(str(item.message).split())
+            if text not in said:
+                said.add(text)
+                warn(prog, text)
     caught.clear()
 
 
@@ -469,7 +481,12 @@ def recorded_warnings() -> Iterator[list[warnings.WarningMessage]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         warnings.simplefilter("always", UserWarning)
-        yield caught
+        assert caught is not None
+        _SAID[id(caught)] = set()
+        try:
+            yield caught
+        finally:
+            _SAID.pop(id(caught), None)
 
 
 def positive_int(text: str) -> int:

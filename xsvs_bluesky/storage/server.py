@@ -311,25 +311,53 @@ def open_catalogs(
             background,
             postgres,
         )
-    from tiled.client import from_uri
+    from tiled.client import from_context
+    from tiled.client.context import Context
 
     clients = _structure_clients(light)
     key = api_key or os.environ.get("TILED_API_KEY")
     import httpx
 
+    context = None
     try:
-        client = from_uri(tiled_uri, api_key=key, structure_clients=clients)
+        # from_uri in two steps, to close the connection when it fails
+        context, path_parts = Context.from_any_uri(tiled_uri, api_key=key)
+        client = from_context(
+            context, structure_clients=clients, node_path_parts=path_parts
+        )
     except (httpx.HTTPError, httpx.InvalidURL) as err:
+        _close_quietly(context)
         raise StorageError(
             f"cannot connect to the Tiled server {tiled_uri!r} ({err}); check the "
             "address and the API key (--api-key or TILED_API_KEY)"
         ) from err
+    except RuntimeError as err:  # Tiled's multi-line "requires API key" text
+        _close_quietly(context)
+        if key or "API key" not in str(err):
+            raise
+        raise StorageError(
+            f"the Tiled server {tiled_uri!r} requires an API key and none was "
+            "given; set TILED_API_KEY (or give --api-key)"
+        ) from None
+    except BaseException:
+        _close_quietly(context)
+        raise
     ext = None if external_dir is None else Path(external_dir).resolve()
     if ext is not None:
         ensure_folder(ext, "the folder for detector files")
     return _catalogs(
         client, None, None, ext, _strip_query(tiled_uri), key, raw, processed, light
     )
+
+
+def _close_quietly(context: Any) -> None:
+    """Close a Tiled client context that failed to connect (if any)."""
+    if context is None:
+        return
+    try:
+        context.close()
+    except Exception:  # already failing: the first error is the one to report
+        logger.debug("closing a failed Tiled context", exc_info=True)
 
 
 def _open_folder(
