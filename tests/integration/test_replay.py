@@ -269,7 +269,9 @@ def test_second_replay_is_detected_and_force_makes_a_new_run(shared, series):
     )
     assert code == 0, err
     assert out.count("\n") == 1 and f"raw run {result.raw_uid}" in out
-    assert "nothing written" in out and not out_dir.exists()
+    assert "nothing written" in out
+    # no run folder: only the lock of the series (--tiled-uri: in the output folder)
+    assert [p.name for p in out_dir.iterdir()] == [".xsvs-locks"]
     assert find_replays(cats.raw, result.content_hash) == [result.raw_uid]
     code, out, err = run_cli(
         "replay",
@@ -368,6 +370,65 @@ def test_bad_inputs_leave_nothing_written(tiled_server, tmp_path):
             assert needle in err, (case, err)
         assert len(cats.raw) == 0 and len(cats.processed) == 0
         assert not out_dir.exists()
+
+
+def test_output_dir_the_data_folders_server_cannot_read_is_refused(tmp_path):
+    """The embedded server reads only <data-dir>/external: an --output-dir
+    elsewhere is refused in one line before any file or run is written (its
+    frames could not be read back through Tiled)."""
+    ini = write_series(tmp_path / "series", n_frames=2)
+    data, outside = tmp_path / "xsvs-data", tmp_path / "elsewhere"
+    code, out, err = run_cli(
+        "replay", ini, "--data-dir", data, "--output-dir", outside, "--no-progress"
+    )
+    assert code == 2 and out == "", err
+    (line,) = [ln for ln in err.splitlines() if "error" in ln]
+    assert f"the output folder {outside} is outside the folders" in line
+    assert f"give a folder under {data.resolve() / 'external'}" in line
+    assert not outside.exists()
+    with open_catalogs(data_dir=data) as cats:
+        assert len(cats.raw) == 0 and len(cats.processed) == 0
+    # under <data-dir>/external it is served, and the frames read back
+    inside = data / "external" / "mine"
+    code, out, err = run_cli(
+        "replay", ini, "--data-dir", data, "--output-dir", inside, "--no-progress"
+    )
+    assert code == 0, err
+    with open_catalogs(data_dir=data) as cats:
+        (uid,) = list(cats.raw)
+        assert cats.raw[uid]["exposure_0"]["maxipix"].read().shape == (2, 1, *SHAPE)
+    assert (inside / uid / "exposure_0.h5").is_file()
+
+
+def test_each_warning_is_printed_once(tmp_path):
+    """A mask of the opposite polarity leaves a partition empty: replay checks
+    the inputs, then analyses (and refits after every exposure), and each
+    warning, or repeated log warning, is printed once."""
+    import subprocess
+    import sys
+
+    import xsvs_bluesky
+
+    ini = write_series(tmp_path / "series", n_frames=4)
+    mask = np.ones(SHAPE, np.int8)
+    mask[:, :8] = 0  # marks the good pixels: 80 % "bad"
+    EdfImage(data=mask).write(str(ini.parent / "mask.edf"))
+    source = str(Path(xsvs_bluesky.__file__).parents[1])
+    path = os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-m", "xsvs_bluesky.cli", "replay", str(ini)]
+        + ["--data-dir", str(tmp_path / "xsvs-data"), "--no-progress"],
+        env=dict(os.environ, PYTHONPATH=path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    warned = [ln for ln in lines if "warning" in ln.lower()]
+    assert len(warned) == len(set(warned)), done.stderr
+    assert sum("opposite polarity" in ln for ln in lines) == 1, done.stderr
+    assert sum("q partitions hold no pixel" in ln for ln in lines) == 1
 
 
 def test_failure_mid_replay_marks_the_run_failed_and_keeps_its_files(

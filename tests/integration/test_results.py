@@ -406,3 +406,83 @@ def test_list_counts_an_exposure_written_twice_once(catalogs, capsys):
     )
     out, _ = capsys.readouterr()
     assert code == 0 and [r["exposures"] for r in json.loads(out)] == [2]
+
+
+def renamed(docs: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """The documents of a derived run under new uids (a second copy of the run)."""
+    new: dict[str, str] = {}
+
+    def fresh(old: str) -> str:
+        return new.setdefault(old, str(uuid.uuid4()))
+
+    out = []
+    for name, doc in docs:
+        doc = dict(doc)
+        if name in ("start", "descriptor"):
+            doc["uid"] = fresh(doc["uid"])
+        if "run_start" in doc:
+            doc["run_start"] = fresh(doc["run_start"])
+        if name in ("event_page", "event") and "descriptor" in doc:
+            doc["descriptor"] = fresh(doc["descriptor"])
+            if name == "event_page":
+                doc["uid"] = [str(uuid.uuid4()) for _ in doc["uid"]]
+            else:
+                doc["uid"] = str(uuid.uuid4())
+        if name == "stop":
+            doc["uid"] = str(uuid.uuid4())
+        out.append((name, doc))
+    return out
+
+
+def test_export_and_report_of_an_open_or_aborted_run_say_so(stored, run_cli, tmp_path):
+    """An open derived run (no stop: a crash mid-analysis, half its pages
+    stored) and an aborted one: export and report refuse each in one line
+    naming the run, its state and --any-status (exit 2); with --any-status
+    export writes what there is."""
+    docs = renamed(stored.docs_a)
+    pages = [i for i, (n, _) in enumerate(docs) if n == "event_page"]
+    cut = pages[len(pages) // 2]  # stops in the middle of the run's pages
+    writer = make_tiled_writer(stored.cats.processed)
+    for name, doc in docs[:cut]:
+        writer(name, doc)
+    open_uid = docs[0][1]["uid"]
+    aborted = renamed(stored.docs_a)
+    name, stop = aborted[-1]
+    assert name == "stop"
+    aborted[-1] = ("stop", {**stop, "exit_status": "abort", "reason": "Ctrl-C"})
+    writer = make_tiled_writer(stored.cats.processed)
+    for name, doc in aborted:
+        writer(name, doc)
+    abort_uid = aborted[0][1]["uid"]
+    for command in (["export", "--to", "csv"], ["export", "--to", "hdf5"], ["report"]):
+        for uid, state in ((open_uid, "is still open"), (abort_uid, "'abort': Ctrl-C")):
+            out_path = str(tmp_path / f"{uid[:8]}-{command[-1]}")
+            code, out, err = run_cli(*command, uid[:8], "--out", out_path)
+            assert code == 2 and out == "", err
+            assert err.count("\n") == 1 and "Traceback" not in err
+            assert f"derived run {uid} " in err and state in err, err
+            assert "--any-status" in err
+    assert not list(tmp_path.iterdir())  # nothing written
+    # --any-status: what there is, as it is
+    out_path = str(tmp_path / "open.h5")
+    code, out, err = run_cli(
+        "export", open_uid, "--to", "hdf5", "--any-status", "--out", out_path
+    )
+    assert code == 0 and out.strip() == out_path, err
+    with h5py.File(out_path, "r") as f:
+        assert f["entry/exit_status"][()] == b""  # open: no stop document
+        assert 0 < f["entry/beta/beta"].shape[0] < len(TIMES_A)
+    code, out, _ = run_cli(
+        "export", abort_uid, "--to", "csv", "--any-status", "--out", str(tmp_path / "x")
+    )
+    assert code == 0
+    back = pd.read_csv(out.strip(), float_precision="round_trip")
+    res = load_results(find_run(stored.cats.processed, stored.uid_a))
+    np.testing.assert_array_equal(back["beta"], res.table["beta"])
+    # listed with their state; an open run says so
+    code, out, _ = run_cli("results", "--list", "--format", "json")
+    status = {r["uid"]: r["exit_status"] for r in json.loads(out)}
+    assert status[open_uid] is None and status[abort_uid] == "abort"
+    code, out, _ = run_cli("results", "--list")
+    rows = out.splitlines()
+    assert any(ln.startswith(open_uid[:8]) and ln.endswith("open") for ln in rows)

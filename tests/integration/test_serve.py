@@ -172,6 +172,22 @@ def test_a_second_server_is_refused_with_one_line_before_writing(served):
     assert served.proc.poll() is None  # the first one serves on
 
 
+def test_a_missing_api_key_is_one_line(served, capsys, monkeypatch):
+    """The server needs the folder's key: without one, each command says so
+    in one line (Tiled's own text is a multi-line RuntimeError)."""
+    from xsvs_bluesky.cli import main
+
+    monkeypatch.delenv("TILED_API_KEY", raising=False)
+    uri = f"http://127.0.0.1:{served.port}/api/v1"
+    for argv in (["results"], ["export", "--to", "csv"], ["reanalyze", "1"]):
+        code = main([*argv, "--tiled-uri", uri])
+        out, err = capsys.readouterr()
+        assert code == 2 and out == "", err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert f"the Tiled server {uri!r} requires an API key" in err
+        assert "TILED_API_KEY" in err and "--api-key" in err
+
+
 def test_sigterm_stops_the_server_cleanly(served):
     folder = served.folder
     served.proc.send_signal(signal.SIGTERM)

@@ -142,6 +142,41 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class _OnceFilter(logging.Filter):
+    """Let a warning (or worse) through the first time its text is logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+@contextmanager
+def _each_warning_once() -> Iterator[None]:
+    """Meanwhile, log lines of warnings and errors are printed once each.
+
+    A live refit after every exposure repeats its warnings; the user needs
+    each once.
+    """
+    once = _OnceFilter()
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(once)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(once)
+
+
 #: top-level module of an optional dependency -> the extra that installs it
 #: (``[project.optional-dependencies]`` in pyproject.toml)
 EXTRAS: dict[str, str] = {
@@ -184,7 +219,7 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.print_help()
         return 2
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), _each_warning_once():
             return int(args._run(args) or 0)
     except XSVSError as exc:
         print(error_line(args.command, exc), file=sys.stderr)

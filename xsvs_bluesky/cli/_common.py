@@ -33,12 +33,15 @@ from xsvs_bluesky.options import (
 )
 
 __all__ = [
+    "add_any_status_argument",
     "add_catalog_arguments",
     "add_estimator_arguments",
     "add_limit_arguments",
     "limits_from_args",
     "analysis_options",
     "dynamics_model_argument",
+    "finished_run",
+    "partial_run_error",
     "add_progress_arguments",
     "add_uid_argument",
     "catalogs_from_args",
@@ -195,6 +198,59 @@ def add_uid_argument(parser: argparse.ArgumentParser) -> None:
         metavar="UID",
         help="derived-run uid (or its first >= 5 characters), raw-run uid or "
         "scan_id; default the latest derived run",
+    )
+
+
+def add_any_status_argument(parser: argparse.ArgumentParser, *, verb: str) -> None:
+    """Add ``--any-status``: take derived runs that are open, aborted or failed."""
+    parser.add_argument(
+        "--any-status",
+        action="store_true",
+        help="let the latest run, a scan_id or a raw-run uid pick derived runs "
+        f"that are still open, aborted or failed too, and {verb} such a run as "
+        "it is (default: only complete, successful runs; a run named by its "
+        f"own uid is refused in one line unless it is complete)",
+    )
+
+
+def finished_run(run: Any, args: argparse.Namespace, verb: str) -> str | None:
+    """Check that the derived ``run`` may be used whole; return its exit status.
+
+    A run without a stop document, or stopped with ``abort`` or ``fail``,
+    holds partial results: refused (:class:`~xsvs_bluesky.errors.RunError`,
+    one line naming the run, its status and ``--any-status``) unless
+    ``args.any_status``.
+    """
+    from xsvs_bluesky.errors import RunError
+
+    stop = run.metadata.get("stop") or {}
+    status = stop.get("exit_status")
+    if status == "success" or getattr(args, "any_status", False):
+        return status
+    uid = (run.metadata.get("start") or {}).get("uid", "?")
+    if status is None:
+        state = (
+            "is still open (no stop document: its analysis is being written, or "
+            "the process writing it stopped before the end)"
+        )
+    else:
+        reason = f": {stop['reason']}" if stop.get("reason") else ""
+        state = f"stopped with exit_status {status!r}{reason}"
+    raise RunError(
+        f"derived run {uid} {state}; its results may be partial: {verb} them as "
+        "they are with --any-status"
+    )
+
+
+def partial_run_error(run: Any, status: str | None, err: Exception) -> Exception:
+    """Return the one-line error of a partial run whose streams do not fit."""
+    from xsvs_bluesky.errors import RunError
+
+    uid = (run.metadata.get("start") or {}).get("uid", "?")
+    return RunError(
+        f"derived run {uid} ({status or 'open'}) has streams of different lengths "
+        f"that cannot be put together ({type(err).__name__}: {err}); its partial "
+        "results are readable with 'xsvs-bluesky results' and from Tiled"
     )
 
 
@@ -404,11 +460,23 @@ def warn(prog: str, message: str) -> None:
     print(f"{prog}: warning: {' '.join(message.split())}", file=sys.stderr)
 
 
+#: messages printed so far by each open :func:`recorded_warnings`, by id of its list
+_SAID: dict[int, set[str]] = {}
+
+
 def flush_warnings(prog: str, caught: list[warnings.WarningMessage]) -> None:
-    """Print the user-facing warnings recorded so far, one line each."""
+    """Print the user-facing warnings recorded so far, one line each, once.
+
+    A message printed before from the same :func:`recorded_warnings` (the
+    same check made twice, a refit warning again) is not printed again.
+    """
+    said = _SAID.get(id(caught), set())
     for item in caught:
         if issubclass(item.category, UserWarning):
-            warn(prog, str(item.message))
+            text = " ".join(str(item.message).split())
+            if text not in said:
+                said.add(text)
+                warn(prog, text)
     caught.clear()
 
 
@@ -418,7 +486,12 @@ def recorded_warnings() -> Iterator[list[warnings.WarningMessage]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         warnings.simplefilter("always", UserWarning)
-        yield caught
+        assert caught is not None
+        _SAID[id(caught)] = set()
+        try:
+            yield caught
+        finally:
+            _SAID.pop(id(caught), None)
 
 
 def positive_int(text: str) -> int:

@@ -136,7 +136,10 @@ def _where(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
     return None, Path(args.external_dir or DEFAULT_DATA_DIR / "external").resolve()
 
 
-def _open(args: argparse.Namespace, data_dir: Path | None, external: Path) -> Any:
+def _open(
+    args: argparse.Namespace, data_dir: Path | None, external: Path
+) -> tuple[Any, bool]:
+    """Open the catalogs; also say whether a background server was started."""
     from xsvs_bluesky.cli._common import API_KEY_ENV, say_where, use_background
     from xsvs_bluesky.storage import open_catalogs
 
@@ -148,19 +151,21 @@ def _open(args: argparse.Namespace, data_dir: Path | None, external: Path) -> An
             data_dir / "external"
         )
         background = say_where(data_dir, background)
-        return open_catalogs(
+        catalogs = open_catalogs(
             data_dir=data_dir,
             api_key=args.api_key,
             external_dir=external,
             background=background,
             **names,
         )
-    return open_catalogs(
+        return catalogs, background
+    catalogs = open_catalogs(
         tiled_uri=args.tiled_uri,
         api_key=args.api_key or os.environ.get(API_KEY_ENV),
         external_dir=external,
         **names,
     )
+    return catalogs, False
 
 
 def run(args: argparse.Namespace) -> int:
@@ -183,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
 
     def opener() -> None:
         try:
-            box["catalogs"] = _open(args, data_dir, external)
+            box["catalogs"], box["started"] = _open(args, data_dir, external)
         except BaseException as err:  # re-raised in the main thread
             box["error"] = err
 
@@ -225,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
     _say(
         f"next, try: xsvs-bluesky results {where} {outcome.derived_uid[:8]} --dynamics"
     )
-    if catalogs.server is None and data_dir is not None:
+    if box["started"]:
         _say(
             "its Tiled server keeps running for the next commands; stop it with: "
             f"xsvs-bluesky serve --stop --data-dir {data_dir}"
@@ -434,6 +439,7 @@ def run_demo(
     from xsvs_bluesky.errors import RunError
     from xsvs_bluesky.live import LiveXSVSTable
     from xsvs_bluesky.results import RunResults
+    from xsvs_bluesky.storage import allocate_scan_id
 
     times = list(exposure_times or DEMO_EXPOSURE_TIMES)
     if rig is None:
@@ -453,6 +459,9 @@ def run_demo(
         flat_field=("efficiency", model.efficiency),
         estimator=estimator,
     )
+    # a scan_id no other writer of these catalogs has (RunEngine({}) would
+    # number every demo's run 1)
+    session.RE.scan_id_source = lambda md: allocate_scan_id(catalogs)
     token = session.RE.subscribe(bar)
     files = _Files()
     files_token = session.RE.subscribe(files)

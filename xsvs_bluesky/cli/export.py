@@ -10,6 +10,11 @@ a raw copy of every stream.  The file appears complete or not at all
 (written to a temporary file, then renamed).  UID as for 'xsvs-bluesky
 results' (default: the latest derived run); the path written is printed.
 
+Only complete, successful runs are taken by default: a run named by its own
+uid that is still open (no stop document), aborted or failed is refused in
+one line (exit 2); --any-status exports it as it is, and lets the latest run,
+a scan_id or a raw-run uid pick such runs too.
+
 Typical commands:
   xsvs-bluesky export --to csv                         (latest run)
   xsvs-bluesky export 3f2a9c --to hdf5 --out run.h5
@@ -20,10 +25,14 @@ from __future__ import annotations
 import argparse
 
 from xsvs_bluesky.cli._common import (
+    add_any_status_argument,
     add_catalog_arguments,
     add_uid_argument,
     catalogs_from_args,
+    finished_run,
+    partial_run_error,
 )
+from xsvs_bluesky.errors import XSVSError
 
 __all__ = ["add_arguments", "run"]
 
@@ -42,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="file to write (default xsvs-<uid8>.csv or .h5 in the working folder)",
     )
+    add_any_status_argument(parser, verb="export")
     add_catalog_arguments(parser, background=True)
 
 
@@ -53,7 +63,13 @@ def run(args: argparse.Namespace) -> int:
     with catalogs_from_args(
         args, light=True, background=True
     ) as cats:  # arrays are read while writing
-        res = load_results(find_run(cats.processed, args.uid))
-        path = export_results(res, args.to, args.out)
+        run = find_run(cats.processed, args.uid, any_status=args.any_status)
+        status = finished_run(run, args, "export")
+        try:
+            path = export_results(load_results(run), args.to, args.out)
+        except (ValueError, KeyError, IndexError) as err:
+            if status == "success" or isinstance(err, XSVSError):
+                raise
+            raise partial_run_error(run, status, err) from err
     print(path)
     return 0

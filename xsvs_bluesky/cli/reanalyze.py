@@ -93,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "server (tiled), or files when readable here (auto, default)",
     )
     add_output_arguments(parser)
-    add_catalog_arguments(parser)
+    add_catalog_arguments(parser, background=True)
 
 
 def _report(bar: object) -> Callable[[str], None]:
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     show = show_progress(args)
     partitions = {k: getattr(args, k) for k in ("q1", "q2", "qs", "dq")}
     with recorded_warnings() as caught:
-        with catalogs_from_args(args) as cats:
+        with catalogs_from_args(args, background=True) as cats:
             bar, progress = progress_bar(show, None, "frame")
             try:
                 out = reanalyze(

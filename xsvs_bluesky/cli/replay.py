@@ -18,7 +18,13 @@ open are stopped with exit_status fail/abort; the HDF5 files of a raw run
 stored in Tiled are kept. The next replay of the series reports such a
 partial raw run in one line and replaces it (removed from Tiled with its
 derived runs, then its files), or, when the raw run was stored complete but
-its analysis was interrupted, analyses it again.
+its analysis was interrupted, analyses it again. A second replay of a
+series that another process is replaying into the same catalogs waits for
+it (one line names that process), then finds its run.
+
+With no server named, a data folder that no server runs gets a background
+'xsvs-bluesky serve' that answers this and the next commands (as for
+'demo' and 'results'; --in-process serves it inside this command only).
 
 Typical commands:
   xsvs-bluesky replay analysis/xsvs/xsvs_input.txt        (./xsvs-data)
@@ -90,8 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output-dir",
         metavar="DIR",
         help="folder of the HDF5 files, one subfolder per run (default "
-        "<data-dir>/external/replay); with --tiled-uri a folder the server may "
-        "read (its readable storage) is required",
+        "<data-dir>/external/replay); with --data-dir a folder under "
+        "<data-dir>/external (the server reads only there), with --tiled-uri a "
+        "folder the server may read (its readable storage)",
     )
     parser.add_argument(
         "--compression",
@@ -108,7 +115,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="frame hashing/decoding threads (default 2, or 1 on one core)",
     )
     add_output_arguments(parser)
-    add_catalog_arguments(parser)
+    add_catalog_arguments(parser, background=True)
+
+
+def _say(line: str) -> None:
+    print(f"{_PROG}: {line}", file=sys.stderr, flush=True)
 
 
 def print_results(
@@ -148,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
             compression=args.compression,
         )
         flush_warnings(_PROG, caught)
-        with catalogs_from_args(args, create=True) as cats:
+        with catalogs_from_args(args, create=True, background=True) as cats:
             bar, progress = progress_bar(show, job.scan.n_files, "frame")
             try:
                 result = job.run(
@@ -156,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
                     force=args.force,
                     output_dir=args.output_dir,
                     progress=progress,
+                    on_wait=_say,
                 )
             finally:
                 if bar is not None:

@@ -10,6 +10,11 @@ D line (when the run has a dynamics fit), and the results table.  UID as for
 'xsvs-bluesky results' (default: the latest derived run); the path written
 is printed.
 
+Only complete, successful runs are taken by default: a run named by its own
+uid that is still open (no stop document), aborted or failed is refused in
+one line (exit 2); --any-status reports it as it is, and lets the latest run,
+a scan_id or a raw-run uid pick such runs too.
+
 Typical commands:
   xsvs-bluesky report                        (latest run, into ./)
   xsvs-bluesky report 3f2a9c --out reports/
@@ -20,10 +25,14 @@ from __future__ import annotations
 import argparse
 
 from xsvs_bluesky.cli._common import (
+    add_any_status_argument,
     add_catalog_arguments,
     add_uid_argument,
     catalogs_from_args,
+    finished_run,
+    partial_run_error,
 )
+from xsvs_bluesky.errors import XSVSError
 
 __all__ = ["add_arguments", "run"]
 
@@ -37,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder for xsvs-report-<uid8>.html, or a file name ending in .html "
         "(default: the working folder)",
     )
+    add_any_status_argument(parser, verb="report")
     add_catalog_arguments(parser, background=True)
 
 
@@ -48,7 +58,13 @@ def run(args: argparse.Namespace) -> int:
     with catalogs_from_args(
         args, light=True, background=True
     ) as cats:  # arrays are read while drawing
-        res = load_results(find_run(cats.processed, args.uid))
-        path = write_report(res, args.out)
+        run = find_run(cats.processed, args.uid, any_status=args.any_status)
+        status = finished_run(run, args, "report")
+        try:
+            path = write_report(load_results(run), args.out)
+        except (ValueError, KeyError, IndexError) as err:
+            if status == "success" or isinstance(err, XSVSError):
+                raise
+            raise partial_run_error(run, status, err) from err
     print(path)
     return 0

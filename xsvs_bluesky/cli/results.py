@@ -4,7 +4,10 @@ Prints the contrast table beta(t_e, q) of one derived run: per exposure and
 q partition the exposure time (s), q (1/Angstrom), mean count kbar, beta with
 its standard error, frames and estimator flags.  UID is the derived run's uid
 or its first characters (>= 5), the uid of the raw run it analysed, or a
-scan_id; without UID the latest derived run is shown.  --format csv|json give
+scan_id; without UID the latest derived run is shown.  The latest run, a
+scan_id and a raw-run uid pick only complete, successful runs (--any-status:
+any); a run named by its own uid is shown whatever its status, with that
+status (open while it has no stop document).  --format csv|json give
 machine-readable records (keys run_uid, raw_uid, exposure, exposure_time,
 partition, q, n_pixels, n_frames, kbar, kbar_err, beta, beta_err, M, M_err,
 estimator, flags); --dynamics adds the fit of beta(t_e) per q (Gamma, beta0)
@@ -68,6 +71,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--since", metavar="DATE", help="started at or after DATE (ISO 8601)"
     )
     listing.add_argument("--until", metavar="DATE", help="started before DATE")
+    parser.add_argument(
+        "--any-status",
+        action="store_true",
+        help="let the latest run, a scan_id or a raw-run uid pick derived runs "
+        "that are still open, aborted or failed too (default: only complete, "
+        "successful runs; a run named by its own uid is shown whatever its "
+        "status, with that status)",
+    )
     add_catalog_arguments(parser, background=True)
 
 
@@ -119,7 +130,8 @@ def _list(cats: Any, args: argparse.Namespace) -> str:
         lines.append(
             f"{str(r['uid'])[:8]:8}  {r['time'] or '':19}  "
             f"{str(r['sample_name'] or '')[:14]:14}  {str(r['raw_uid'] or '')[:8]:8}  "
-            f"{str(r['estimator'] or ''):11}  {r['exposures']:>3}  {r['exit_status']}"
+            f"{str(r['estimator'] or ''):11}  {r['exposures']:>3}  "
+            f"{r['exit_status'] or 'open'}"
         )
     if not rows:
         lines.append("(no derived runs match)")
@@ -171,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
         if args.list:
             text = _list(cats, args)
         else:
-            text = _show(load_results(find_run(cats.processed, args.uid)), args)
+            run = find_run(cats.processed, args.uid, any_status=args.any_status)
+            text = _show(load_results(run), args)
     print(text.rstrip("\n"))
     return 0

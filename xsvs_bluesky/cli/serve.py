@@ -21,8 +21,11 @@ it: later servers and commands of that folder use the same database.  Never
 put a password in the address (Tiled logs it): use ~/.pgpass or PGPASSFILE,
 or peer authentication on a unix socket (docs/how-to/postgresql.md).
 
-'results', 'export' and 'report' start one in the background when none
-runs (unless --in-process); 'serve --stop' stops it.
+'demo', 'replay', 'reanalyze', 'results', 'export' and 'report' start one in
+the background when none runs (unless --in-process); 'serve --stop' stops it.
+A process that serves the folder only for its own duration (a command run
+with --in-process, 'listen', the IPython profile) answers the other commands
+too, and waits for them before it stops.
 
 Typical commands:
   xsvs-bluesky serve                          (./xsvs-data, a free port)

@@ -5,8 +5,7 @@
   the state of its analysis (what a new replay of the series checks first);
 - :func:`remove_partial_run`: remove a partial raw run and its derived runs
   from Tiled, then its HDF5 files;
-- :func:`derived_runs`: the derived runs of a raw run;
-- :func:`next_scan_id`: the scan_id of the next raw run.
+- :func:`derived_runs`: the derived runs of a raw run.
 
 :func:`find_replays` and :func:`derived_runs` are re-exported from
 :mod:`xsvs_bluesky.replay`.
@@ -25,7 +24,6 @@ __all__ = [
     "ReplayedRun",
     "derived_runs",
     "find_replays",
-    "next_scan_id",
     "remove_partial_run",
     "remove_run_files",
     "replays_of",
@@ -156,15 +154,3 @@ def derived_runs(processed: Any, raw_uid: str) -> tuple[str, ...]:
 
     found = processed.search(Key("original_run_uid") == raw_uid)
     return tuple(str(k) for k in found.keys())
-
-
-def next_scan_id(raw: Any) -> int:
-    """One more than the scan_id of the last run of ``raw`` (1 when none)."""
-    try:
-        if len(raw):
-            last = raw.values()[-1].metadata["start"].get("scan_id")
-            if isinstance(last, int):
-                return last + 1
-    except Exception:  # a scan_id is a convenience, never a reason to fail
-        logger.debug("no scan_id found in the raw catalog", exc_info=True)
-    return 1

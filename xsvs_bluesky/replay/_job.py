@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,6 @@ from xsvs_bluesky.replay._catalog import (
     ReplayedRun,
     derived_runs,
     find_replays,
-    next_scan_id,
     remove_partial_run,
     remove_run_files,
     replays_of,
@@ -39,7 +39,7 @@ from xsvs_bluesky.replay._docs import (
 from xsvs_bluesky.replay._result import ReplayResult
 from xsvs_bluesky.replay._scan import scan_inputs
 from xsvs_bluesky.replay._write import Progress, write_series
-from xsvs_bluesky.storage import WriterGuard
+from xsvs_bluesky.storage import WriterGuard, allocate_scan_id, hold_lock, locks_folder
 
 __all__ = [
     "COMPRESSIONS",
@@ -232,6 +232,7 @@ class LegacyReplay:
         progress: Progress | None = None,
         extra_targets: Iterable[Emitter] = (),
         scan_id: int | None = None,
+        on_wait: Callable[[str], None] | None = None,
     ) -> ReplayResult:
         """Replay the series into ``catalogs``, unless it is there already.
 
@@ -250,7 +251,13 @@ class LegacyReplay:
         extra_targets : iterable of callables
             More ``(name, doc)`` consumers of the raw run's documents.
         scan_id : int, optional
-            Default: one more than the last raw run's.
+            Default: one more than the last raw run's and than the last one
+            given to a writer of these catalogs
+            (:func:`~xsvs_bluesky.storage.allocate_scan_id`).
+        on_wait : callable, optional
+            Called with one line when another process replays the same
+            series into these catalogs: this one waits for it, then finds
+            its run (default: a log warning).
 
         Returns
         -------
@@ -259,7 +266,8 @@ class LegacyReplay:
         Raises
         ------
         XSVSError
-            No folder for the HDF5 files.  Any error during the replay stops
+            No folder for the HDF5 files, or one the catalogs' own data-folder
+            server may not read.  Any error during the replay stops
             the runs still open with ``exit_status="fail"`` (``"abort"`` on
             KeyboardInterrupt) and is re-raised; the HDF5 files of a raw run
             whose start reached Tiled are kept.
@@ -274,8 +282,58 @@ class LegacyReplay:
         successful derived run is analysed again (``completed``); one with
         a successful derived run is returned as ``duplicate`` unless
         ``force``.  ``ReplayResult.notes`` says what was found and done.
+
+        One replay of a series at a time: the look-up and the replay hold a
+        lock named by the content hash in the catalogs' locks folder
+        (:func:`~xsvs_bluesky.storage.locks_folder`: the data folder, else
+        the folder of detector files or of the HDF5 files), so a second
+        replay of the series waits and then finds the first one's run
+        instead of taking it for a partial one.
         """
         t0 = time.perf_counter()
+        folder = None
+        if output_dir is not None or catalogs.external_dir is not None:
+            folder = (
+                Path(catalogs.external_dir) / "replay"
+                if output_dir is None
+                else Path(output_dir)
+            ).resolve()
+        with self._series_lock(catalogs, folder, on_wait):
+            return self._run(
+                catalogs, folder, t0, force, progress, extra_targets, scan_id
+            )
+
+    def _series_lock(
+        self,
+        catalogs: Any,
+        folder: Path | None,
+        on_wait: Callable[[str], None] | None,
+    ) -> AbstractContextManager[None]:
+        """Return the lock of this series in the catalogs' locks folder (if any)."""
+        locks = locks_folder(catalogs, folder)
+        if locks is None:
+            return nullcontext()
+        say = on_wait or (lambda line: logger.warning("%s", line))
+
+        def waiting(holder: str) -> None:
+            say(
+                f"waiting for {holder}, which replays the same series "
+                f"({self.config.path}) into these catalogs"
+            )
+
+        return hold_lock(locks / f"replay-{self.content_hash[:32]}.lock", waiting)
+
+    def _run(
+        self,
+        catalogs: Any,
+        folder: Path | None,
+        t0: float,
+        force: bool,
+        progress: Progress | None,
+        extra_targets: Iterable[Emitter],
+        scan_id: int | None,
+    ) -> ReplayResult:
+        """:meth:`run` once the series is ours."""
         runs = replays_of(catalogs, self.content_hash)
         notes: list[str] = []
         supersedes = self._replace_partial(catalogs, runs, notes)
@@ -293,16 +351,19 @@ class LegacyReplay:
                     notes=tuple(notes),
                 )
             return self._complete_analysis(catalogs, found, notes, t0)
-        if output_dir is None and catalogs.external_dir is None:
+        if folder is None:
             raise OptionError(
                 "no folder for the replayed HDF5 files: give an output folder "
                 "the Tiled server may read (its readable storage)"
             )
-        folder = (
-            Path(catalogs.external_dir) / "replay"
-            if output_dir is None
-            else Path(output_dir)
-        ).resolve()
+        if catalogs.can_serve(folder) is False:
+            readable = ", ".join(str(p) for p in catalogs.readable_storage)
+            raise StorageError(
+                f"the output folder {folder} is outside the folders the Tiled "
+                f"server of {catalogs.data_dir} reads ({readable}): the replayed "
+                "frames could not be read back; give a folder under "
+                f"{catalogs.readable_storage[0]}"
+            )
         from xsvs_bluesky.callback import XSVSCallback
         from xsvs_bluesky.storage import make_tiled_writer
 
@@ -318,7 +379,7 @@ class LegacyReplay:
         composer = RawRunComposer(
             self,
             [callback, raw_writer, *extra_targets],
-            scan_id=next_scan_id(catalogs.raw) if scan_id is None else scan_id,
+            scan_id=allocate_scan_id(catalogs, folder) if scan_id is None else scan_id,
             folder=folder,
             supersedes=supersedes,
         )

@@ -7,6 +7,12 @@ from xsvs_bluesky.storage._guard import (
     TEST_SIGNAL_ENV,
     WriterGuard,
 )
+from xsvs_bluesky.storage._locks import (
+    allocate_scan_id,
+    hold_lock,
+    last_scan_id,
+    locks_folder,
+)
 from xsvs_bluesky.storage._postgres import PostgresCatalog
 from xsvs_bluesky.storage.server import (
     CATALOG_SPEC,
@@ -43,10 +49,14 @@ __all__ = [
     "FolderBusyError",
     "RunningServer",
     "WriterGuard",
+    "allocate_scan_id",
     "connection_help",
     "ensure_folder",
     "ensure_run_catalog",
     "find_server",
+    "hold_lock",
+    "last_scan_id",
+    "locks_folder",
     "make_tiled_writer",
     "open_catalogs",
     "register_document_exporter",

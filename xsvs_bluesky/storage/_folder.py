@@ -9,6 +9,10 @@ whether to import a server at all.  Layout::
                             when the folder uses one instead (no password)
             server.lock     held (fcntl.flock) by the one process serving
             server.json     {"uri", "pid", "host", "port"} of that process
+            users.lock      shared-locked by each process using a server of
+                            another process (see DataFolder.use)
+            users/          who those processes are (pid, command)
+            locks/          locks and scan_ids shared by the writers
             access.log      request log of in-process servers
             error.log
             serve.log       output of a server started in the background
@@ -18,6 +22,12 @@ whether to import a server at all.  Layout::
 
 The lock is the liveness test: ``server.json`` counts only while its lock is
 held, so a server killed without cleaning up leaves nothing that misleads.
+
+A process serving the folder only for its own duration (a command's
+in-process server, the IPython profile, a listener) does not stop it while
+other processes use it: they hold ``users.lock`` shared
+(:meth:`DataFolder.use`), and the server's process takes it exclusively
+before stopping (:meth:`DataFolder.wait_for_users`).
 """
 
 from __future__ import annotations
@@ -26,7 +36,9 @@ import fcntl
 import json
 import os
 import secrets
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -37,6 +49,7 @@ from xsvs_bluesky.storage._postgres import PostgresCatalog
 __all__ = [
     "DataFolder",
     "FolderBusyError",
+    "FolderUse",
     "RunningServer",
     "url_host",
 ]
@@ -64,6 +77,22 @@ class RunningServer:
     def describe(self) -> str:
         """``"http://127.0.0.1:8000/api/v1 (pid 1234)"``."""
         return self.uri + ("" if self.pid is None else f" (pid {self.pid})")
+
+
+class FolderUse:
+    """A process's use of the server of another (see :meth:`DataFolder.use`)."""
+
+    def __init__(self, handle: IO[bytes], note: Path) -> None:
+        self._handle: IO[bytes] | None = handle
+        self._note = note
+
+    def release(self) -> None:
+        """Let the serving process stop (idempotent)."""
+        if self._handle is None:
+            return
+        self._note.unlink(missing_ok=True)
+        self._handle.close()  # releases the shared lock
+        self._handle = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +135,11 @@ class DataFolder:
     def lock_file(self) -> Path:
         """Locked by the process serving the folder."""
         return self.tiled / "server.lock"
+
+    @property
+    def users_file(self) -> Path:
+        """Held shared by each process using a server of another process."""
+        return self.tiled / "users.lock"
 
     @property
     def server_file(self) -> Path:
@@ -251,6 +285,70 @@ class DataFolder:
             f"{self.root} is already served by {where}; use that server "
             "(commands given this --data-dir find it) or stop it first"
         )
+
+    # -- processes using another process's server ---------------------------
+
+    def use(self) -> FolderUse:
+        """Say that this process uses the folder's server (until ``release``).
+
+        Takes ``users.lock`` shared; blocks while the serving process is
+        stopping (it holds the lock exclusively then).  The caller checks
+        afterwards that a server still runs (:meth:`running_server`).
+        """
+        self.tiled.mkdir(parents=True, exist_ok=True)
+        handle = open(self.users_file, "a+b")  # noqa: SIM115  (held open)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH)
+        except BaseException:
+            handle.close()
+            raise
+        note = self.tiled / "users" / f"{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            note.parent.mkdir(exist_ok=True)
+            command = " ".join(["xsvs-bluesky", *sys.argv[1:]])[:300]
+            note.write_text(f"{os.getpid()} {command}\n", encoding="utf-8")
+        except OSError:  # only for the message of the serving process
+            pass
+        return FolderUse(handle, note)
+
+    def other_users(self) -> list[str]:
+        """``pid N (command)`` of the live processes using this folder's server."""
+        found = []
+        for note in sorted((self.tiled / "users").glob("*-*")):
+            try:
+                pid_text, _, command = note.read_text(encoding="utf-8").partition(" ")
+                pid = int(pid_text)
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                note.unlink(missing_ok=True)  # left by a process that died
+                continue
+            except (OSError, ValueError):
+                continue
+            if pid != os.getpid():
+                found.append(f"pid {pid} ({command.strip()})")
+        return found
+
+    def wait_for_users(self, on_wait: Callable[[str], None]) -> IO[bytes]:
+        """Block until no other process uses this process's server of the folder.
+
+        Takes ``users.lock`` exclusively and returns its open file: keep it
+        until the server is stopped and the folder unlocked, then close it,
+        so that no process starts using the server meanwhile.  ``on_wait`` is
+        called once, naming the processes, when there are some.
+        """
+        self.tiled.mkdir(parents=True, exist_ok=True)
+        handle = open(self.users_file, "a+b")  # noqa: SIM115  (returned)
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                users = self.other_users()
+                on_wait(", ".join(users) if users else "another process")
+                fcntl.flock(handle, fcntl.LOCK_EX)
+        except BaseException:
+            handle.close()
+            raise
+        return handle
 
     def write_server_file(self, uri: str, **extra: Any) -> None:
         """Say where this process serves the folder (requires the lock)."""

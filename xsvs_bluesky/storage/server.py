@@ -29,7 +29,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -93,14 +93,33 @@ class Catalogs:
     external_dir: Path | None
     uri: str
     api_key: str | None
+    #: folders of files the server serves by reference (a data folder's
+    #: server; None: unknown, a server named by address)
+    readable_storage: tuple[Path, ...] | None = None
+    #: this process's use of a server of another process (released at close)
+    use: Any = field(default=None, repr=False)
+
+    def can_serve(self, path: str | os.PathLike[str]) -> bool | None:
+        """Whether the server may serve files under ``path`` (None: unknown)."""
+        if self.readable_storage is None:
+            return None
+        target = Path(path).resolve()
+        return any(target.is_relative_to(p) for p in self.readable_storage)
 
     def close(self) -> None:
-        """Close the client and stop the embedded server, if any."""
+        """Close the client and stop the embedded server, if any.
+
+        A server this process runs for the folder waits, before stopping,
+        until the other processes using it are done (one log line names
+        them).
+        """
         try:
             self.client.context.close()
         finally:
             if self.server is not None:
                 self.server.close()
+            if self.use is not None:
+                self.use.release()
 
     def __enter__(self) -> Catalogs:
         return self
@@ -292,25 +311,53 @@ def open_catalogs(
             background,
             postgres,
         )
-    from tiled.client import from_uri
+    from tiled.client import from_context
+    from tiled.client.context import Context
 
     clients = _structure_clients(light)
     key = api_key or os.environ.get("TILED_API_KEY")
     import httpx
 
+    context = None
     try:
-        client = from_uri(tiled_uri, api_key=key, structure_clients=clients)
+        # from_uri in two steps, to close the connection when it fails
+        context, path_parts = Context.from_any_uri(tiled_uri, api_key=key)
+        client = from_context(
+            context, structure_clients=clients, node_path_parts=path_parts
+        )
     except (httpx.HTTPError, httpx.InvalidURL) as err:
+        _close_quietly(context)
         raise StorageError(
             f"cannot connect to the Tiled server {tiled_uri!r} ({err}); check the "
             "address and the API key (--api-key or TILED_API_KEY)"
         ) from err
+    except RuntimeError as err:  # Tiled's multi-line "requires API key" text
+        _close_quietly(context)
+        if key or "API key" not in str(err):
+            raise
+        raise StorageError(
+            f"the Tiled server {tiled_uri!r} requires an API key and none was "
+            "given; set TILED_API_KEY (or give --api-key)"
+        ) from None
+    except BaseException:
+        _close_quietly(context)
+        raise
     ext = None if external_dir is None else Path(external_dir).resolve()
     if ext is not None:
         ensure_folder(ext, "the folder for detector files")
     return _catalogs(
         client, None, None, ext, _strip_query(tiled_uri), key, raw, processed, light
     )
+
+
+def _close_quietly(context: Any) -> None:
+    """Close a Tiled client context that failed to connect (if any)."""
+    if context is None:
+        return
+    try:
+        context.close()
+    except Exception:  # already failing: the first error is the one to report
+        logger.debug("closing a failed Tiled context", exc_info=True)
 
 
 def _open_folder(
@@ -342,29 +389,29 @@ def _open_folder(
 
             running = starting.wait()
     clients = _structure_clients(light)
-    if running is None:
-        handle = _serve_here(folder, api_key, readable, postgres)
-        if handle is None:  # another process started serving meanwhile
+    handle, use = None, None
+    while handle is None and use is None:
+        if running is None:
+            handle = _serve_here(folder, api_key, readable, postgres)
+            if handle is None:  # another process started serving meanwhile
+                running = folder.running_server()
+        if running is not None:
+            # the serving process does not stop while this one uses it
+            use = folder.use()
             running = folder.running_server()
+            if running is None:  # it stopped meanwhile: serve here
+                use.release()
+                use = None
     if running is not None:
-        if postgres is not None and folder.postgres_catalog() != postgres:
-            raise StorageError(
-                f"{root} is served by {running.describe()} from another catalog "
-                f"than the {postgres.describe()}; stop it or drop the catalog"
-            )
-        outside = [p for p in readable if not p.is_relative_to(folder.external)]
-        if outside:
-            raise StorageError(
-                f"{root} is served by {running.describe()}, which reads files only "
-                f"under {folder.external}, not {outside[0]}; write there or stop it"
-            )
-        ext.mkdir(parents=True, exist_ok=True)
-        key = folder.api_key(create=False)
-        client = _connect(running.uri, key, f"the server of {root}", clients)
-        logger.info("using the Tiled server of %s at %s", root, running.describe())
-        return _catalogs(
-            client, None, root, ext, running.uri, key, raw, processed, light
-        )
+        assert use is not None
+        try:
+            return _use_running(
+                folder, running, use, postgres, readable, ext, clients,
+                raw, processed, light,
+            )  # fmt: skip
+        except BaseException:
+            use.release()
+            raise
     assert handle is not None
     ext.mkdir(parents=True, exist_ok=True)
     try:
@@ -372,11 +419,47 @@ def _open_folder(
             handle.uri, handle.api_key, f"the Tiled server of {root}", clients
         )
         return _catalogs(
-            client, handle, root, ext, handle.uri, handle.api_key, raw, processed, light
-        )
+            client, handle, root, ext, handle.uri, handle.api_key, raw, processed,
+            light, readable=handle.readable,
+        )  # fmt: skip
     except BaseException:
         handle.close()
         raise
+
+
+def _use_running(
+    folder: DataFolder,
+    running: Any,
+    use: Any,
+    postgres: PostgresCatalog | None,
+    readable: list[Path],
+    ext: Path,
+    clients: Any,
+    raw: str,
+    processed: str,
+    light: bool,
+) -> Catalogs:
+    """Open the catalogs through the folder's server in another process."""
+    root = folder.root
+    if postgres is not None and folder.postgres_catalog() != postgres:
+        raise StorageError(
+            f"{root} is served by {running.describe()} from another catalog "
+            f"than the {postgres.describe()}; stop it or drop the catalog"
+        )
+    outside = [p for p in readable if not p.is_relative_to(folder.external)]
+    if outside:
+        raise StorageError(
+            f"{root} is served by {running.describe()}, which reads files only "
+            f"under {folder.external}, not {outside[0]}; write there or stop it"
+        )
+    ext.mkdir(parents=True, exist_ok=True)
+    key = folder.api_key(create=False)
+    client = _connect(running.uri, key, f"the server of {root}", clients)
+    logger.info("using the Tiled server of %s at %s", root, running.describe())
+    return _catalogs(
+        client, None, root, ext, running.uri, key, raw, processed, light, use,
+        readable=(folder.external,),
+    )  # fmt: skip
 
 
 def ensure_folder(path: Path, what: str) -> None:
@@ -436,9 +519,10 @@ class _SharedServer:
 
     _by_root: ClassVar[dict[Path, _SharedServer]] = {}
 
-    def __init__(self, server: Any, folder: DataFolder) -> None:
+    def __init__(self, server: Any, folder: DataFolder, readable: list[Path]) -> None:
         self.server = server
         self.folder = folder
+        self.readable = tuple(readable)
         self.users = 0
 
     @property
@@ -455,10 +539,24 @@ class _SharedServer:
         if self.users > 0:
             return
         self._by_root.pop(self.folder.root, None)
+        gate = None
         try:
-            self.server.close()
-        finally:
-            self.folder.unlock()
+            gate = self.folder.wait_for_users(self._say_waiting)
+        finally:  # stopped at once on Ctrl-C during the wait
+            try:
+                self.server.close()
+            finally:
+                self.folder.unlock()
+                if gate is not None:
+                    gate.close()
+
+    def _say_waiting(self, users: str) -> None:
+        logger.warning(
+            "waiting for %s, which uses the Tiled server of %s in this process, "
+            "before stopping it (Ctrl-C stops it at once)",
+            users,
+            self.folder.root,
+        )
 
 
 def _serve_here(
@@ -494,7 +592,9 @@ def _serve_here(
             folder.unlock()
             raise
         logger.info("Tiled server of %s in this process at %s", folder.root, server.uri)
-        shared = _SharedServer._by_root[folder.root] = _SharedServer(server, folder)
+        shared = _SharedServer._by_root[folder.root] = _SharedServer(
+            server, folder, readable
+        )
     shared.users += 1
     return shared
 
@@ -509,6 +609,8 @@ def _catalogs(
     raw: str,
     processed: str,
     light: bool = False,
+    use: Any = None,
+    readable: tuple[Path, ...] | None = None,
 ) -> Catalogs:
     return Catalogs(
         raw=None if light else ensure_run_catalog(client, raw),
@@ -519,6 +621,8 @@ def _catalogs(
         external_dir=ext,
         uri=uri,
         api_key=key,
+        use=use,
+        readable_storage=readable,
     )
 
 

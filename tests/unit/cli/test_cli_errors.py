@@ -240,3 +240,37 @@ def test_console_refused_connection(tmp_path: Path) -> None:
         "results",
         "cannot connect to the Tiled server 'http://127.0.0.1:1'",
     )
+
+
+# -- the messages of issue 15, on real files (replay checks before any server)
+
+
+def test_replay_of_a_damaged_frame_names_the_cli_option(
+    paths: dict[str, str], tmp_path: Path, capsys
+) -> None:
+    from test_cli_analyze import PREFIX, SUFFIX, corrupt, small_series
+
+    ini = small_series(tmp_path / "series")
+    damaged = tmp_path / "series" / "data" / f"{PREFIX}0002{SUFFIX}"
+    corrupt(damaged)
+    code = run_main(["replay", str(ini), "--data-dir", paths["nodata"]])
+    out, err = capsys.readouterr()
+    assert_one_error_line(code, out, err, "replay", "--skip-bad-frames")
+    assert damaged.name in err and "skip_bad" not in err
+    assert not (Path(paths["nodata"]) / "tiled").exists()  # checked first
+
+
+def test_replay_of_a_first_frame_of_the_wrong_shape_blames_the_frame(
+    paths: dict[str, str], tmp_path: Path, capsys
+) -> None:
+    import numpy as np
+    from test_cli_analyze import PREFIX, SUFFIX, small_series, write_edf
+
+    ini = small_series(tmp_path / "series")
+    first = tmp_path / "series" / "data" / f"{PREFIX}0001{SUFFIX}"
+    write_edf(first, np.zeros((10, 12), np.uint16))
+    code = run_main(["replay", str(ini), "--data-dir", paths["nodata"]])
+    out, err = capsys.readouterr()
+    needle = f"the first frame file {first} has shape (10, 12)"
+    assert_one_error_line(code, out, err, "replay", needle)
+    assert "mask.edf: mask shape" not in err  # not the mask's fault
