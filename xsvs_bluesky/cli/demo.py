@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
+from xsvs_bluesky.cli._common import backup_exit, upload_pending
 from xsvs_bluesky.cli._demo_output import (
     diffusion_line,
     format_truth_table,
@@ -144,12 +145,14 @@ def _open(args: argparse.Namespace, data_dir: Path | None, external: Path) -> An
             api_key=args.api_key,
             external_dir=external,
             background=background,
+            backup_dir=args.backup_dir,
             **names,
         )
     return open_catalogs(
         tiled_uri=args.tiled_uri,
         api_key=args.api_key or os.environ.get(API_KEY_ENV),
         external_dir=external,
+        backup_dir=args.backup_dir,
         **names,
     )
 
@@ -195,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
         say_more(
             f"Tiled ready at {catalogs.uri} ({time.perf_counter() - started:.1f} s)"
         )
+        upload_pending(_PROG, catalogs)
         outcome = run_demo(
             catalogs,
             frames=args.frames,
@@ -207,6 +211,8 @@ def run(args: argparse.Namespace) -> int:
         )
     sys.stdout.write(outcome.text + "\n")
     sys.stdout.flush()
+    if outcome.backed_up:
+        return backup_exit(_PROG, args, catalogs, outcome.backed_up)
     where = f"--data-dir {data_dir}" if data_dir else f"--tiled-uri {catalogs.uri}"
     stored = f"in {data_dir}" if data_dir else f"at {catalogs.uri}"
     _say(f"raw run {outcome.raw_uid} and its analysis stored {stored}")
@@ -273,6 +279,8 @@ class DemoOutcome:
         Wall time of the scan, and until the derived run was in Tiled, s.
     n_frames : int
         Frames acquired.
+    backed_up : tuple of BackedUpRun
+        Runs the Tiled server did not store: kept in the local backup.
     """
 
     raw_uid: str
@@ -283,6 +291,7 @@ class DemoOutcome:
     acquisition_s: float
     analysis_s: float
     n_frames: int
+    backed_up: tuple[Any, ...] = ()
 
 
 class _Progress:
@@ -432,6 +441,7 @@ def run_demo(
         session.RE.unsubscribe(token)
         session.close()
         close_engine(session.RE)
+    backed_up = tuple(session.backed_up)
     n = frames * len(times)
     (say if verbose else _quiet)(
         f"acquired {n} frames in {t1 - t0:.1f} s ({n / (t1 - t0):.0f} frames/s); "
@@ -449,4 +459,5 @@ def run_demo(
         acquisition_s=t1 - t0,
         analysis_s=t3 - t0,
         n_frames=n,
+        backed_up=backed_up,
     )

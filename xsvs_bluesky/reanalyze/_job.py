@@ -66,6 +66,9 @@ class ReanalysisResult:
         Where the frames were read: ``"file"`` or ``"tiled"``.
     seconds : float
         Wall time, s.
+    backed_up : tuple of BackedUpRun
+        The derived run, when the Tiled server did not store it: it is in
+        the local backup, whole (``xsvs-bluesky upload`` writes it).
     """
 
     raw_uid: str
@@ -75,6 +78,7 @@ class ReanalysisResult:
     results: tuple[Any, ...]
     frames: str
     seconds: float
+    backed_up: tuple[Any, ...] = ()
 
 
 def find_raw_run(raw_catalog: Any, key: str) -> Any:
@@ -162,7 +166,7 @@ def reanalyze(
 
     from xsvs_bluesky.callback import XSVSCallback
     from xsvs_bluesky.core.geometry import Geometry
-    from xsvs_bluesky.storage import make_tiled_writer
+    from xsvs_bluesky.storage import DEFAULT_DATA_DIR, SpoolingWriter
 
     t0 = time.perf_counter()
     options = AnalysisOptions.merge(
@@ -189,9 +193,13 @@ def reanalyze(
     masks, flat = read_calibration(
         start, geometry.shape, use_flat=options.uses_flat_field
     )
-    writer = WriterGuard(
-        make_tiled_writer(catalogs.processed, batch_size=_BIG_BATCH), "derived"
+    spool = SpoolingWriter(
+        catalogs.processed,
+        backup_dir=catalogs.backup_dir or (DEFAULT_DATA_DIR / "backup").resolve(),
+        queued=False,
+        batch_size=_BIG_BATCH,
     )
+    writer = WriterGuard(spool, "derived")
     callback = XSVSCallback(
         geometry=geometry,
         partitions=spec,
@@ -226,6 +234,7 @@ def reanalyze(
     except BaseException as err:
         status = "abort" if isinstance(err, KeyboardInterrupt) else "fail"
         writer.end_open(status, f"{type(err).__name__}: {err}")
+        spool.close()
         logger.error(
             "re-analysis of raw run %s stopped (%r); derived run %s %s; the raw "
             "run is unchanged",
@@ -237,6 +246,7 @@ def reanalyze(
             else "is incomplete (no stop document)",
         )
         raise
+    backed_up = tuple(spool.close())
     record = callback.records.get(uid)
     if record is None:
         raise RunError(f"raw run {uid}: no frames were analysed")
@@ -248,4 +258,5 @@ def reanalyze(
         results=tuple(record.results),
         frames=source,
         seconds=time.perf_counter() - t0,
+        backed_up=backed_up,
     )

@@ -29,7 +29,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -83,6 +83,10 @@ class Catalogs:
         Server API address, without the API key.
     api_key : str or None
         The API key (data folder: the one in its ``tiled-api-key``).
+    backup_dir : pathlib.Path or None
+        Local backup of the runs the writers could not store whole
+        (``<data_dir>/backup``; for a server named by URI the folder given,
+        default ``./xsvs-data/backup``).
     """
 
     raw: Any
@@ -93,6 +97,7 @@ class Catalogs:
     external_dir: Path | None
     uri: str
     api_key: str | None
+    backup_dir: Path | None = None
 
     def close(self) -> None:
         """Close the client and stop the embedded server, if any."""
@@ -221,6 +226,7 @@ def open_catalogs(
     light: bool = False,
     background: bool = False,
     catalog: str | None = None,
+    backup_dir: str | os.PathLike[str] | None = None,
 ) -> Catalogs:
     """Open (creating if needed) the raw and processed run catalogs.
 
@@ -265,6 +271,10 @@ def open_catalogs(
         Data folder: ``postgresql://USER@HOST/DATABASE`` (no password) to keep
         the catalog and tables in, as ``xsvs-bluesky serve --catalog``; a
         folder records it at first use.  Default: the folder's own choice.
+    backup_dir : path, optional
+        Local backup of the runs the writers could not store whole
+        (:attr:`Catalogs.backup_dir`).  Default: ``<data_dir>/backup``, or
+        ``./xsvs-data/backup`` for a server named by ``tiled_uri``.
 
     Returns
     -------
@@ -280,8 +290,9 @@ def open_catalogs(
         If ``catalog`` is not a PostgreSQL address or holds a password.
     """
     postgres = None if catalog is None else PostgresCatalog.parse(catalog)
+    backup = None if backup_dir is None else Path(backup_dir).resolve()
     if tiled_uri is None:
-        return _open_folder(
+        cats = _open_folder(
             data_dir,
             api_key,
             raw,
@@ -292,6 +303,8 @@ def open_catalogs(
             background,
             postgres,
         )
+        assert cats.data_dir is not None
+        return replace(cats, backup_dir=backup or DataFolder(cats.data_dir).backup)
     from tiled.client import from_uri
 
     clients = _structure_clients(light)
@@ -308,9 +321,10 @@ def open_catalogs(
     ext = None if external_dir is None else Path(external_dir).resolve()
     if ext is not None:
         ensure_folder(ext, "the folder for detector files")
-    return _catalogs(
+    cats = _catalogs(
         client, None, None, ext, _strip_query(tiled_uri), key, raw, processed, light
     )
+    return replace(cats, backup_dir=backup or (DEFAULT_DATA_DIR / "backup").resolve())
 
 
 def _open_folder(
