@@ -12,7 +12,12 @@ folder and port, and writes the local backup back (``upload``):
 - a live scan (a real RunEngine and :class:`~xsvs_bluesky.demo.LiveSession`,
   the simulated MAXIPIX; the server killed at the fifth StreamDatum): the
   scan completes, no document holds up the RunEngine, the backup has both
-  runs, and after ``upload`` they are complete and agree with the analysis.
+  runs, and after ``upload`` they are complete and agree with the analysis;
+- a server that stops answering for 3 s (SIGSTOP, then SIGCONT) during a
+  scan: requests time out, the run goes to the backup, and the writer
+  writes it whole by itself once the server answers again.
+
+The writers retry a failing server for 2 or 3 s here (10 s by default).
 """
 
 from __future__ import annotations
@@ -138,9 +143,15 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 def stream_contents(run: Any) -> dict[tuple[str, str], Any]:
-    """Every table (without times) and array of every stream of ``run``."""
+    """Every table (without times) and array of every stream of ``run``.
+
+    Not the derived run's ``progress`` stream: its snapshots are throttled
+    by the clock, so a replay that waited for a dead server has others.
+    """
     out: dict[tuple[str, str], Any] = {}
     for stream in run:
+        if stream == "progress":
+            continue
         node = run[stream]
         out[stream, "data_keys"] = node.metadata["data_keys"]
         base = getattr(node, "base", node)
@@ -172,20 +183,18 @@ N_FRAMES = 4  # per exposure; one StreamDatum per exposure
 def test_server_killed_mid_replay_then_upload_gives_the_runs_of_a_whole_replay(
     server: Server, tmp_path: Path
 ) -> None:
-    T0 = time.perf_counter()
     ini = write_series(tmp_path / "series", n_frames=N_FRAMES)
     data = ["--data-dir", str(server.data_dir), "--no-progress"]
     code, out, err = run_cli(
         "replay", ini, *data, "--raw-catalog", "ref-raw", "--processed-catalog", "ref"
     )
     assert code == 0, err
-    print("reference replay", time.perf_counter() - T0)
 
     hook = f"raw.stream_datum:2:SIGKILL:0:{server.pid}"
     t0 = time.perf_counter()
     done = subprocess.run(
         [*CLI, "replay", str(ini), *data],
-        env=_env(XSVS_TEST_SIGNAL=hook),
+        env=_env(XSVS_TEST_SIGNAL=hook, XSVS_BLUESKY_RETRY_S="2"),
         capture_output=True,
         text=True,
         timeout=300,
@@ -203,14 +212,11 @@ def test_server_killed_mid_replay_then_upload_gives_the_runs_of_a_whole_replay(
     assert f"'xsvs-bluesky upload --data-dir {server.data_dir.resolve()}'" in line
     assert "beta" in done.stdout  # the results were printed all the same
     assert len(backup_files(backup)) == 2  # the raw and the derived run
-    assert seconds < 60
+    assert seconds < 45
 
-    print("killed replay", seconds, time.perf_counter() - T0)
     server.start()
-    print("restarted", time.perf_counter() - T0)
     code, out, err = run_cli("upload", "--data-dir", server.data_dir)
     assert code == 0, err
-    print("uploaded", time.perf_counter() - T0)
     lines = out.splitlines()
     assert len(lines) == 2 and all(x.startswith("wrote ") for x in lines), out
     # the raw run was in Tiled, half-written: removed, then written whole
@@ -230,7 +236,6 @@ def test_server_killed_mid_replay_then_upload_gives_the_runs_of_a_whole_replay(
         assert derived.metadata["start"]["original_run_uid"] == uid
         assert derived.metadata["stop"]["exit_status"] == "success"
         assert_same_streams(derived, ref_derived)
-    print("compared", time.perf_counter() - T0)
     # the next replay of the series finds it whole
     code, out, err = run_cli("replay", ini, *data)
     assert code == 0 and "already replayed" in out, err
@@ -257,6 +262,11 @@ def test_server_killed_during_a_live_scan_the_scan_completes_and_upload_stores_i
     RE = RunEngine({})
     model = demo_model(0)
     det = sim_detector(cats.external_dir, model)
+    # the RunEngine calls its subscribers in order: the time from `before`
+    # to `after` is what the session's writer and analysis queue take
+    began: list[float] = []
+    held: list[float] = []  # s, per document
+    RE.subscribe(lambda name, doc: began.append(time.perf_counter()))
     session = LiveSession(
         cats,
         RE=RE,
@@ -264,17 +274,7 @@ def test_server_killed_during_a_live_scan_the_scan_completes_and_upload_stores_i
         flat_field=("efficiency", model.efficiency),
         retry_s=3,
     )
-    raw_writer = session.raw_writer
-    assert raw_writer is not None
-    held: list[float] = []  # seconds the RunEngine spent in the raw writer
-
-    def timed(name: str, doc: dict[str, Any]) -> None:
-        t = time.perf_counter()
-        raw_writer(name, doc)
-        held.append(time.perf_counter() - t)
-
-    RE.unsubscribe(session._tokens[0])
-    session._tokens[0] = RE.subscribe(timed)
+    RE.subscribe(lambda name, doc: held.append(time.perf_counter() - began[-1]))
     datums = [0]
 
     def kill_at_the_fifth_datum(name: str, doc: dict[str, Any]) -> None:
@@ -296,6 +296,7 @@ def test_server_killed_during_a_live_scan_the_scan_completes_and_upload_stores_i
     server.wait_gone()
     assert datums[0] > 5  # the scan went on after the kill
     assert max(held) < 0.25, max(held)  # no document held up the RunEngine
+    assert len(held) == len(began) > 8 * FRAMES / 64
     assert scan_s < 40
     assert record is not None and record.exit_status == "success"
     kept = session.backed_up
@@ -323,3 +324,48 @@ def test_server_killed_during_a_live_scan_the_scan_completes_and_upload_stores_i
     expected = np.array([[e.beta for e in r.estimates] for r in record.results])
     np.testing.assert_array_equal(stored.matrix("beta"), expected)
     cats.close()
+
+
+def test_a_server_that_stops_answering_for_a_while_costs_no_run(
+    server: Server,
+) -> None:
+    import bluesky.plans as bp
+    from bluesky import RunEngine
+    from ophyd.sim import det
+
+    from xsvs_bluesky.demo import close_engine
+    from xsvs_bluesky.storage import SpoolingWriter
+
+    cats = open_catalogs(data_dir=server.data_dir)
+    assert cats.backup_dir is not None
+    RE = RunEngine({})
+    writer = SpoolingWriter(
+        cats.raw, backup_dir=cats.backup_dir, batch_size=1, retry_s=1.5, timeout_s=1
+    )
+    RE.subscribe(writer)
+    resume = threading.Timer(3.0, os.kill, (server.pid, signal.SIGCONT))
+
+    def pause_at_event_5(name: str, doc: dict[str, Any]) -> None:
+        if name == "event" and doc["seq_num"] == 5:
+            os.kill(server.pid, signal.SIGSTOP)
+            resume.start()
+
+    RE.subscribe(pause_at_event_5)
+    try:
+        uids: Any = RE(bp.count([det], num=40, delay=0.05))
+        assert writer.wait(60)
+    finally:
+        resume.join()
+        writer.close()
+    (uid,) = uids
+    # the requests timed out; the run went to the backup, then was written
+    # from it by the writer itself once the server answered again
+    assert [r.uid for r in writer.uploaded] == [uid] and writer.backed_up == []
+    assert "Timeout" in writer.uploaded[0].cause
+    assert backup_files(cats.backup_dir) == []
+    run = cats.raw[uid]
+    assert run.metadata["stop"]["exit_status"] == "success"
+    table = run["primary"].base["internal"].read()
+    assert list(table["seq_num"]) == list(range(1, 41))
+    cats.close()
+    close_engine(RE)

@@ -75,10 +75,9 @@ class LiveSession:
     backup_dir : path, optional
         Local backup of the runs (default ``catalogs.backup_dir``, else
         ``./xsvs-data/backup``).
-    retry_s : float
+    retry_s : float, optional
         How long the writers retry a failing server before its runs go to
-        the backup (default
-        :data:`~xsvs_bluesky.storage.DEFAULT_RETRY_S`).
+        the backup (default ``$XSVS_BLUESKY_RETRY_S`` or 10 s).
     **callback_options
         Keyword arguments of :class:`~xsvs_bluesky.callback.XSVSCallback`
         (geometry, partitions, masks, flat_field, estimator, ...).
@@ -114,7 +113,6 @@ class LiveSession:
         from xsvs_bluesky.storage import (
             DEFAULT_BATCH_SIZE,
             DEFAULT_DATA_DIR,
-            DEFAULT_RETRY_S,
             SpoolingWriter,
         )
 
@@ -122,14 +120,13 @@ class LiveSession:
         self.RE = RE if RE is not None else RunEngine({})
         backup = backup_dir or getattr(catalogs, "backup_dir", None)
         self.backup_dir = Path(backup or DEFAULT_DATA_DIR / "backup").resolve()
-        retry = DEFAULT_RETRY_S if retry_s is None else float(retry_s)
         self.raw_writer: SpoolingWriter | None = None
         if write_raw:
             self.raw_writer = SpoolingWriter(
                 catalogs.raw,
                 backup_dir=self.backup_dir,
                 batch_size=raw_batch_size or DEFAULT_BATCH_SIZE,
-                retry_s=retry,
+                retry_s=retry_s,
                 name="xsvs-raw-writer",
             )
         # the derived run is stored by its own worker: the analysis never
@@ -140,7 +137,7 @@ class LiveSession:
             backup_dir=self.backup_dir,
             queued=queued,
             batch_size=processed_batch_size,
-            retry_s=retry,
+            retry_s=retry_s,
             name="xsvs-derived-writer",
         )
         self.writer_consumer: Any = self.processed_writer

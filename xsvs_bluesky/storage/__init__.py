@@ -23,7 +23,9 @@ from xsvs_bluesky.storage._spool import (
     DEFAULT_MAX_QUEUE_MB,
     DEFAULT_RETRY_S,
     DEFAULT_TIMEOUT_S,
+    RETRY_ENV,
     SpoolingWriter,
+    default_retry_s,
 )
 from xsvs_bluesky.storage._upload import (
     UploadedRun,
@@ -63,11 +65,13 @@ __all__ = [
     "DEFAULT_MAX_QUEUE_MB",
     "DEFAULT_RETRY_S",
     "DEFAULT_TIMEOUT_S",
+    "RETRY_ENV",
     "BackedUpRun",
     "SpoolingWriter",
     "UploadReport",
     "UploadedRun",
     "backup_files",
+    "default_retry_s",
     "upload_backup",
     "upload_backups",
     "LIVE_BATCH_SIZE",

@@ -34,6 +34,7 @@ inline array), an ``fsync`` at the stop document, nothing else; with
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -44,12 +45,15 @@ from typing import Any
 
 import numpy as np
 
+from xsvs_bluesky.errors import OptionError
 from xsvs_bluesky.storage._backup import BackedUpRun, Journal
 from xsvs_bluesky.storage._health import describe_error, server_health, writer_root
 from xsvs_bluesky.storage._upload import upload_backup
 from xsvs_bluesky.storage.writer import DEFAULT_BATCH_SIZE, RunWriter, make_tiled_writer
 
 __all__ = [
+    "RETRY_ENV",
+    "default_retry_s",
     "DEFAULT_MAX_QUEUE",
     "DEFAULT_MAX_QUEUE_MB",
     "DEFAULT_RETRY_S",
@@ -59,8 +63,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: How long a failing server is retried before its runs go to the backup, s.
+#: How long a failing server is retried before its runs go to the backup, s
+#: (the environment variable ``XSVS_BLUESKY_RETRY_S`` replaces it).
 DEFAULT_RETRY_S = 10.0
+RETRY_ENV = "XSVS_BLUESKY_RETRY_S"
 #: Read/write timeout of one request of the writers, s.
 DEFAULT_TIMEOUT_S = 30.0
 #: Documents the queue of a queued writer holds at most.
@@ -70,6 +76,26 @@ DEFAULT_MAX_QUEUE_MB = 256.0
 
 _CLOSE = object()
 _DOCUMENT_OVERHEAD = 512  # bytes counted per queued document besides its arrays
+
+
+def default_retry_s() -> float:
+    """Return ``$XSVS_BLUESKY_RETRY_S`` if set, else :data:`DEFAULT_RETRY_S`.
+
+    Raises
+    ------
+    OptionError
+        The variable is not a number of seconds >= 0.
+    """
+    text = os.environ.get(RETRY_ENV, "").strip()
+    if not text:
+        return DEFAULT_RETRY_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise OptionError(f"${RETRY_ENV} = {text!r}: give a number of seconds >= 0")
+    return value
 
 
 def _size(doc: Mapping[str, Any]) -> int:
@@ -117,9 +143,10 @@ class SpoolingWriter:
     batch_size : int
         Events or StreamDatum rows per write of raw runs (see
         :func:`~xsvs_bluesky.storage.make_tiled_writer`).
-    retry_s : float
+    retry_s : float, optional
         How long a failing server is retried before the runs go to the
-        backup.
+        backup (default :func:`default_retry_s`: ``$XSVS_BLUESKY_RETRY_S``
+        or 10 s).
     timeout_s : float
         Read and write timeout of one request.
     max_queue : int
@@ -146,7 +173,7 @@ class SpoolingWriter:
         backup_dir: str | Path,
         queued: bool = True,
         batch_size: int = DEFAULT_BATCH_SIZE,
-        retry_s: float = DEFAULT_RETRY_S,
+        retry_s: float | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_queue: int = DEFAULT_MAX_QUEUE,
         max_queue_mb: float = DEFAULT_MAX_QUEUE_MB,
@@ -157,7 +184,7 @@ class SpoolingWriter:
         self.server = str(container.context.api_uri).rstrip("/")
         self.catalog = tuple(str(p) for p in container.path_parts)
         self.batch_size = int(batch_size)
-        self.retry_s = float(retry_s)
+        self.retry_s = default_retry_s() if retry_s is None else float(retry_s)
         self.timeout_s = float(timeout_s)
         self.max_queue = max(int(max_queue), 1)
         self.max_queue_bytes = int(max_queue_mb * 2**20)
