@@ -14,8 +14,9 @@ folder and port, and writes the local backup back (``upload``):
   scan completes, no document holds up the RunEngine, the backup has both
   runs, and after ``upload`` they are complete and agree with the analysis;
 - a server that stops answering for 3 s (SIGSTOP, then SIGCONT) during a
-  scan: requests time out, the run goes to the backup, and the writer
-  writes it whole by itself once the server answers again.
+  scan: requests time out (or the writer's queue fills first), the run goes
+  to the backup, and the writer writes it whole by itself once the server
+  answers again.
 
 The writers retry a failing server for 2 or 3 s here (10 s by default).
 """
@@ -257,77 +258,84 @@ def test_server_killed_during_a_live_scan_the_scan_completes_and_upload_stores_i
         sim_detector,
     )
 
-    cats = open_catalogs(data_dir=server.data_dir)
-    assert cats.external_dir is not None and cats.backup_dir is not None
-    RE = RunEngine({})
-    model = demo_model(0)
-    det = sim_detector(cats.external_dir, model)
-    # the RunEngine calls its subscribers in order: the time from `before`
-    # to `after` is what the session's writer and analysis queue take
-    began: list[float] = []
-    held: list[float] = []  # s, per document
-    RE.subscribe(lambda name, doc: began.append(time.perf_counter()))
-    session = LiveSession(
-        cats,
-        RE=RE,
-        masks=[("beamstop", model.mask)],
-        flat_field=("efficiency", model.efficiency),
-        retry_s=3,
-    )
-    RE.subscribe(lambda name, doc: held.append(time.perf_counter() - began[-1]))
-    datums = [0]
+    with open_catalogs(data_dir=server.data_dir) as cats:
+        assert cats.external_dir is not None and cats.backup_dir is not None
+        RE = RunEngine({})
+        model = demo_model(0)
+        det = sim_detector(cats.external_dir, model)
+        # the RunEngine calls its subscribers in order: the time from the
+        # first to the last is what the session's writer and analysis queue
+        # take of each document
+        began: list[float] = []
+        held: list[float] = []  # s, per document
+        RE.subscribe(lambda name, doc: began.append(time.perf_counter()))
+        session = LiveSession(
+            cats,
+            RE=RE,
+            masks=[("beamstop", model.mask)],
+            flat_field=("efficiency", model.efficiency),
+            retry_s=3,
+        )
+        RE.subscribe(lambda name, doc: held.append(time.perf_counter() - began[-1]))
+        datums = [0]
 
-    def kill_at_the_fifth_datum(name: str, doc: dict[str, Any]) -> None:
-        if name == "stream_datum":
-            datums[0] += 1
-            if datums[0] == 5:
-                server.kill()
+        def kill_at_the_fifth_datum(name: str, doc: dict[str, Any]) -> None:
+            if name == "stream_datum":
+                datums[0] += 1
+                if datums[0] == 5:
+                    server.kill()
 
-    RE.subscribe(kill_at_the_fifth_datum)
-    try:
-        t0 = time.perf_counter()
-        uids: Any = RE(series_plan(det, frames=FRAMES))
-        scan_s = time.perf_counter() - t0
-        record = session.record(uids[0])
-        assert session.wait(60)
-    finally:
-        session.close()
-        close_engine(RE)
-    server.wait_gone()
-    assert datums[0] > 5  # the scan went on after the kill
-    assert max(held) < 0.25, max(held)  # no document held up the RunEngine
-    assert len(held) == len(began) > 8 * FRAMES / 64
-    assert scan_s < 40
-    assert record is not None and record.exit_status == "success"
-    kept = session.backed_up
-    assert sorted(r.catalog for r in kept) == [("processed",), ("raw",)]
-    assert {r.uid for r in kept} == {uids[0], record.derived_uid}
-    assert all(r.path.is_file() and r.server == server.uri for r in kept)
+        RE.subscribe(kill_at_the_fifth_datum)
+        try:
+            t0 = time.perf_counter()
+            uids: Any = RE(series_plan(det, frames=FRAMES))
+            scan_s = time.perf_counter() - t0
+            record = session.record(uids[0])
+            assert session.wait(60)
+        finally:
+            session.close()
+            close_engine(RE)
+        server.wait_gone()
+        assert datums[0] > 5  # the scan went on after the kill
+        assert max(held) < 0.25, max(held)  # no document held up the RunEngine
+        assert len(held) == len(began) > 8 * FRAMES / 64
+        assert scan_s < 40
+        assert record is not None and record.exit_status == "success"
+        kept = session.backed_up
+        assert sorted(r.catalog for r in kept) == [("processed",), ("raw",)]
+        assert {r.uid for r in kept} == {uids[0], record.derived_uid}
+        assert all(r.path.is_file() and r.server == server.uri for r in kept)
 
-    server.start()
-    report = upload_backups(cats.client, cats.backup_dir)
-    assert not report.failed and not report.busy
-    assert sorted(u.uid for u in report.uploaded) == sorted(r.uid for r in kept)
-    assert backup_files(cats.backup_dir) == []
-    raw = cats.raw[uids[0]]
-    assert raw.metadata["stop"]["exit_status"] == "success"
-    assert list(raw) == [f"exposure_{i}" for i in range(8)]
-    for stream in raw:
-        assert raw[stream]["maxipix"].shape[0] == FRAMES
-    derived = cats.processed[record.derived_uid]
-    # the in-memory record and the stored stop document agree
-    assert derived.metadata["stop"]["exit_status"] == record.exit_status
-    assert derived.metadata["stop"]["reason"] == record.reason
-    from xsvs_bluesky.results import load_results
+        server.start()
+        report = upload_backups(cats.client, cats.backup_dir)
+        assert not report.failed and not report.busy
+        assert sorted(u.uid for u in report.uploaded) == sorted(r.uid for r in kept)
+        assert backup_files(cats.backup_dir) == []
+        raw = cats.raw[uids[0]]
+        assert raw.metadata["stop"]["exit_status"] == "success"
+        assert list(raw) == [f"exposure_{i}" for i in range(8)]
+        for stream in raw:
+            assert raw[stream]["maxipix"].shape[0] == FRAMES
+        derived = cats.processed[record.derived_uid]
+        # the in-memory record and the stored stop document agree
+        assert derived.metadata["stop"]["exit_status"] == record.exit_status
+        assert derived.metadata["stop"]["reason"] == record.reason
+        from xsvs_bluesky.results import load_results
 
-    stored = load_results(derived)
-    expected = np.array([[e.beta for e in r.estimates] for r in record.results])
-    np.testing.assert_array_equal(stored.matrix("beta"), expected)
-    cats.close()
+        stored = load_results(derived)
+        expected = np.array([[e.beta for e in r.estimates] for r in record.results])
+        np.testing.assert_array_equal(stored.matrix("beta"), expected)
 
 
+@pytest.mark.parametrize(
+    ("max_queue", "cause"),
+    [
+        (10_000, "Timeout"),  # requests time out
+        (5, "the writer fell behind"),  # the queue fills first: spilled
+    ],
+)
 def test_a_server_that_stops_answering_for_a_while_costs_no_run(
-    server: Server,
+    server: Server, max_queue: int, cause: str
 ) -> None:
     import bluesky.plans as bp
     from bluesky import RunEngine
@@ -336,36 +344,40 @@ def test_a_server_that_stops_answering_for_a_while_costs_no_run(
     from xsvs_bluesky.demo import close_engine
     from xsvs_bluesky.storage import SpoolingWriter
 
-    cats = open_catalogs(data_dir=server.data_dir)
-    assert cats.backup_dir is not None
-    RE = RunEngine({})
-    writer = SpoolingWriter(
-        cats.raw, backup_dir=cats.backup_dir, batch_size=1, retry_s=1.5, timeout_s=1
-    )
-    RE.subscribe(writer)
-    resume = threading.Timer(3.0, os.kill, (server.pid, signal.SIGCONT))
+    with open_catalogs(data_dir=server.data_dir) as cats:
+        assert cats.backup_dir is not None
+        RE = RunEngine({})
+        writer = SpoolingWriter(
+            cats.raw,
+            backup_dir=cats.backup_dir,
+            batch_size=1,
+            retry_s=1.5,
+            timeout_s=1,
+            max_queue=max_queue,
+        )
+        RE.subscribe(writer)
+        resume = threading.Timer(3.0, os.kill, (server.pid, signal.SIGCONT))
 
-    def pause_at_event_5(name: str, doc: dict[str, Any]) -> None:
-        if name == "event" and doc["seq_num"] == 5:
-            os.kill(server.pid, signal.SIGSTOP)
-            resume.start()
+        def pause_at_event_5(name: str, doc: dict[str, Any]) -> None:
+            if name == "event" and doc["seq_num"] == 5:
+                os.kill(server.pid, signal.SIGSTOP)
+                resume.start()
 
-    RE.subscribe(pause_at_event_5)
-    try:
-        uids: Any = RE(bp.count([det], num=40, delay=0.05))
-        assert writer.wait(60)
-    finally:
-        resume.join()
-        writer.close()
-    (uid,) = uids
-    # the requests timed out; the run went to the backup, then was written
-    # from it by the writer itself once the server answered again
-    assert [r.uid for r in writer.uploaded] == [uid] and writer.backed_up == []
-    assert "Timeout" in writer.uploaded[0].cause
-    assert backup_files(cats.backup_dir) == []
-    run = cats.raw[uid]
-    assert run.metadata["stop"]["exit_status"] == "success"
-    table = run["primary"].base["internal"].read()
-    assert list(table["seq_num"]) == list(range(1, 41))
-    cats.close()
-    close_engine(RE)
+        RE.subscribe(pause_at_event_5)
+        try:
+            uids: Any = RE(bp.count([det], num=40, delay=0.05))
+            assert writer.wait(60)
+        finally:
+            resume.join()
+            writer.close()
+            close_engine(RE)
+        (uid,) = uids
+        # the requests timed out; the run went to the backup, then was written
+        # from it by the writer itself once the server answered again
+        assert [r.uid for r in writer.uploaded] == [uid] and writer.backed_up == []
+        assert cause in writer.uploaded[0].cause
+        assert backup_files(cats.backup_dir) == []
+        run = cats.raw[uid]
+        assert run.metadata["stop"]["exit_status"] == "success"
+        table = run["primary"].base["internal"].read()
+        assert list(table["seq_num"]) == list(range(1, 41))

@@ -199,6 +199,7 @@ class SpoolingWriter:
         self._unfinished: dict[str, _Run] = {}  # runs whose stop is not handled
         self._routes: dict[str, _Run] = {}  # descriptor / resource uid -> run
         self._unrouted = False
+        self._closed = False
         # used by the thread that sends (the writer thread, or the caller)
         self._root: Any = None
         self._writer: RunWriter | None = None
@@ -212,6 +213,8 @@ class SpoolingWriter:
     def __call__(self, name: str, doc: dict[str, Any]) -> None:
         """Take one document: into the backup, then to Tiled (queued or now)."""
         with self._cond:
+            if self._closed:
+                raise RuntimeError("SpoolingWriter is closed")
             run = self._route(name, doc)
         if run is None:
             return
@@ -447,10 +450,12 @@ class SpoolingWriter:
         list of BackedUpRun
             The runs left in the backup (:attr:`backed_up`).
         """
-        if self._thread is not None and self._thread.is_alive():
-            with self._cond:
+        with self._cond:
+            self._closed = True
+            if self._thread is not None and self._thread.is_alive():
                 self._queue.append(_CLOSE)
                 self._cond.notify_all()
+        if self._thread is not None:
             self._thread.join(timeout)
         if self.backed_up and self._health.probe():
             self._upload_pending()
