@@ -210,6 +210,7 @@ def test_server_killed_mid_replay_then_upload_gives_the_runs_of_a_whole_replay(
     assert line.startswith("xsvs-bluesky replay: error: the Tiled server at ")
     assert server.uri in line and f"kept in {backup};" in line
     assert "Connect" in line or "Read" in line or "Protocol" in line  # the cause
+    assert " raw run " in line and " derived run " in line
     assert f"'xsvs-bluesky upload --data-dir {server.data_dir.resolve()}'" in line
     assert "beta" in done.stdout  # the results were printed all the same
     assert len(backup_files(backup)) == 2  # the raw and the derived run
@@ -220,6 +221,7 @@ def test_server_killed_mid_replay_then_upload_gives_the_runs_of_a_whole_replay(
     assert code == 0, err
     lines = out.splitlines()
     assert len(lines) == 2 and all(x.startswith("wrote ") for x in lines), out
+    assert any(x.startswith("wrote derived run ") for x in lines), out
     # the raw run was in Tiled, half-written: removed, then written whole
     (raw_line,) = [x for x in lines if x.startswith("wrote raw run ")]
     assert "removed first" in raw_line
@@ -303,6 +305,7 @@ def test_server_killed_during_a_live_scan_the_scan_completes_and_upload_stores_i
         assert record is not None and record.exit_status == "success"
         kept = session.backed_up
         assert sorted(r.catalog for r in kept) == [("processed",), ("raw",)]
+        assert sorted(r.kind for r in kept) == ["derived", "raw"]
         assert {r.uid for r in kept} == {uids[0], record.derived_uid}
         assert all(r.path.is_file() and r.server == server.uri for r in kept)
 

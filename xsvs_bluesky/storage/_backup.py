@@ -6,9 +6,9 @@ file once the run's stop document is stored.  A file left there is a run
 Tiled does not hold whole; :mod:`._upload` writes it again.
 
 Format: the first line is a header, ``{"xsvs_backup": {"version": 1,
-"catalog": ["raw"], "server": URI, "host": ..., "pid": ..., "created":
-time}}``; every other line is one document, ``{"name": NAME, "doc": DOC}``.
-numpy arrays and scalars become ``{"__xsvs_ndarray__": {"descr": DESCR,
+"catalog": ["raw"], "kind": "raw" | "derived", "server": URI, "host": ...,
+"pid": ..., "created": time}}``; every other line is one document,
+``{"name": NAME, "doc": DOC}``.  numpy arrays and scalars become ``{"__xsvs_ndarray__": {"descr": DESCR,
 "shape": [...], "data": BASE64}}`` (``descr`` as numpy's ``.npy`` header
 writes it, so byte order and structured types survive; ``"scalar": true``
 for a numpy scalar), decoded back to the same dtype, shape and bytes.
@@ -45,6 +45,7 @@ __all__ = [
     "backup_files",
     "decode_line",
     "encode_line",
+    "run_kind",
 ]
 
 BACKUP_VERSION = 1
@@ -118,6 +119,9 @@ class BackedUpRun:
     cause : str
         Why: the server's error (``ConnectError: ...``), a timeout, or the
         writer's queue overflowing.
+    kind : str
+        ``"derived"`` (an analysis: its start names ``original_run_uid``) or
+        ``"raw"``.
     """
 
     uid: str
@@ -125,10 +129,16 @@ class BackedUpRun:
     catalog: tuple[str, ...]
     server: str
     cause: str
+    kind: str = "raw"
 
     def describe(self) -> str:
-        """``"raw run 1a2b3c4d"``: the catalog's last key and the short uid."""
-        return f"{self.catalog[-1] if self.catalog else 'run'} run {self.uid[:8]}"
+        """Return ``"raw run 1a2b3c4d"`` (or ``"derived run ..."``)."""
+        return f"{self.kind} run {self.uid[:8]}"
+
+
+def run_kind(start: Any) -> str:
+    """Return ``"derived"`` for the start document of an analysis, else ``"raw"``."""
+    return "derived" if "original_run_uid" in start else "raw"
 
 
 class Journal:
@@ -145,6 +155,8 @@ class Journal:
         Path of the run's catalog on the server.
     server : str
         The server's address.
+    kind : str
+        ``"raw"`` or ``"derived"`` (:func:`run_kind`).
 
     Raises
     ------
@@ -153,10 +165,16 @@ class Journal:
     """
 
     def __init__(
-        self, folder: Path, uid: str, catalog: Sequence[str], server: str
+        self,
+        folder: Path,
+        uid: str,
+        catalog: Sequence[str],
+        server: str,
+        kind: str = "raw",
     ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.uid = uid
+        self.kind = kind
         self.catalog = tuple(catalog)
         self.server = server
         self.path, self._file = _create(folder, uid)
@@ -164,6 +182,7 @@ class Journal:
         header = {
             "version": BACKUP_VERSION,
             "catalog": list(self.catalog),
+            "kind": kind,
             "server": server,
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -198,7 +217,9 @@ class Journal:
 
     def entry(self, cause: str) -> BackedUpRun:
         """Return the :class:`BackedUpRun` of this file."""
-        return BackedUpRun(self.uid, self.path, self.catalog, self.server, cause)
+        return BackedUpRun(
+            self.uid, self.path, self.catalog, self.server, cause, self.kind
+        )
 
 
 def _create(folder: Path, uid: str) -> tuple[Path, IO[str]]:

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from xsvs_bluesky.errors import OptionError
-from xsvs_bluesky.storage._backup import BackedUpRun, Journal
+from xsvs_bluesky.storage._backup import BackedUpRun, Journal, run_kind
 from xsvs_bluesky.storage._health import describe_error, server_health, writer_root
 from xsvs_bluesky.storage._upload import upload_backup
 from xsvs_bluesky.storage.writer import DEFAULT_BATCH_SIZE, RunWriter, make_tiled_writer
@@ -249,7 +249,7 @@ class SpoolingWriter:
         """Return the open run of a document (called with the lock held)."""
         if name == "start":
             uid = str(doc["uid"])
-            new = self._runs[uid] = _Run(uid, self._open_journal(uid))
+            new = self._runs[uid] = _Run(uid, self._open_journal(uid, run_kind(doc)))
             self._unfinished[uid] = new
             return new
         run: _Run | None = None
@@ -277,9 +277,9 @@ class SpoolingWriter:
                 self._routes.pop(key, None)
         return run
 
-    def _open_journal(self, uid: str) -> Journal | None:
+    def _open_journal(self, uid: str, kind: str) -> Journal | None:
         try:
-            return Journal(self.backup_dir, uid, self.catalog, self.server)
+            return Journal(self.backup_dir, uid, self.catalog, self.server, kind)
         except OSError as err:
             logger.error(
                 "cannot write the backup of run %s in %s (%s): it is written to "

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from xsvs_bluesky.errors import StorageError
-from xsvs_bluesky.storage._backup import BackupFile, backup_files
+from xsvs_bluesky.storage._backup import BackupFile, backup_files, run_kind
 from xsvs_bluesky.storage._health import describe_error
 
 __all__ = ["UploadReport", "UploadedRun", "upload_backup", "upload_backups"]
@@ -54,6 +54,8 @@ class UploadedRun:
         written.
     documents : int
         Documents written.
+    kind : str
+        ``"raw"`` or ``"derived"``.
     """
 
     uid: str
@@ -62,11 +64,11 @@ class UploadedRun:
     replaced: bool
     stop_added: bool
     documents: int
+    kind: str = "raw"
 
     def describe(self) -> str:
-        """One line: which run, from where, what was done."""
-        kind = self.catalog[-1] if self.catalog else "run"
-        text = f"wrote {kind} run {self.uid} from {self.path}"
+        """Return one line: which run, from where, what was done."""
+        text = f"wrote {self.kind} run {self.uid} from {self.path}"
         if self.replaced:
             text += " (the partial run the server held was removed first)"
         if self.stop_added:
@@ -226,7 +228,8 @@ def upload_backup(
         _verify(container, uid, stop, counts)
         backup.close(delete=True)
     logger.info("run %s written from the backup %s", uid, path)
-    return UploadedRun(uid, path, backup.catalog, replaced, stop_added, n)
+    kind = run_kind(first[1])
+    return UploadedRun(uid, path, backup.catalog, replaced, stop_added, n, kind)
 
 
 def upload_backups(root: Any, folder: Path) -> UploadReport:
