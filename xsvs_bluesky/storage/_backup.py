@@ -8,8 +8,8 @@ Tiled does not hold whole; :mod:`._upload` writes it again.
 Format: the first line is a header, ``{"xsvs_backup": {"version": 1,
 "catalog": ["raw"], "kind": "raw" | "derived", "server": URI, "host": ...,
 "pid": ..., "created": time}}``; every other line is one document,
-``{"name": NAME, "doc": DOC}``.  numpy arrays and scalars become ``{"__xsvs_ndarray__": {"descr": DESCR,
-"shape": [...], "data": BASE64}}`` (``descr`` as numpy's ``.npy`` header
+``{"name": NAME, "doc": DOC}``.  numpy arrays and scalars become
+``{"__xsvs_ndarray__": {"descr": DESCR, "shape": [...], "data": BASE64}}`` (``descr`` as numpy's ``.npy`` header
 writes it, so byte order and structured types survive; ``"scalar": true``
 for a numpy scalar), decoded back to the same dtype, shape and bytes.
 Object arrays are written as nested lists.  No pickle.  Frames referenced
