@@ -9,12 +9,12 @@ Format: the first line is a header, ``{"xsvs_backup": {"version": 1,
 "catalog": ["raw"], "kind": "raw" | "derived", "server": URI, "host": ...,
 "pid": ..., "created": time}}``; every other line is one document,
 ``{"name": NAME, "doc": DOC}``.  numpy arrays and scalars become
-``{"__xsvs_ndarray__": {"descr": DESCR, "shape": [...], "data": BASE64}}`` (``descr`` as numpy's ``.npy`` header
-writes it, so byte order and structured types survive; ``"scalar": true``
-for a numpy scalar), decoded back to the same dtype, shape and bytes.
-Object arrays are written as nested lists.  No pickle.  Frames referenced
-by StreamResource documents stay in their HDF5 files: the backup holds the
-documents only.
+``{"__xsvs_ndarray__": {"descr": DESCR, "shape": [...], "data": BASE64}}``
+(``descr`` as numpy's ``.npy`` header writes it, so byte order and
+structured types survive; ``"scalar": true`` for a numpy scalar), decoded
+back to the same dtype, shape and bytes.  Object arrays are written as
+nested lists.  No pickle.  Frames referenced by StreamResource documents
+stay in their HDF5 files: the backup holds the documents only.
 
 A file is locked (``fcntl.flock``) by the process writing it for as long as
 it may still write or send the run; readers skip a locked file.
