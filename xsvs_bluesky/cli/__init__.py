@@ -53,9 +53,15 @@ _register("serve", "serve", "serve a data folder with Tiled for other processes"
 _register("listen", "listen", "analyse runs published on a 0MQ proxy or NATS JetStream")
 _register("upload", "upload", "write the runs of the local backup into Tiled")
 
-#: loggers whose warnings a command sums up in its own last line (a failing
-#: server: one line per failure and retry otherwise); shown with -v
-_SUMMED_UP = ("xsvs_bluesky.storage._spool", "bluesky_tiled_plugins")
+#: loggers a command sums up in its own last line when the Tiled server fails
+#: (one line per failure, retry and node otherwise), and the least level each
+#: still shows; all of it with -v.  TiledWriter logs at ERROR, with a
+#: traceback, every stream it could not close: the run goes to the backup,
+#: which the last line names.
+_SUMMED_UP = {
+    "xsvs_bluesky.storage._spool": logging.ERROR,
+    "bluesky_tiled_plugins": logging.CRITICAL,
+}
 
 
 class _SubcommandParser(argparse.ArgumentParser):
@@ -156,8 +162,8 @@ def _summed_up(verbose: int) -> Iterator[None]:
     loggers = [logging.getLogger(name) for name in _SUMMED_UP]
     levels = [lg.level for lg in loggers]
     if not verbose:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
+        for lg, least in zip(loggers, _SUMMED_UP.values(), strict=True):
+            lg.setLevel(least)
     try:
         yield
     finally:

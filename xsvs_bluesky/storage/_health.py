@@ -163,6 +163,10 @@ class GuardedTransport:
         self.close()
 
 
+def _no_indicator() -> None:
+    """Show nothing (the writers' Tiled retries are reported by the writers)."""
+
+
 def writer_root(container: Any, *, retry_s: float, timeout_s: float) -> Any:
     """Make a root client of ``container``'s server whose requests are guarded.
 
@@ -185,6 +189,10 @@ def writer_root(container: Any, *, retry_s: float, timeout_s: float) -> Any:
     # the transport is wrapped as Tiled wraps its own for in-process apps
     http = context.http_client
     http._transport = GuardedTransport(http._transport, server_health(uri), retry_s)
+    # the writer reports a failing server itself (its runs go to the backup):
+    # no "Retrying..." line of Tiled's on the terminal of the acquisition
+    context.signal_retry = _no_indicator
+    context.signal_retry_resolved = _no_indicator
     try:
         return from_context(context)
     except BaseException:
