@@ -248,8 +248,8 @@ def add_catalog_arguments(
         "--backup-dir",
         metavar="DIR",
         help="local backup of the runs the Tiled server did not store (default "
-        "<data-dir>/backup, with --tiled-uri ./xsvs-data/backup); 'xsvs-bluesky "
-        "upload' writes them",
+        "<data-dir>/backup, with --tiled-uri ./xsvs-data/backup/HOST_PORT); "
+        "'xsvs-bluesky upload' writes them",
     )
     group.add_argument(
         "--raw-catalog",

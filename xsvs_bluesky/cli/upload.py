@@ -19,8 +19,8 @@ options, no such data folder).
 Typical commands:
   xsvs-bluesky upload                          (./xsvs-data)
   xsvs-bluesky upload --data-dir /data/xsvs-data
-  TILED_API_KEY=... xsvs-bluesky upload --tiled-uri http://host:8000 \\
-      --backup-dir ./xsvs-data/backup
+  TILED_API_KEY=... xsvs-bluesky upload --tiled-uri http://host:8000
+      (the backup of a named server: ./xsvs-data/backup/<host>_<port>)
 """
 
 from __future__ import annotations

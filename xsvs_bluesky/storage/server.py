@@ -86,7 +86,7 @@ class Catalogs:
     backup_dir : pathlib.Path or None
         Local backup of the runs the writers could not store whole
         (``<data_dir>/backup``; for a server named by URI the folder given,
-        default ``./xsvs-data/backup``).
+        default ``./xsvs-data/backup/<host>_<port>``).
     """
 
     raw: Any
@@ -274,7 +274,8 @@ def open_catalogs(
     backup_dir : path, optional
         Local backup of the runs the writers could not store whole
         (:attr:`Catalogs.backup_dir`).  Default: ``<data_dir>/backup``, or
-        ``./xsvs-data/backup`` for a server named by ``tiled_uri``.
+        ``./xsvs-data/backup/<host>_<port>`` for a server named by
+        ``tiled_uri``.
 
     Returns
     -------
@@ -324,7 +325,20 @@ def open_catalogs(
     cats = _catalogs(
         client, None, None, ext, _strip_query(tiled_uri), key, raw, processed, light
     )
-    return replace(cats, backup_dir=backup or (DEFAULT_DATA_DIR / "backup").resolve())
+    return replace(cats, backup_dir=backup or named_server_backup(tiled_uri))
+
+
+def named_server_backup(uri: str) -> Path:
+    """Return the default backup folder of runs for the server at ``uri``.
+
+    ``./xsvs-data/backup/<host>_<port>``: beside, never inside, the backup
+    of the default data folder, so a run is not written to another server
+    than its own.
+    """
+    parts = urlsplit(uri)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = "".join(c if c.isalnum() or c in ".-" else "_" for c in parts.hostname or "")
+    return (DEFAULT_DATA_DIR / "backup" / f"{host or 'server'}_{port}").resolve()
 
 
 def _open_folder(
