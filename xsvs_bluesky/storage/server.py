@@ -170,6 +170,13 @@ def ensure_run_catalog(parent: Any, key: str) -> Any:
         last = depth == len(parts) - 1
         try:
             node = node[part]  # one request (``part in node`` would be two)
+        except httpx.TransportError as err:
+            where = str(parent.context.api_uri).rstrip("/")
+            raise StorageError(
+                f"the Tiled server at {where} does not answer "
+                f"({type(err).__name__}: {err}) while the catalog {key!r} is "
+                "opened; check that it runs"
+            ) from err
         except KeyError:
             try:
                 node = node.create_container(part, specs=[spec] if last else [])
