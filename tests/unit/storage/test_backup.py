@@ -47,9 +47,13 @@ def test_numpy_values_come_back_with_their_dtype_shape_and_bytes() -> None:
 
 
 def test_a_line_is_plain_json_without_pickle() -> None:
-    line = encode_line("event", {"a": np.arange(3, dtype="<i4")})
+    arrays = {"a": np.arange(3, dtype="<i4"), "b": np.ones(2), "c": "@x:0@"}
+    line = encode_line("event", arrays)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
     item = json.loads(line)
     assert item["doc"]["a"]["__xsvs_ndarray__"]["descr"] == "<i4"
+    assert item["doc"]["b"]["__xsvs_ndarray__"]["data"] == "AAAAAAAA8D8AAAAAAADwPw=="
+    assert item["doc"]["c"] == "@x:0@"  # a string like the splicing token stays
     with pytest.raises(TypeError, match="cannot be written"):
         encode_line("event", {"a": object()})
 
@@ -93,8 +97,8 @@ def test_a_last_line_cut_short_is_skipped_a_damaged_one_refused(tmp_path: Path) 
     with backup:
         assert [n for n, _ in backup.documents()] == ["start", "event"]
         assert backup.truncated
-    with open(journal.path, "a") as fh:
-        fh.write("\n" + encode_line("stop", {"uid": "s"}))
+    with open(journal.path, "ab") as fh:
+        fh.write(b"\n" + encode_line("stop", {"uid": "s"}))
     backup = BackupFile.open(journal.path)
     assert backup is not None
     with backup, pytest.raises(StorageError, match="line 4: not a document"):
