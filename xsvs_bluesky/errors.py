@@ -31,6 +31,7 @@ __all__ = [
     "RunError",
     "RunNotFoundError",
     "RunNotStoredError",
+    "ServerUnavailableError",
     "StorageError",
     "WireFormatError",
 ]
@@ -154,3 +155,26 @@ class PickleRefusedError(WireFormatError):
 
 class RunNotStoredError(StorageError):
     """A derived run could not be stored: the listener stops (nothing acked)."""
+
+
+class ServerUnavailableError(StorageError):
+    """The Tiled server did not answer a writer within its retry time.
+
+    Raised by the HTTP transport of the spooling writers
+    (:mod:`xsvs_bluesky.storage`) instead of trying again: the runs being
+    written go to the local backup and are written later (``xsvs-bluesky
+    upload``).  Not an ``httpx`` error, so the Tiled client does not retry
+    it.  The message names the server and the first failure.
+
+    Parameters
+    ----------
+    uri : str
+        The server's address.
+    cause : str
+        Its first failure, one line (``ConnectError: ...``).
+    """
+
+    def __init__(self, uri: str, cause: str) -> None:
+        super().__init__(f"the Tiled server at {uri} does not answer ({cause})")
+        self.uri = uri
+        self.cause = cause

@@ -1,4 +1,4 @@
-"""05-tiled: the raw and processed catalogs, and the TiledWriter of raw runs.
+"""05-tiled: the raw and processed catalogs, and the writer of raw runs.
 
 With no server named, everything goes into ``$XSVS_DATA_DIR`` (the same
 folder ``xsvs-bluesky demo`` and ``xsvs-bluesky results --data-dir`` use):
@@ -12,15 +12,23 @@ XSVS_EXTERNAL_DIR     where the detector writes its HDF5 files: a folder the
                       $XSVS_DATA_DIR/external
 XSVS_RAW_CATALOG      raw catalog key (default "raw")
 XSVS_PROCESSED_CATALOG  derived-run catalog key (default "processed")
+XSVS_BACKUP_DIR       local backup of the runs the server did not store
+                      (default $XSVS_DATA_DIR/backup; `xsvs-bluesky upload
+                      --backup-dir ...` writes them)
+
+The raw runs are written by a ``SpoolingWriter``: the RunEngine never waits
+for the server (a queue and a writer thread), and a run the server fails is
+kept whole in the backup and written when the server answers again.
 
 Names defined: ``catalogs`` (``.raw``, ``.processed``, ``.uri``), ``raw``,
-``processed`` (``raw[-1]``, ``processed[scan_id]`` ...) and ``raw_writer``.
+``processed`` (``raw[-1]``, ``processed[scan_id]`` ...) and ``raw_writer``
+(``raw_writer.backed_up``: runs waiting in the backup).
 """
 
 import atexit
 import os
 
-from xsvs_bluesky.storage import make_tiled_writer, open_catalogs
+from xsvs_bluesky.storage import SpoolingWriter, open_catalogs
 
 XSVS_TILED_URI = os.environ.get("XSVS_TILED_URI") or None
 catalogs = open_catalogs(
@@ -30,13 +38,15 @@ catalogs = open_catalogs(
     processed=os.environ.get("XSVS_PROCESSED_CATALOG", "processed"),
     external_dir=os.environ.get("XSVS_EXTERNAL_DIR")
     or (XSVS_DATA_DIR / "external" if XSVS_TILED_URI else None),
+    backup_dir=os.environ.get("XSVS_BACKUP_DIR") or XSVS_DATA_DIR / "backup",
 )
 atexit.register(catalogs.close)
 raw = catalogs.raw
 processed = catalogs.processed
 
-raw_writer = make_tiled_writer(raw)
+raw_writer = SpoolingWriter(raw, backup_dir=catalogs.backup_dir)
 RE.subscribe(raw_writer)
+atexit.register(raw_writer.close)  # runs before catalogs.close (last in, first out)
 
 where = (
     f"data in {catalogs.data_dir}, served "

@@ -44,9 +44,9 @@ def _keep_final(result):
 
 xsvs_session = xsvs_callback = None
 if os.environ.get("XSVS_LOCAL_ANALYSIS", "1") != "0":
-    # the raw TiledWriter is already subscribed (05-tiled.py); the derived
-    # runs' events are written at their stop document, one request per array
-    # key (see docs/explanation/performance.md)
+    # the raw runs' writer is already subscribed (05-tiled.py); the derived
+    # runs' rows are written per exposure by the session's own writer thread
+    # (see docs/explanation/performance.md)
     xsvs_session = LiveSession(
         catalogs,
         RE=RE,

@@ -48,11 +48,14 @@ def xsvs_quick(frames=200, *, sample_name="quick look"):
 
 
 def wait_for_analysis(timeout=None):
-    """Block until the runs so far are analysed and their results stored.
+    """Block until the runs so far are stored (or backed up) and analysed.
 
+    The raw runs' writer works in its own thread: wait for it first.
     Without analysis in this process (XSVS_LOCAL_ANALYSIS=0) this only
     publishes what is buffered; the listener's derived runs appear later.
     """
+    if not raw_writer.wait(timeout):
+        return False
     if xsvs_session is None:
         return xsvs_publisher is None or xsvs_publisher.close(timeout or 10.0)
     return xsvs_session.wait(timeout)

@@ -7,8 +7,9 @@
   is a folder it serves files from (detector HDF5).  Its own ``raw`` and
   ``processed`` catalogs are not used by tests.
 - ``catalogs`` (function): a fresh pair of ``CatalogOfBlueskyRuns``
-  containers on that server (``.raw``, ``.processed``, ``.client``) and a
-  fresh ``.external_dir`` for the test's detector files.
+  containers on that server (``.raw``, ``.processed``, ``.client``), a
+  fresh ``.external_dir`` for the test's detector files and a fresh
+  ``.backup_dir`` for the writers' backups.
 - ``RE`` (function): a fresh RunEngine (own event loop, closed afterwards)
   with a TiledWriter (``make_tiled_writer``) subscribed to ``catalogs.raw``.
   Do not subscribe a second writer to ``catalogs.raw``.
@@ -46,12 +47,14 @@ def catalogs(tiled_server: Catalogs) -> Iterator[Catalogs]:
     """Fresh raw/processed catalogs on the session's server."""
     name = uuid.uuid4().hex[:10]
     assert tiled_server.external_dir is not None
+    assert tiled_server.backup_dir is not None
     cats = open_catalogs(
         tiled_uri=tiled_server.uri,
         api_key=tiled_server.api_key,
         raw=f"raw-{name}",
         processed=f"processed-{name}",
         external_dir=tiled_server.external_dir / name,
+        backup_dir=tiled_server.backup_dir / name,
     )
     with cats:
         yield cats

@@ -141,6 +141,8 @@ def test_demo_named_server_with_estimator_and_figure(
             catalogs.uri,
             "--external-dir",
             str(catalogs.external_dir),
+            "--backup-dir",
+            str(catalogs.backup_dir),
             "--frames",
             str(FRAMES),
             "--estimator",
@@ -164,6 +166,8 @@ def test_demo_named_server_with_estimator_and_figure(
     assert "estimator moments" in captured.out
     check_png(figure)
     assert f"--tiled-uri {catalogs.uri}" in captured.err
+    # the runs were stored: their backup files are gone
+    assert list(catalogs.backup_dir.iterdir()) == []
 
 
 def test_demo_partitions_are_whole_rings_of_the_model():

@@ -66,6 +66,8 @@ def shell(tiled_server, tmp_path, monkeypatch) -> Any:
             ns["xsvs_session"].close()
         if ns.get("xsvs_publisher") is not None:
             ns["xsvs_publisher"].close()
+        if ns.get("raw_writer") is not None:
+            ns["raw_writer"].close()
         if "catalogs" in ns:
             ns["catalogs"].close()
         if "RE" in ns:

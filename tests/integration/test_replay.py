@@ -101,6 +101,7 @@ def fresh_catalogs(server, name: str | None = None):
         raw=f"raw-{name}",
         processed=f"processed-{name}",
         external_dir=server.external_dir / name,
+        backup_dir=server.backup_dir / name,
     )
 
 
@@ -110,6 +111,8 @@ def cli_options(cats) -> list[str]:
         cats.uri,
         "--api-key",
         cats.api_key,
+        "--backup-dir",
+        str(cats.backup_dir),
         "--raw-catalog",
         cats.raw.item["id"],
         "--processed-catalog",

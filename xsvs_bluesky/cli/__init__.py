@@ -7,9 +7,12 @@ its heavy dependencies (numba, bluesky, tiled, matplotlib) only when it runs:
 (``tests/unit/cli/test_cli_light.py``, ``benchmarks/bench_cli.py``).
 
 Exit codes: 0 success, 1 unexpected internal error, 2 bad input (a one-line
-message on stderr, no traceback), 130 interrupted (Ctrl-C), 143 terminated
-(SIGTERM: raised as :class:`Terminated`, a KeyboardInterrupt, in the main
-thread, so it ends a command the way Ctrl-C does: open runs marked abort).
+message on stderr, no traceback), 3 runs not stored (the Tiled server
+failed while writing them: one line naming the server, the cause and the
+local backup that keeps them for ``xsvs-bluesky upload``), 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM: raised as :class:`Terminated`, a
+KeyboardInterrupt, in the main thread, so it ends a command the way Ctrl-C
+does: open runs marked abort).
 """
 
 from __future__ import annotations
@@ -48,6 +51,17 @@ _register("replay", "replay", "replay a legacy series into Tiled as raw + derive
 _register("reanalyze", "reanalyze", "analyse a raw run from Tiled again, new settings")
 _register("serve", "serve", "serve a data folder with Tiled for other processes")
 _register("listen", "listen", "analyse runs published on a 0MQ proxy or NATS JetStream")
+_register("upload", "upload", "write the runs of the local backup into Tiled")
+
+#: loggers a command sums up in its own last line when the Tiled server fails
+#: (one line per failure, retry and node otherwise), and the least level each
+#: still shows; all of it with -v.  TiledWriter logs at ERROR, with a
+#: traceback, every stream it could not close: the run goes to the backup,
+#: which the last line names.
+_SUMMED_UP = {
+    "xsvs_bluesky.storage._spool": logging.ERROR,
+    "bluesky_tiled_plugins": logging.CRITICAL,
+}
 
 
 class _SubcommandParser(argparse.ArgumentParser):
@@ -177,6 +191,21 @@ def _each_warning_once() -> Iterator[None]:
             handler.removeFilter(once)
 
 
+@contextmanager
+def _summed_up(verbose: int) -> Iterator[None]:
+    """Meanwhile, show only errors of the loggers in :data:`_SUMMED_UP`."""
+    loggers = [logging.getLogger(name) for name in _SUMMED_UP]
+    levels = [lg.level for lg in loggers]
+    if not verbose:
+        for lg, least in zip(loggers, _SUMMED_UP.values(), strict=True):
+            lg.setLevel(least)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 #: top-level module of an optional dependency -> the extra that installs it
 #: (``[project.optional-dependencies]`` in pyproject.toml)
 EXTRAS: dict[str, str] = {
@@ -219,7 +248,7 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.print_help()
         return 2
     try:
-        with _sigterm_as_interrupt(), _each_warning_once():
+        with _sigterm_as_interrupt(), _each_warning_once(), _summed_up(args.verbose):
             return int(args._run(args) or 0)
     except XSVSError as exc:
         print(error_line(args.command, exc), file=sys.stderr)

@@ -44,6 +44,8 @@ __all__ = [
     "partial_run_error",
     "add_progress_arguments",
     "add_uid_argument",
+    "BACKUP_EXIT",
+    "backup_exit",
     "catalogs_from_args",
     "flush_warnings",
     "nonnegative_int",
@@ -52,6 +54,8 @@ __all__ = [
     "recorded_warnings",
     "say_where",
     "show_progress",
+    "upload_command",
+    "upload_pending",
     "warn",
 ]
 
@@ -302,6 +306,13 @@ def add_catalog_arguments(
             f"${IN_PROCESS_ENV}=1 makes this the default)",
         )
     group.add_argument(
+        "--backup-dir",
+        metavar="DIR",
+        help="local backup of the runs the Tiled server did not store (default "
+        "<data-dir>/backup, with --tiled-uri ./xsvs-data/backup/HOST_PORT); "
+        "'xsvs-bluesky upload' writes them",
+    )
+    group.add_argument(
         "--raw-catalog",
         metavar="KEY",
         default="raw",
@@ -353,10 +364,15 @@ def catalogs_from_args(
     from xsvs_bluesky.storage import DEFAULT_DATA_DIR, open_catalogs
 
     names = {"raw": args.raw_catalog, "processed": args.processed_catalog}
+    backup = getattr(args, "backup_dir", None)
     if args.tiled_uri is not None:
         key = args.api_key or os.environ.get(API_KEY_ENV)
         return open_catalogs(
-            tiled_uri=args.tiled_uri, api_key=key, light=light, **names
+            tiled_uri=args.tiled_uri,
+            api_key=key,
+            light=light,
+            backup_dir=backup,
+            **names,
         )
     data_dir = Path(args.data_dir or DEFAULT_DATA_DIR).resolve()
     if not create and not (data_dir / "tiled").is_dir():
@@ -370,8 +386,63 @@ def catalogs_from_args(
         api_key=args.api_key,
         light=light,
         background=background,
+        backup_dir=backup,
         **names,
     )
+
+
+#: exit code of a command whose runs Tiled did not store (kept in the backup)
+BACKUP_EXIT = 3
+
+
+def upload_command(args: argparse.Namespace, cats: Any) -> str:
+    """Return the ``xsvs-bluesky upload`` command writing the backup of ``cats``."""
+    where = f"--data-dir {cats.data_dir}"
+    if cats.data_dir is None:
+        where = f"--tiled-uri {cats.uri} --backup-dir {cats.backup_dir}"
+    elif getattr(args, "backup_dir", None):
+        where += f" --backup-dir {cats.backup_dir}"
+    return f"xsvs-bluesky upload {where}"
+
+
+def backup_exit(prog: str, args: argparse.Namespace, cats: Any, runs: Any) -> int:
+    """Say in one line which runs Tiled did not store, and where they are.
+
+    ``runs`` are :class:`~xsvs_bluesky.storage.BackedUpRun`; returns
+    :data:`BACKUP_EXIT` (0 when there are none).
+    """
+    runs = list(runs)
+    if not runs:
+        return 0
+    first = runs[0]
+    names = [r.describe() for r in runs]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and "
+    listed += names[-1] if len(names) > 1 else ""
+    print(
+        f"{prog}: error: the Tiled server at {first.server} failed "
+        f"({first.cause}); {listed} {'are' if len(runs) > 1 else 'is'} kept in "
+        f"{first.path.parent}; '{upload_command(args, cats)}' writes "
+        f"{'them' if len(runs) > 1 else 'it'} when the server answers",
+        file=sys.stderr,
+    )
+    return BACKUP_EXIT
+
+
+def upload_pending(prog: str, cats: Any) -> None:
+    """Write the runs of the backup into Tiled before a command writes its own.
+
+    One line on stderr per run written; a failure is one warning line (the
+    backups stay).  Backups another process is writing are left alone.
+    """
+    from xsvs_bluesky.storage import backup_files, upload_backups
+
+    if cats.backup_dir is None or not backup_files(cats.backup_dir):
+        return
+    report = upload_backups(cats.client, cats.backup_dir)
+    for done in report.uploaded:
+        print(f"{prog}: {done.describe()}", file=sys.stderr)
+    for path, cause in report.failed:
+        warn(prog, f"{path} stays in the backup: {cause}")
 
 
 def use_background(args: argparse.Namespace) -> bool:

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
+from xsvs_bluesky.cli._common import backup_exit, upload_pending
 from xsvs_bluesky.cli._demo_output import (
     diffusion_line,
     format_truth_table,
@@ -156,6 +157,7 @@ def _open(
             api_key=args.api_key,
             external_dir=external,
             background=background,
+            backup_dir=args.backup_dir,
             **names,
         )
         return catalogs, background
@@ -163,6 +165,7 @@ def _open(
         tiled_uri=args.tiled_uri,
         api_key=args.api_key or os.environ.get(API_KEY_ENV),
         external_dir=external,
+        backup_dir=args.backup_dir,
         **names,
     )
     return catalogs, False
@@ -209,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
         say_more(
             f"Tiled ready at {catalogs.uri} ({time.perf_counter() - started:.1f} s)"
         )
+        upload_pending(_PROG, catalogs)
         outcome = run_demo(
             catalogs,
             frames=args.frames,
@@ -221,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
         )
     sys.stdout.write(outcome.text + "\n")
     sys.stdout.flush()
+    if outcome.backed_up:
+        return backup_exit(_PROG, args, catalogs, outcome.backed_up)
     where = f"--data-dir {data_dir}" if data_dir else f"--tiled-uri {catalogs.uri}"
     stored = f"in {data_dir}" if data_dir else f"at {catalogs.uri}"
     _say(f"raw run {outcome.raw_uid} and its analysis stored {stored}")
@@ -305,6 +311,8 @@ class DemoOutcome:
         Their size on disk, bytes.
     frame_bytes : int
         Bytes of one uncompressed frame.
+    backed_up : tuple of BackedUpRun
+        Runs the Tiled server did not store: kept in the local backup.
     """
 
     raw_uid: str
@@ -318,6 +326,7 @@ class DemoOutcome:
     files: tuple[Path, ...] = ()
     disk_bytes: int = 0
     frame_bytes: int = 0
+    backed_up: tuple[Any, ...] = ()
 
 
 class _Files:
@@ -493,6 +502,7 @@ def run_demo(
         session.RE.unsubscribe(files_token)
         session.close()
         close_engine(session.RE)
+    backed_up = tuple(session.backed_up)
     n = frames * len(times)
     (say if verbose else _quiet)(
         f"acquired {n} frames in {t1 - t0:.1f} s ({n / (t1 - t0):.0f} frames/s); "
@@ -513,4 +523,5 @@ def run_demo(
         files=tuple(files.paths),
         disk_bytes=files.size(),
         frame_bytes=2 * model.geometry.shape[0] * model.geometry.shape[1],
+        backed_up=backed_up,
     )

@@ -39,12 +39,14 @@ from xsvs_bluesky.cli._common import (
     add_catalog_arguments,
     add_estimator_arguments,
     add_limit_arguments,
+    backup_exit,
     catalogs_from_args,
     flush_warnings,
     limits_from_args,
     progress_bar,
     recorded_warnings,
     show_progress,
+    upload_pending,
 )
 from xsvs_bluesky.cli.replay import add_output_arguments, print_results
 
@@ -119,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     partitions = {k: getattr(args, k) for k in ("q1", "q2", "qs", "dq")}
     with recorded_warnings() as caught:
         with catalogs_from_args(args, background=True) as cats:
+            upload_pending(_PROG, cats)
             bar, progress = progress_bar(show, None, "frame")
             try:
                 out = reanalyze(
@@ -138,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
         flush_warnings(_PROG, caught)
     if out.derived_uid is not None and out.results:
         print_results(out.results, out.derived_uid, out.raw_uid, args.format, _PROG)
+    if out.backed_up:
+        return backup_exit(_PROG, args, cats, out.backed_up)
     if out.exit_status != "success":
         print(
             f"{_PROG}: the analysis of raw run {out.raw_uid} failed "

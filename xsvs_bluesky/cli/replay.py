@@ -26,6 +26,12 @@ With no server named, a data folder that no server runs gets a background
 'xsvs-bluesky serve' that answers this and the next commands (as for
 'demo' and 'results'; --in-process serves it inside this command only).
 
+If the Tiled server fails during the replay (down, timing out), the replay
+goes on: the runs' documents are kept whole in the local backup
+(<data-dir>/backup), the results are printed, and one line names the
+server, the cause and the backup (exit code 3); 'xsvs-bluesky upload', or
+the next replay, writes them into Tiled once the server answers.
+
 Typical commands:
   xsvs-bluesky replay analysis/xsvs/xsvs_input.txt        (./xsvs-data)
   xsvs-bluesky replay xsvs_input.txt --estimator pyxsvs-lsq --flat-field divide-round
@@ -47,12 +53,14 @@ from xsvs_bluesky.cli._common import (
     add_limit_arguments,
     add_progress_arguments,
     analysis_options,
+    backup_exit,
     catalogs_from_args,
     flush_warnings,
     nonnegative_int,
     progress_bar,
     recorded_warnings,
     show_progress,
+    upload_pending,
     warn,
 )
 
@@ -160,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         )
         flush_warnings(_PROG, caught)
         with catalogs_from_args(args, create=True, background=True) as cats:
+            upload_pending(_PROG, cats)
             bar, progress = progress_bar(show, job.scan.n_files, "frame")
             try:
                 result = job.run(
@@ -204,6 +213,8 @@ def run(args: argparse.Namespace) -> int:
     print_results(
         result.results, result.derived_uid, result.raw_uid, args.format, _PROG
     )
+    if result.backed_up:
+        return backup_exit(_PROG, args, cats, result.backed_up)
     if result.analysis_status != "success":
         print(
             f"{_PROG}: the raw run is stored but its analysis failed "

@@ -3,15 +3,20 @@ r"""Live wiring of an XSVS acquisition: a RunEngine, Tiled and the analysis (pri
 The live path of ``docs/how-to/live-at-beamline.md`` in one object,
 :class:`LiveSession`::
 
-    RunEngine --> TiledWriter(raw catalog)                   (synchronous)
+    RunEngine --> SpoolingWriter(raw catalog) --worker--> Tiled
               \-> QueuedCallback --worker--> XSVSCallback
-                      --> QueuedCallback --worker--> TiledWriter(processed)
+                      --> SpoolingWriter(processed) --worker--> Tiled
                       \-> live consumers: LiveXSVSTable, LiveXSVSFigure
 
 The analysis runs in a worker thread fed by a queue
 (:class:`~xsvs_bluesky.demo.QueuedCallback`), so the RunEngine never waits
-for a histogram, a fit or a Tiled request of the derived run: acquisition
-matters more than live analysis.  :func:`close_engine` ends the event loop
+for a histogram or a fit: acquisition matters more than live analysis.
+Both runs are written to Tiled by
+:class:`~xsvs_bluesky.storage.SpoolingWriter` threads: the RunEngine (and
+the analysis) wait for a line written to the local backup per document,
+never for the server; a run the server fails stays in the backup
+(``<data dir>/backup``) and is written whole when the server answers again
+(or by ``xsvs-bluesky upload``).  :func:`close_engine` ends the event loop
 of a RunEngine made by a command or a test.  Re-exported by
 :mod:`xsvs_bluesky.demo`.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from xsvs_bluesky.live._queued import Consumer, QueuedCallback
@@ -30,13 +36,18 @@ __all__ = ["LiveSession", "close_engine"]
 class LiveSession:
     """A RunEngine wired to Tiled and to the live XSVS analysis.
 
-    Subscribes, in this order: a TiledWriter of the raw runs (synchronous,
-    as at any beamline) and an :class:`~xsvs_bluesky.callback.XSVSCallback`
-    whose derived runs go to a TiledWriter of the processed catalog and to
-    the ``live`` consumers (e.g. :class:`xsvs_bluesky.live.LiveXSVSTable`).
-    With ``queued=True`` the analysis and the storage of the derived runs
-    run in two worker threads: after a plan, :meth:`wait_analysis` returns
-    when the results are known, :meth:`wait` when they are in Tiled.
+    Subscribes, in this order: a writer of the raw runs and an
+    :class:`~xsvs_bluesky.callback.XSVSCallback` whose derived runs go to a
+    writer of the processed catalog and to the ``live`` consumers (e.g.
+    :class:`xsvs_bluesky.live.LiveXSVSTable`).  The writers are
+    :class:`~xsvs_bluesky.storage.SpoolingWriter`: each document goes to the
+    run's backup file, then through a bounded queue to a writer thread, so
+    a slow or dead Tiled server never holds up the RunEngine; runs the
+    server fails stay in the backup (:attr:`backed_up`) and are written
+    whole once it answers again.  With ``queued=True`` the analysis runs
+    in a worker thread too: after a plan, :meth:`wait_analysis` returns
+    when the results are known, :meth:`wait` when they are in Tiled (or in
+    the backup).
 
     Parameters
     ----------
@@ -60,7 +71,13 @@ class LiveSession:
         layout 2 are written page by page whatever it is (each exposure's
         rows as soon as it is complete).
     write_raw : bool
-        Subscribe the raw TiledWriter (False when ``RE`` already has one).
+        Subscribe the raw writer (False when ``RE`` already has one).
+    backup_dir : path, optional
+        Local backup of the runs (default ``catalogs.backup_dir``, else
+        ``./xsvs-data/backup``).
+    retry_s : float, optional
+        How long the writers retry a failing server before its runs go to
+        the backup (default ``$XSVS_BLUESKY_RETRY_S`` or 10 s).
     **callback_options
         Keyword arguments of :class:`~xsvs_bluesky.callback.XSVSCallback`
         (geometry, partitions, masks, flat_field, estimator, ...).
@@ -71,8 +88,8 @@ class LiveSession:
         The pieces; ``callback`` is the XSVSCallback itself.
     consumer : QueuedCallback or XSVSCallback
         What is subscribed to the RunEngine.
-    writer_consumer : QueuedCallback or TiledWriter
-        What receives the derived runs for Tiled.
+    writer_consumer : SpoolingWriter
+        What receives the derived runs for Tiled (``processed_writer``).
     """
 
     def __init__(
@@ -86,31 +103,44 @@ class LiveSession:
         raw_batch_size: int | None = None,
         processed_batch_size: int = 1_000_000,
         write_raw: bool = True,
+        backup_dir: str | Path | None = None,
+        retry_s: float | None = None,
         **callback_options: Any,
     ) -> None:
         from bluesky import RunEngine
 
         from xsvs_bluesky.callback import XSVSCallback
-        from xsvs_bluesky.storage import DEFAULT_BATCH_SIZE, make_tiled_writer
+        from xsvs_bluesky.storage import (
+            DEFAULT_BATCH_SIZE,
+            DEFAULT_DATA_DIR,
+            SpoolingWriter,
+        )
 
         self.catalogs = catalogs
         self.RE = RE if RE is not None else RunEngine({})
-        self.raw_writer = None
+        backup = backup_dir or getattr(catalogs, "backup_dir", None)
+        self.backup_dir = Path(backup or DEFAULT_DATA_DIR / "backup").resolve()
+        self.raw_writer: SpoolingWriter | None = None
         if write_raw:
-            self.raw_writer = make_tiled_writer(
-                catalogs.raw, batch_size=raw_batch_size or DEFAULT_BATCH_SIZE
+            self.raw_writer = SpoolingWriter(
+                catalogs.raw,
+                backup_dir=self.backup_dir,
+                batch_size=raw_batch_size or DEFAULT_BATCH_SIZE,
+                retry_s=retry_s,
+                name="xsvs-raw-writer",
             )
-        self.processed_writer = make_tiled_writer(
-            catalogs.processed, batch_size=processed_batch_size
-        )
         # the derived run is stored by its own worker: the analysis never
         # waits for Tiled, and the derived run's stop (when every array is
         # written) overlaps with whatever comes next
-        self.writer_consumer: Any = (
-            QueuedCallback(self.processed_writer, name="xsvs-derived-writer")
-            if queued
-            else self.processed_writer
+        self.processed_writer = SpoolingWriter(
+            catalogs.processed,
+            backup_dir=self.backup_dir,
+            queued=queued,
+            batch_size=processed_batch_size,
+            retry_s=retry_s,
+            name="xsvs-derived-writer",
         )
+        self.writer_consumer: Any = self.processed_writer
         extra = [live] if callable(live) else list(live)
         self.callback = XSVSCallback(
             emit=[self.writer_consumer, *extra],
@@ -133,14 +163,28 @@ class LiveSession:
         return True
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the derived runs are analysed and stored (True if so)."""
+        """Wait until the runs are analysed and stored or backed up (True if so)."""
         start = time.monotonic()
         if not self.wait_analysis(timeout):
             return False
-        if isinstance(self.writer_consumer, QueuedCallback):
+        for writer in (self.processed_writer, self.raw_writer):
+            if writer is None:
+                continue
             left = None if timeout is None else timeout - (time.monotonic() - start)
-            return self.writer_consumer.wait(left)
+            if not writer.wait(left):
+                return False
         return True
+
+    @property
+    def backed_up(self) -> list[Any]:
+        """Runs kept in the local backup only: the server did not store them.
+
+        :class:`~xsvs_bluesky.storage.BackedUpRun` each (uid, file, server,
+        cause); written whole by the writers once the server answers again,
+        or by ``xsvs-bluesky upload``.
+        """
+        writers = (self.raw_writer, self.processed_writer)
+        return [run for w in writers if w is not None for run in w.backed_up]
 
     def record(self, raw_uid: str) -> Any:
         """Return the ``RunRecord`` of an analysed raw run (None if unknown)."""
@@ -148,13 +192,18 @@ class LiveSession:
         return self.callback.records.get(raw_uid)
 
     def close(self) -> None:
-        """Finish the analysis and storage; unsubscribe (catalogs stay open)."""
+        """Finish the analysis and storage; unsubscribe (catalogs stay open).
+
+        Runs the server did not store stay in the backup (:attr:`backed_up`).
+        """
         for token in self._tokens:
             self.RE.unsubscribe(token)
         self._tokens.clear()
-        for consumer in (self.consumer, self.writer_consumer):
-            if isinstance(consumer, QueuedCallback):
-                consumer.close()
+        if isinstance(self.consumer, QueuedCallback):
+            self.consumer.close()
+        for writer in (self.processed_writer, self.raw_writer):
+            if writer is not None:
+                writer.close()
 
     def __enter__(self) -> LiveSession:
         return self

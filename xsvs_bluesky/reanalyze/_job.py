@@ -81,6 +81,9 @@ class ReanalysisResult:
     changes : tuple of str
         One line per setting that differs from the baseline's, with the
         reason (and when a better default estimator exists than the one kept).
+    backed_up : tuple of BackedUpRun
+        The derived run, when the Tiled server did not store it: it is in
+        the local backup, whole (``xsvs-bluesky upload`` writes it).
     """
 
     raw_uid: str
@@ -92,6 +95,7 @@ class ReanalysisResult:
     seconds: float
     baseline_uid: str | None = None
     changes: tuple[str, ...] = ()
+    backed_up: tuple[Any, ...] = ()
 
 
 def find_raw_run(raw_catalog: Any, key: str) -> Any:
@@ -196,7 +200,7 @@ def reanalyze(
 
     from xsvs_bluesky.callback import XSVSCallback
     from xsvs_bluesky.core.geometry import Geometry
-    from xsvs_bluesky.storage import make_tiled_writer
+    from xsvs_bluesky.storage import DEFAULT_DATA_DIR, SpoolingWriter
 
     t0 = time.perf_counter()
     if frames not in FRAME_SOURCES:
@@ -245,9 +249,13 @@ def reanalyze(
         logger.info("re-analysis of raw run %s: %s", uid, line)
         if report is not None:
             report(line)
-    writer = WriterGuard(
-        make_tiled_writer(catalogs.processed, batch_size=_BIG_BATCH), "derived"
+    spool = SpoolingWriter(
+        catalogs.processed,
+        backup_dir=catalogs.backup_dir or (DEFAULT_DATA_DIR / "backup").resolve(),
+        queued=False,
+        batch_size=_BIG_BATCH,
     )
+    writer = WriterGuard(spool, "derived")
     callback = XSVSCallback(
         geometry=geometry,
         partitions=spec,
@@ -282,6 +290,7 @@ def reanalyze(
     except BaseException as err:
         status = "abort" if isinstance(err, KeyboardInterrupt) else "fail"
         writer.end_open(status, f"{type(err).__name__}: {err}")
+        spool.close()
         logger.error(
             "re-analysis of raw run %s stopped (%r); derived run %s %s; the raw "
             "run is unchanged",
@@ -293,6 +302,7 @@ def reanalyze(
             else "is incomplete (no stop document)",
         )
         raise
+    backed_up = tuple(spool.close())
     record = callback.records.get(uid)
     if record is None:
         raise RunError(f"raw run {uid}: no frames were analysed")
@@ -306,4 +316,5 @@ def reanalyze(
         seconds=time.perf_counter() - t0,
         baseline_uid=None if baseline is None else baseline.uid,
         changes=tuple(changes),
+        backed_up=backed_up,
     )

@@ -365,14 +365,12 @@ class LegacyReplay:
                 f"{catalogs.readable_storage[0]}"
             )
         from xsvs_bluesky.callback import XSVSCallback
-        from xsvs_bluesky.storage import make_tiled_writer
 
-        raw_writer = WriterGuard(
-            make_tiled_writer(catalogs.raw, batch_size=_BIG_BATCH), "raw"
-        )
-        derived_writer = WriterGuard(
-            make_tiled_writer(catalogs.processed, batch_size=_BIG_BATCH), "derived"
-        )
+        # at once (no queue: a replay may wait), each run in the local
+        # backup until Tiled stored it; runs the server fails stay there
+        spools = _spooling_writers(catalogs)
+        raw_writer = WriterGuard(spools[0], "raw")
+        derived_writer = WriterGuard(spools[1], "derived")
         callback = XSVSCallback(emit=derived_writer, **self.callback_options)
         # the analysis first: at the raw stop document the derived run is
         # completed and stored before the raw writer flushes its batch
@@ -386,17 +384,20 @@ class LegacyReplay:
         run_dir = composer.run_dir
         assert run_dir is not None
         try:
-            run_dir.mkdir(parents=True)
-        except OSError as exc:
-            raise StorageError(
-                f"cannot create {run_dir} ({exc}); give a writable output folder"
-            ) from None
-        try:
-            n_frames = write_series(self, composer, run_dir, progress)
-            composer.stop("success", composer.skipped_reason())
-        except BaseException as err:
-            self._end_stopped(err, composer, callback, raw_writer, derived_writer)
-            raise
+            try:
+                run_dir.mkdir(parents=True)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot create {run_dir} ({exc}); give a writable output folder"
+                ) from None
+            try:
+                n_frames = write_series(self, composer, run_dir, progress)
+                composer.stop("success", composer.skipped_reason())
+            except BaseException as err:
+                self._end_stopped(err, composer, callback, raw_writer, derived_writer)
+                raise
+        finally:
+            backed_up = tuple(run for spool in spools for run in spool.close())
         record = callback.records.get(composer.uid)
         return ReplayResult(
             raw_uid=composer.uid,
@@ -411,6 +412,7 @@ class LegacyReplay:
             analysis_status=record.exit_status if record is not None else "fail",
             analysis_reason=record.reason if record is not None else "no analysis",
             notes=tuple(notes),
+            backed_up=backed_up,
         )
 
     def _replace_partial(
@@ -523,6 +525,18 @@ class LegacyReplay:
             if raw_writer.stored_status == "success"
             else "replaces it",
         )
+
+
+def _spooling_writers(catalogs: Any) -> tuple[Any, Any]:
+    """Return the writers of the raw and derived runs (at once, with a backup)."""
+    from xsvs_bluesky.storage import DEFAULT_DATA_DIR, SpoolingWriter
+
+    backup = catalogs.backup_dir or (DEFAULT_DATA_DIR / "backup").resolve()
+    raw, derived = (
+        SpoolingWriter(cat, backup_dir=backup, queued=False, batch_size=_BIG_BATCH)
+        for cat in (catalogs.raw, catalogs.processed)
+    )
+    return raw, derived
 
 
 def replay_legacy(

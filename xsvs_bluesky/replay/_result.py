@@ -46,6 +46,10 @@ class ReplayResult:
     notes : tuple of str
         One line each: earlier runs of the series found, and what was done
         with them (partial runs removed or superseded, analysis completed).
+    backed_up : tuple of BackedUpRun
+        Runs the Tiled server did not store (it failed during the replay):
+        they are in the local backup, whole, and ``xsvs-bluesky upload``
+        writes them.  Empty when everything is in Tiled.
     """
 
     raw_uid: str
@@ -61,6 +65,7 @@ class ReplayResult:
     analysis_status: str = ""
     analysis_reason: str = ""
     notes: tuple[str, ...] = ()
+    backed_up: tuple[Any, ...] = ()
 
     @property
     def derived_uid(self) -> str | None:

@@ -19,6 +19,8 @@ whether to import a server at all.  Layout::
         tiled-api-key       the folder's API key (mode 0600)
         tiled-config.yml    ``tiled serve config`` of this catalog (0600)
         external/           detector and replay HDF5, served by reference
+        backup/             runs Tiled did not store whole, one JSON-lines
+                            file each (``xsvs-bluesky upload`` writes them)
 
 The lock is the liveness test: ``server.json`` counts only while its lock is
 held, so a server killed without cleaning up leaves nothing that misleads.
@@ -120,6 +122,11 @@ class DataFolder:
     def external(self) -> Path:
         """Default folder of detector and replay files."""
         return self.root / "external"
+
+    @property
+    def backup(self) -> Path:
+        """Local backup of the runs Tiled did not store whole."""
+        return self.root / "backup"
 
     @property
     def key_file(self) -> Path:

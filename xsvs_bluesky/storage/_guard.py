@@ -8,11 +8,12 @@ A writer that began a stop is never given a second one: TiledWriter would
 register the cached frames twice.
 
 Test hook: the environment variable ``XSVS_TEST_SIGNAL`` =
-``<raw|derived>.<document name>:<n>:<SIGINT|SIGTERM>[:<delay s>]`` makes the
-process send itself that signal when the n-th such document reaches the
-writer of the raw or derived run: as soon as the writer has handled it, or
-``delay`` seconds after the writer received it (to land inside the writer's
-work).  Only the tests set it (``tests/integration/test_replay_signals.py``).
+``<raw|derived>.<document name>:<n>:<SIGNAL>[:<delay s>[:<pid>]]`` makes the
+process send itself (or process ``pid``: the Tiled server) that signal when
+the n-th such document reaches the writer of the raw or derived run: as
+soon as the writer has handled it, or ``delay`` seconds after the writer
+received it (to land inside the writer's work).  Only the tests set it
+(``tests/integration/test_replay_signals.py``, ``test_outage.py``).
 """
 
 from __future__ import annotations
@@ -112,22 +113,24 @@ class WriterGuard:
 
 
 _SIGNUM: signal.Signals | None = None
+_TARGET: int | None = None
 
 
 def _parse_hook(text: str, label: str) -> tuple[str, int, float] | None:
     """``(document name, n, delay)`` of the test hook for ``label``, or None."""
-    global _SIGNUM
+    global _SIGNUM, _TARGET
     parts = text.split(":")
-    if len(parts) not in (3, 4) or not parts[0].startswith(f"{label}."):
+    if len(parts) not in (3, 4, 5) or not parts[0].startswith(f"{label}."):
         return None
     _SIGNUM = signal.Signals[parts[2]]
-    delay = float(parts[3]) if len(parts) == 4 else 0.0
+    delay = float(parts[3]) if len(parts) >= 4 else 0.0
+    _TARGET = int(parts[4]) if len(parts) == 5 else None
     return parts[0].removeprefix(f"{label}."), int(parts[1]), delay
 
 
 def _send_now() -> None:
     assert _SIGNUM is not None
-    os.kill(os.getpid(), _SIGNUM)
+    os.kill(os.getpid() if _TARGET is None else _TARGET, _SIGNUM)
 
 
 def _send_later(delay: float) -> None:

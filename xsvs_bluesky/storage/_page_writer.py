@@ -191,6 +191,17 @@ class PageWriter:
             self._queue.append((stream, doc))
             self._cond.notify_all()
 
+    def discard(self, wait_s: float = 0.0) -> None:
+        """Write nothing more: drop the queued pages, end the worker.
+
+        Waits up to ``wait_s`` for a request in flight to end.
+        """
+        with self._cond:
+            self._queue.clear()
+            self._closed = True
+            self._cond.notify_all()
+        self._worker.join(wait_s)
+
     def _stop(self, doc: Mapping[str, Any]) -> None:
         with self._cond:
             while self._queue or self._busy:
@@ -217,8 +228,8 @@ class PageWriter:
                 if not self._errors:
                     for stream, page in _merge(batch):
                         self._write_page(stream, page)
-            except BaseException as err:  # reported at the stop document
-                logger.exception("writing a derived run to Tiled failed")
+            except BaseException as err:  # raised at the stop document
+                logger.debug("writing a derived run to Tiled failed", exc_info=True)
                 self._errors.append(err)
             finally:
                 with self._cond:

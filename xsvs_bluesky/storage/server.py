@@ -29,7 +29,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
@@ -83,6 +83,10 @@ class Catalogs:
         Server API address, without the API key.
     api_key : str or None
         The API key (data folder: the one in its ``tiled-api-key``).
+    backup_dir : pathlib.Path or None
+        Local backup of the runs the writers could not store whole
+        (``<data_dir>/backup``; for a server named by URI the folder given,
+        default ``./xsvs-data/backup/<host>_<port>``).
     """
 
     raw: Any
@@ -98,6 +102,8 @@ class Catalogs:
     readable_storage: tuple[Path, ...] | None = None
     #: this process's use of a server of another process (released at close)
     use: Any = field(default=None, repr=False)
+
+    backup_dir: Path | None = None
 
     def can_serve(self, path: str | os.PathLike[str]) -> bool | None:
         """Whether the server may serve files under ``path`` (None: unknown)."""
@@ -184,6 +190,13 @@ def ensure_run_catalog(parent: Any, key: str) -> Any:
         last = depth == len(parts) - 1
         try:
             node = node[part]  # one request (``part in node`` would be two)
+        except httpx.TransportError as err:
+            where = str(parent.context.api_uri).rstrip("/")
+            raise StorageError(
+                f"the Tiled server at {where} does not answer "
+                f"({type(err).__name__}: {err}) while the catalog {key!r} is "
+                "opened; check that it runs"
+            ) from err
         except KeyError:
             try:
                 node = node.create_container(part, specs=[spec] if last else [])
@@ -240,6 +253,7 @@ def open_catalogs(
     light: bool = False,
     background: bool = False,
     catalog: str | None = None,
+    backup_dir: str | os.PathLike[str] | None = None,
 ) -> Catalogs:
     """Open (creating if needed) the raw and processed run catalogs.
 
@@ -284,6 +298,11 @@ def open_catalogs(
         Data folder: ``postgresql://USER@HOST/DATABASE`` (no password) to keep
         the catalog and tables in, as ``xsvs-bluesky serve --catalog``; a
         folder records it at first use.  Default: the folder's own choice.
+    backup_dir : path, optional
+        Local backup of the runs the writers could not store whole
+        (:attr:`Catalogs.backup_dir`).  Default: ``<data_dir>/backup``, or
+        ``./xsvs-data/backup/<host>_<port>`` for a server named by
+        ``tiled_uri``.
 
     Returns
     -------
@@ -299,8 +318,9 @@ def open_catalogs(
         If ``catalog`` is not a PostgreSQL address or holds a password.
     """
     postgres = None if catalog is None else PostgresCatalog.parse(catalog)
+    backup = None if backup_dir is None else Path(backup_dir).resolve()
     if tiled_uri is None:
-        return _open_folder(
+        cats = _open_folder(
             data_dir,
             api_key,
             raw,
@@ -311,6 +331,8 @@ def open_catalogs(
             background,
             postgres,
         )
+        assert cats.data_dir is not None
+        return replace(cats, backup_dir=backup or DataFolder(cats.data_dir).backup)
     from tiled.client import from_context
     from tiled.client.context import Context
 
@@ -345,9 +367,23 @@ def open_catalogs(
     ext = None if external_dir is None else Path(external_dir).resolve()
     if ext is not None:
         ensure_folder(ext, "the folder for detector files")
-    return _catalogs(
+    cats = _catalogs(
         client, None, None, ext, _strip_query(tiled_uri), key, raw, processed, light
     )
+    return replace(cats, backup_dir=backup or named_server_backup(tiled_uri))
+
+
+def named_server_backup(uri: str) -> Path:
+    """Return the default backup folder of runs for the server at ``uri``.
+
+    ``./xsvs-data/backup/<host>_<port>``: beside, never inside, the backup
+    of the default data folder, so a run is not written to another server
+    than its own.
+    """
+    parts = urlsplit(uri)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = "".join(c if c.isalnum() or c in ".-" else "_" for c in parts.hostname or "")
+    return (DEFAULT_DATA_DIR / "backup" / f"{host or 'server'}_{port}").resolve()
 
 
 def _close_quietly(context: Any) -> None:

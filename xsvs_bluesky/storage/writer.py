@@ -99,6 +99,20 @@ class RunWriter:
         writer(name, doc)
         return None
 
+    def discard(self, wait_s: float = 0.0) -> None:
+        """Drop the runs in progress without writing more of them.
+
+        For a writer given up after a failure (its runs go to a backup and
+        are written again whole); it is not used again.  Page writers end
+        their worker threads, waiting up to ``wait_s`` each for a request in
+        flight.
+        """
+        writers = list(self._runs.values())
+        self._runs.clear()
+        self._descriptors.clear()
+        for writer in writers:
+            writer.discard(wait_s)
+
 
 def make_tiled_writer(
     container: Any,

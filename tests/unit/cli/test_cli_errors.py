@@ -122,6 +122,10 @@ CASES: list[tuple[str, list[str], str]] = [
     ("listen", ["--nats", "nats://x"], "--nats needs --subject"),
     ("listen", ["--zmq", "localhost:5578", "--path-map", "x"], "path map 'x'"),
     ("listen", ["--zmq", "localhost:5578", "--dask", "local:x"], "give local:N"),
+    # -- upload
+    ("upload", ["--data-dir", NODATA], "holds no Tiled data"),
+    ("upload", ["--tiled-uri", "notaurl"], "cannot connect"),
+    ("upload", ["--bogus"], "unrecognized arguments: --bogus"),
 ]
 
 

@@ -20,6 +20,7 @@ EXPECTED = {
     "reanalyze",
     "serve",
     "listen",
+    "upload",
 }
 
 
