@@ -36,6 +36,7 @@ from xsvs_bluesky.replay._docs import (
     RawRunComposer,
     stream_names,
 )
+from xsvs_bluesky.replay._feed import ExposureFeed
 from xsvs_bluesky.replay._result import ReplayResult
 from xsvs_bluesky.replay._scan import scan_inputs
 from xsvs_bluesky.replay._write import Progress, write_series
@@ -57,7 +58,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_BIG_BATCH = 1_000_000  # the writers register data once, at the stop document
+_BIG_BATCH = 1_000_000  # the derived writer: pages, not batches
 
 
 class LegacyReplay:
@@ -306,18 +307,19 @@ class LegacyReplay:
         from xsvs_bluesky.callback import XSVSCallback
         from xsvs_bluesky.storage import make_tiled_writer
 
-        raw_writer = WriterGuard(
-            make_tiled_writer(catalogs.raw, batch_size=_BIG_BATCH), "raw"
-        )
+        # the raw run's writer registers each exposure's frames as soon as the
+        # exposure is written, from a worker thread (ExposureFeed)
+        raw_writer = WriterGuard(make_tiled_writer(catalogs.raw, batch_size=1), "raw")
+        raw_feed = ExposureFeed(raw_writer)
         derived_writer = WriterGuard(
             make_tiled_writer(catalogs.processed, batch_size=_BIG_BATCH), "derived"
         )
         callback = XSVSCallback(emit=derived_writer, **self.callback_options)
         # the analysis first: at the raw stop document the derived run is
-        # completed and stored before the raw writer flushes its batch
+        # completed and stored before the raw writer writes the stop
         composer = RawRunComposer(
             self,
-            [callback, raw_writer, *extra_targets],
+            [callback, raw_feed, *extra_targets],
             scan_id=next_scan_id(catalogs.raw) if scan_id is None else scan_id,
             folder=folder,
             supersedes=supersedes,
@@ -332,6 +334,7 @@ class LegacyReplay:
             ) from None
         try:
             n_frames = write_series(self, composer, run_dir, progress)
+            raw_feed.flush()  # the last exposure's frames, during the final fits
             composer.stop("success", composer.skipped_reason())
         except BaseException as err:
             self._end_stopped(err, composer, callback, raw_writer, derived_writer)
