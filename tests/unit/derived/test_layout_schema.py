@@ -92,3 +92,27 @@ def test_provenance_keys_are_copied_from_the_raw_run():
     for key in ("data_session", "proposal", "cycle", "tiled_access_tags"):
         assert start[key] == raw[key]
     assert "unrelated" not in start and start["original_run_uid"] == "raw-1"
+
+
+def test_flag_legends_follow_the_analysis_flag_lists():
+    from xsvs_bluesky.analysis import FLAG_FIT_FAILED
+    from xsvs_bluesky.core.dynamics import DYNAMICS_FLAGS
+    from xsvs_bluesky.core.estimators import FLAGS
+    from xsvs_bluesky.derived import DYNAMICS_FLAG_NAMES, RESULT_FLAGS
+
+    assert RESULT_FLAGS == (*FLAGS, FLAG_FIT_FAILED, "other")
+    assert DYNAMICS_FLAG_NAMES == (*DYNAMICS_FLAGS, "other")
+
+
+def test_readers_of_the_layout_import_neither_numba_nor_scipy():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, xsvs_bluesky.results, xsvs_bluesky.derived\n"
+        "print(sorted(m for m in ('numba', 'scipy', 'pandas') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert done.stdout.strip() == "[]", done.stderr
