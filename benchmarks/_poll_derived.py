@@ -30,11 +30,13 @@ def main() -> int:
         if len(cat) > known:
             run = cat.values().last()
             if run.metadata.get("stop"):
-                nodes = 1
-                for stream in run:
+                streams = list(run)
+                for stream in streams:
                     run[stream].read()
-                    nodes += 1 + len(run[stream].base)
-                print(f"{time.time():.6f} {nodes}", flush=True)
+                read_at = time.time()
+                # counted after the clock stopped: not part of reading the run
+                nodes = 1 + sum(1 + len(run[stream].base) for stream in streams)
+                print(f"{read_at:.6f} {nodes}", flush=True)
                 client.context.close()
                 return 0
         time.sleep(0.02)
