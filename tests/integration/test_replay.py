@@ -333,6 +333,38 @@ def test_reanalyze_makes_a_new_derived_run_of_the_same_raw_run(shared):
     assert {derived_uid, *result.derived_uids} <= set(linked)
 
 
+def test_replays_of_lists_every_run_with_its_analyses_in_two_searches(shared):
+    import httpx
+
+    from xsvs_bluesky.replay._catalog import replays_of
+
+    cats, job, result = shared
+    if len(find_replays(cats.raw, job.content_hash)) < 2:  # run alone
+        job.run(cats, force=True)
+    sent: list[str] = []
+    send = httpx.Client.send
+
+    def counting(client, request, **kwargs):
+        sent.append(request.url.path)
+        return send(client, request, **kwargs)
+
+    httpx.Client.send = counting  # type: ignore[method-assign,assignment]
+    try:
+        runs = replays_of(cats, job.content_hash)
+    finally:
+        httpx.Client.send = send  # type: ignore[method-assign]
+    assert len(sent) == 2, sent  # the raw runs, then all their derived runs
+    assert len(runs) >= 2 and runs[0].uid == result.raw_uid
+    for run in runs:  # the same as one search per raw run
+        found = cats.processed.search(Key("start.original_run_uid") == run.uid)
+        expected = {
+            (str(k), (v.metadata.get("stop") or {}).get("exit_status"))
+            for k, v in found.items()
+        }
+        assert set(run.derived) == expected and expected
+        assert run.complete and run.analysed
+
+
 def test_reanalyze_refuses_unknown_or_derived_runs(shared):
     cats, _, result = shared
     code, out, err = run_cli("reanalyze", "fffff", *cli_options(cats))

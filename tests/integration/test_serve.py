@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from http_timing import kept_alive_seconds
 
 from xsvs_bluesky.storage import find_server, open_catalogs
 from xsvs_bluesky.storage._folder import DataFolder
@@ -145,6 +146,10 @@ def test_a_second_process_uses_the_running_server(served):
     # the server logged the requests, never the key
     assert "/api/v1/search/processed" in served.log()
     assert served.folder.key_file.read_text().strip() not in served.log()
+
+
+def test_serve_answers_kept_alive_connections_without_delay(served):
+    assert kept_alive_seconds(f"http://127.0.0.1:{served.port}/api/v1") < 0.035
 
 
 def test_a_second_server_is_refused_with_one_line_before_writing(served):
