@@ -32,7 +32,6 @@ __all__ = [
     "catalog_adapter",
     "log_config",
     "no_delay",
-    "reuse_dependants",
 ]
 
 logger = logging.getLogger(__name__)
@@ -130,49 +129,6 @@ def _redacted(uri: str) -> str:
     return str(make_url(uri).set(password=None))
 
 
-_REUSED: dict[tuple[Any, ...], Any] = {}
-
-
-def reuse_dependants() -> None:
-    """Let FastAPI reuse the dependency trees it rebuilds at every request.
-
-    Tiled's app gives its settings through ``app.dependency_overrides``.
-    With any override present, FastAPI rebuilds the ``Dependant`` of every
-    sub-dependency of every request (``get_dependant``: signature
-    inspection, ~30 % of a Tiled request's time on the event loop), although
-    the result only depends on the arguments.  Those per-request calls are
-    the only ones that pass a ``name`` and no ``own_oauth_scopes``; their
-    results are kept and handed out again.  The calls that build routes are
-    left alone (a route inserts its own dependencies into the tree it gets).
-    Idempotent, process-wide, for the servers this package runs.
-    """
-    import fastapi.dependencies.utils as dependency_utils
-
-    build = dependency_utils.get_dependant
-    if getattr(build, "xsvs_reused", False):
-        return
-
-    def get_dependant(**kwargs: Any) -> Any:
-        if kwargs.get("name") is None or kwargs.get("own_oauth_scopes") is not None:
-            return build(**kwargs)
-        try:
-            key = tuple(
-                sorted(
-                    (k, tuple(v) if isinstance(v, list) else v)
-                    for k, v in kwargs.items()
-                )
-            )
-            found = _REUSED.get(key)
-        except TypeError:  # an unhashable argument: build as before
-            return build(**kwargs)
-        if found is None:
-            found = _REUSED[key] = build(**kwargs)
-        return found
-
-    get_dependant.xsvs_reused = True  # type: ignore[attr-defined]
-    dependency_utils.get_dependant = get_dependant
-
-
 def build_folder_app(tree: Any, api_key: str) -> Any:
     """Build the Tiled app serving ``tree`` with a single-user ``api_key``.
 
@@ -186,7 +142,6 @@ def build_folder_app(tree: Any, api_key: str) -> Any:
     from tiled.server.app import build_app
     from tiled.server.settings import get_settings
 
-    reuse_dependants()
     serializers = copy.deepcopy(default_serialization_registry)
     if "application/json-seq" not in serializers.media_types("BlueskyRun"):
         serializers.register("BlueskyRun", "application/json-seq", json_seq_exporter)

@@ -291,7 +291,7 @@ def serve(
         from tiled.config import parse_configs
         from tiled.server.app import build_app_from_config
 
-        from xsvs_bluesky.storage._app import log_config, no_delay, reuse_dependants
+        from xsvs_bluesky.storage._app import log_config, no_delay
 
         key = folder.api_key(default=api_key)
         assert key is not None
@@ -309,7 +309,6 @@ def serve(
             host=host, port=port, api_key=key, readable_storage=readable
         )
         uri = f"http://{url_host(host)}:{port}/api/v1"
-        reuse_dependants()
         app = build_app_from_config(parse_configs(config_file))
         server = uvicorn.Server(
             uvicorn.Config(app, loop="asyncio", log_config=log_config(None))
