@@ -39,7 +39,8 @@ import hdf5plugin
 import numpy as np
 import pytest
 from helpers import close_pipes, drain, free_port
-from test_replay import BETA, N_FRAMES, TIMES, fresh_catalogs, run_cli, write_series
+from legacy_series import BETA, N_FRAMES, TIMES, write_series
+from test_replay import fresh_catalogs, run_cli
 
 from xsvs_bluesky.callback import uri_to_path
 from xsvs_bluesky.reanalyze import fetch_documents

@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers import free_port
-from test_replay import run_cli, write_series
+from legacy_series import write_series
+from test_replay import run_cli
 
 import xsvs_bluesky
 from xsvs_bluesky.storage import backup_files, open_catalogs, upload_backups

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import CLI, REPO, ServeProcess, start_serve
-from test_replay import BETA, run_cli, write_series
+from legacy_series import BETA, write_series
+from test_replay import run_cli
 
 from xsvs_bluesky.results import search_runs
 from xsvs_bluesky.storage import PostgresCatalog, open_catalogs
