@@ -155,6 +155,10 @@ def print_results(
 
 def run(args: argparse.Namespace) -> int:
     """Run ``xsvs-bluesky replay``; return the exit code."""
+    from xsvs_bluesky.storage.writer import preload_writer
+
+    # the writers' imports (1.2-3 s) overlap with reading the inputs
+    preload_writer()
     from xsvs_bluesky.replay import LegacyReplay
 
     show = show_progress(args)
