@@ -183,8 +183,9 @@ def preload_writer() -> threading.Thread:
     ``bluesky_tiled_plugins`` loads Tiled's array and table clients, dask,
     xarray and sparse: 1.2-3 s of imports.  A command that will write runs
     starts this first, so the imports overlap with its own work that waits
-    for files (reading and hashing its inputs); a later import of the same
-    modules waits for this one instead of starting over.
+    for files (reading and hashing its inputs).  Join the thread before
+    importing more in the caller's thread: two threads importing modules
+    with circular imports between them may see a partly initialised module.
     """
     thread = threading.Thread(
         target=_import_writer, name="xsvs-preload-writer", daemon=True
