@@ -156,11 +156,7 @@ def print_results(
 def run(args: argparse.Namespace) -> int:
     """Run ``xsvs-bluesky replay``; return the exit code."""
     from xsvs_bluesky.replay import LegacyReplay
-    from xsvs_bluesky.storage.writer import preload_writer
 
-    # the writers' imports (1.2-3 s) overlap with reading the inputs, which
-    # imports nothing more; joined before the catalogs' own imports
-    preload = preload_writer()
     show = show_progress(args)
     with recorded_warnings() as caught:
         job = LegacyReplay(
@@ -171,7 +167,6 @@ def run(args: argparse.Namespace) -> int:
             compression=args.compression,
         )
         flush_warnings(_PROG, caught)
-        preload.join()
         with catalogs_from_args(args, create=True, background=True) as cats:
             upload_pending(_PROG, cats)
             bar, progress = progress_bar(show, job.scan.n_files, "frame")

@@ -35,22 +35,12 @@ the embedded server), otherwise registration fails with "Refusing to serve
 
 from __future__ import annotations
 
-import logging
-import threading
 from typing import Any
 
 from xsvs_bluesky.errors import OptionError
 from xsvs_bluesky.storage._page_writer import PageWriter, is_page_run
 
-logger = logging.getLogger(__name__)
-
-__all__ = [
-    "DEFAULT_BATCH_SIZE",
-    "LIVE_BATCH_SIZE",
-    "RunWriter",
-    "make_tiled_writer",
-    "preload_writer",
-]
+__all__ = ["DEFAULT_BATCH_SIZE", "LIVE_BATCH_SIZE", "RunWriter", "make_tiled_writer"]
 
 #: Events or StreamDatum rows cached before a write (raw runs).
 DEFAULT_BATCH_SIZE = 50
@@ -168,27 +158,3 @@ def make_tiled_writer(
             container, batch_size=batch_size, max_array_size=max_array_size, **kwargs
         ),
     )
-
-
-def _import_writer() -> None:
-    try:
-        import bluesky_tiled_plugins  # noqa: F401
-    except Exception:  # noqa: BLE001 - the writer's own import reports it
-        logger.debug("preloading bluesky_tiled_plugins failed", exc_info=True)
-
-
-def preload_writer() -> threading.Thread:
-    """Import the TiledWriter's modules in a background thread; return it.
-
-    ``bluesky_tiled_plugins`` loads Tiled's array and table clients, dask,
-    xarray and sparse: 1.2-3 s of imports.  A command that will write runs
-    starts this first, so the imports overlap with its own work that waits
-    for files (reading and hashing its inputs).  Join the thread before
-    importing more in the caller's thread: two threads importing modules
-    with circular imports between them may see a partly initialised module.
-    """
-    thread = threading.Thread(
-        target=_import_writer, name="xsvs-preload-writer", daemon=True
-    )
-    thread.start()
-    return thread
