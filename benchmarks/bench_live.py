@@ -24,7 +24,9 @@ through a real RunEngine in these set-ups, interleaved, repeat by repeat:
   (raw and derived runs through its SpoolingWriters, the analysis in its
   worker thread), timed until :meth:`LiveSession.wait` returns (both runs
   stored);
-- ``no tiled`` and ``no tiled+xsvs``: the same without any Tiled.
+- ``no tiled`` and ``no tiled+xsvs``: the same without any Tiled;
+- with ``--nice-analysis N``: ``tiled+xsvs queued nice N``, the session's
+  analysis thread at that nice value (Linux), the other threads unchanged.
 
 Reported: median wall times until the RunEngine returns (``scan``) and
 until the derived run is in Tiled (``stored``), their ratios to the
@@ -54,6 +56,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import logging
+import os
 import pstats
 import shutil
 import statistics
@@ -95,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         "--no-tiled-variants",
         action="store_true",
         help="skip the two set-ups without Tiled",
+    )
+    parser.add_argument(
+        "--nice-analysis",
+        type=int,
+        metavar="N",
+        help="also a queued set-up whose analysis thread has this nice value "
+        "(Linux; the RunEngine's and the writers' threads keep theirs)",
     )
     parser.add_argument(
         "--callback-only",
@@ -165,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         backup = tmp / "backup"
 
         def scan(
-            tiled: str | None, xsvs: str | None
+            tiled: str | None, xsvs: str | None, nice: int | None = None
         ) -> tuple[float, float, float, float]:
             """Time one scan, s: until RE returns, until the derived run is stored,
             inside the analysis (its writer excluded), inside the derived writer."""
@@ -214,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 busy = session.consumer
                 waits.append(session)
+                if nice is not None:  # one thread: its Linux task id
+                    thread = session.consumer._thread
+                    os.setpriority(os.PRIO_PROCESS, thread.native_id, nice)
             try:
                 start = time.perf_counter()
                 RE(plan())
@@ -241,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
             "tiled+xsvs": ("direct", "sync"),
             "tiled+xsvs queued": ("spooled", "queued"),
         }
+        niced = f"tiled+xsvs queued nice {args.nice_analysis}"
+        if args.nice_analysis is not None:
+            setups[niced] = ("spooled", "queued")
         if not args.no_tiled_variants:
             setups["no tiled"] = (None, None)
             setups["no tiled+xsvs"] = (None, "sync")
@@ -252,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         for r in range(args.repeats):
             for name, (tiled, xsvs) in setups.items():
-                results[name].append(scan(tiled, xsvs))
+                nice = args.nice_analysis if name == niced else None
+                results[name].append(scan(tiled, xsvs, nice))
                 scan_s, done_s = results[name][-1][:2]
                 print(
                     f"  repeat {r + 1} {name}: scan {scan_s:.2f} s, "
@@ -313,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"ratio {scan_ratio:.2f} (target <= {TARGET_RATIO}), stored "
                     f"ratio {med(queued, 1) / med(spooled, 1):.2f}; against "
                     f"'tiled': scan ratio {med(queued, 0) / med('tiled', 0):.2f}"
+                )
+            if niced in results and spooled in results:
+                print(
+                    f"with its analysis thread at nice {args.nice_analysis}: scan "
+                    f"ratio {med(niced, 0) / med(spooled, 0):.2f}, stored ratio "
+                    f"{med(niced, 1) / med(spooled, 1):.2f}"
                 )
 
         for i, lag in enumerate(lags):
