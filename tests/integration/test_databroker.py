@@ -77,6 +77,30 @@ def _databroker() -> None:
         pytest.skip(reason)
 
 
+@pytest.fixture(autouse=True)
+def _keep_tiled_client_dispatch() -> Iterator[None]:
+    """Undo what databroker's shim does to Tiled's client classes.
+
+    ``CatalogOfBlueskyRuns.v2`` (bluesky-tiled-plugins 2.0.12, called by the
+    v1 ``Broker``) sets ``BlueskyRun`` in a shallow copy of the structure
+    clients, whose mapping is Tiled's process-wide default: every client
+    made afterwards in the process reads runs as v2 (streams with ``data``,
+    ``timestamps``, ``config``). Later tests in this worker must not inherit
+    that.
+    """
+    from tiled.client.container import DEFAULT_STRUCTURE_CLIENT_DISPATCH
+
+    saved = {
+        name: dict(clients.__getstate__())
+        for name, clients in DEFAULT_STRUCTURE_CLIENT_DISPATCH.items()
+    }
+    yield
+    for name, clients in DEFAULT_STRUCTURE_CLIENT_DISPATCH.items():
+        state = clients.__getstate__()
+        state.clear()
+        state.update(saved[name])
+
+
 @pytest.fixture(scope="module")
 def replayed(tiled_server, tmp_path_factory):
     """The synthetic series replayed into fresh SQL catalogs (raw + derived)."""
