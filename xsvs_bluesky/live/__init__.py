@@ -17,6 +17,11 @@ ignored.
   shared with ``analyze --dynamics`` and the demo;
   :func:`diffusion_from_record` rebuilds the ``D`` fit of a ``dynamics``
   stream.
+
+The live wiring (:class:`LiveSession`, :class:`QueuedCallback`,
+:func:`close_engine`) and :class:`AbortOnSignal` (SIGINT/SIGTERM stop a
+RunEngine's plan at once, marked abort) are re-exported by
+:mod:`xsvs_bluesky.demo`.
 """
 
 from __future__ import annotations
@@ -38,9 +43,11 @@ from xsvs_bluesky.live._session import (
     LiveSession,
     close_engine,
 )
+from xsvs_bluesky.live._signals import AbortOnSignal, signal_reason
 
 __all__ = [
     "NOT_YET_DETERMINED",
+    "AbortOnSignal",
     "LiveSession",
     "LiveXSVSFigure",
     "LiveXSVSTable",
@@ -49,4 +56,5 @@ __all__ = [
     "close_engine",
     "diffusion_from_record",
     "format_dynamics_flags",
+    "signal_reason",
 ]
