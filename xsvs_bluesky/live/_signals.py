@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterable
@@ -198,6 +199,9 @@ class AbortOnSignal:
             previous = self._previous.get(signum)
             if callable(previous):
                 previous(signum, frame)
+            elif previous == signal.SIG_DFL:  # e.g. SIGTERM: end as it would
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
 
     def _watch(self) -> None:
         self._received.wait()
