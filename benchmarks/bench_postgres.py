@@ -7,8 +7,10 @@ Usage::
 
 Two data folders served in this process, one with the default catalog
 (SQLite + DuckDB files), one with ``catalog=postgresql://...`` on a throwaway
-PostgreSQL server (``tests/integration/pg_cluster.py``: initdb in a temporary
-folder, a private unix socket).  Measured on each:
+PostgreSQL server (``tests/integration/pg_cluster.py``, the cluster of the
+``postgres`` test fixtures: initdb in a temporary folder, a private unix
+socket).  The series is ``tests/integration/legacy_series.py``'s; neither
+module imports pytest.  Measured on each:
 
 - **derived-run store**: the documents of one real derived run (a synthetic
   3-exposure legacy series replayed once) written again through
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     n_runs, repeats = (200, 1) if args.quick else (1000, 3)
 
-    from test_replay import write_series
+    from legacy_series import write_series
 
     from xsvs_bluesky.reanalyze import fetch_documents
     from xsvs_bluesky.replay import LegacyReplay

@@ -36,7 +36,7 @@ Examples
 
 The modules that act on these names re-export them
 (``xsvs_bluesky.core.estimators.ESTIMATORS``, ``xsvs_bluesky.replay.COMPRESSIONS``,
-``xsvs_bluesky.reanalyze.FRAME_SOURCES``, ``xsvs_bluesky.demo.DEMO_FRAMES``).
+``xsvs_bluesky.reanalyze.FRAME_SOURCES``).
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ __all__ = [
     "COMPRESSIONS",
     "DEFAULT_EXTRA_ESTIMATORS",
     "DEFAULT_LIMITS",
-    "DEMO_FRAMES",
     "DYNAMICS_MODELS",
     "ESTIMATORS",
     "FLAT_FIELD_MODES",
@@ -79,10 +78,6 @@ none (see :func:`hdf5_filters`)."""
 FRAME_SOURCES: tuple[str, ...] = ("auto", "file", "tiled")
 """Where a re-analysis reads frames: the HDF5 files when readable here
 (``auto``), the files only, or through Tiled's HTTP API."""
-
-DEMO_FRAMES = 300
-"""Default frames per exposure of the demo: with ``blosc-lz4`` its 8
-exposures of 256 x 256 px take ~55 MB on disk (~315 MB uncompressed)."""
 
 
 _FLAT_FIELD_ALIASES = {"weighted": "weights"}

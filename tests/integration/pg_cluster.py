@@ -19,11 +19,12 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from helpers import free_port
 
 __all__ = ["PostgresCluster", "find_bin_dir", "missing_reason"]
 
@@ -57,12 +58,6 @@ def missing_reason() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class PostgresCluster:
     """A PostgreSQL server on a private unix socket, in a temporary folder.
 
@@ -92,7 +87,7 @@ class PostgresCluster:
         self.data = self.root / "data"
         self.socket_dir = self.root / "socket"
         self.log = self.root / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
 
     # -- processes -------------------------------------------------------------

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_replay import write_series
+from legacy_series import write_series
 
 import xsvs_bluesky
 from xsvs_bluesky.replay import LegacyReplay

@@ -25,10 +25,8 @@ import importlib.util
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -40,7 +38,9 @@ import h5py
 import hdf5plugin
 import numpy as np
 import pytest
-from test_replay import BETA, N_FRAMES, TIMES, fresh_catalogs, run_cli, write_series
+from helpers import close_pipes, drain, free_port
+from legacy_series import BETA, N_FRAMES, TIMES, write_series
+from test_replay import fresh_catalogs, run_cli
 
 from xsvs_bluesky.callback import uri_to_path
 from xsvs_bluesky.reanalyze import fetch_documents
@@ -182,12 +182,6 @@ class MongoServer:
         return "".join(self.out)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _cap_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (SERVER_MEMORY, SERVER_MEMORY))
 
@@ -237,7 +231,7 @@ def mongo_server(tmp_path_factory, tiled_server) -> Iterator[MongoServer]:
     config = root / "config.yml"
     config.write_text(tiled_config(root, api_key, tiled_server.external_dir))
     config.chmod(0o600)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HDF5_PLUGIN_PATH": hdf5plugin.PLUGIN_PATH}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tiled", "serve", "config", str(config)]
@@ -250,11 +244,7 @@ def mongo_server(tmp_path_factory, tiled_server) -> Iterator[MongoServer]:
         preexec_fn=_cap_memory,
     )
     server = MongoServer(proc, f"http://127.0.0.1:{port}/api/v1", api_key)
-    assert proc.stdout is not None
-    drain = threading.Thread(
-        target=server.out.extend, args=(iter(proc.stdout.readline, ""),), daemon=True
-    )
-    drain.start()
+    drains = drain(proc, server.out)  # stderr goes to stdout
     import httpx
 
     deadline = time.monotonic() + 240
@@ -277,9 +267,7 @@ def mongo_server(tmp_path_factory, tiled_server) -> Iterator[MongoServer]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=30)
-        drain.join(timeout=10)
-        assert proc.stdout is not None
-        proc.stdout.close()
+        close_pipes(proc, drains)
 
 
 def legacy_documents(docs: list[Doc], root: str, files: Path) -> list[Doc]:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import free_port
 from tiled.queries import Key
 
 from xsvs_bluesky.callback import XSVSCallback
@@ -50,12 +51,6 @@ GEO = Geometry(1.53, 2140.0, 0.055, 32.5, 32.5, (64, 64))
 TIMES = [1e-3, 4e-3, 1.6e-2]
 PARTS = {"q1": 0.0016, "q2": 0.0028, "qs": 0.0004, "dq": 0.0002}
 COLUMNS = ["exposure_time", "q", "n_frames", "kbar", "kbar_err", "beta", "beta_err"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_port(port: int, proc: subprocess.Popen[Any], timeout: float = 20) -> None:
@@ -86,7 +81,7 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
         if os.environ.get("CI"):
             pytest.fail(f"{reason}; CI must run the NATS tests")
         pytest.skip(reason)
-    port = _free_port()
+    port = free_port()
     store = tmp_path_factory.mktemp("jetstream")
     proc = subprocess.Popen(
         [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
@@ -103,7 +98,7 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture
 def zmq_proxy() -> Any:
-    in_port, out_port = _free_port(), _free_port()
+    in_port, out_port = free_port(), free_port()
     code = (
         "from bluesky.callbacks.zmq import Proxy; "
         f"Proxy('127.0.0.1:{in_port}', '127.0.0.1:{out_port}').start()"

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -37,7 +36,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from test_replay import run_cli, write_series
+from helpers import free_port
+from legacy_series import write_series
+from test_replay import run_cli
 
 import xsvs_bluesky
 from xsvs_bluesky.storage import backup_files, open_catalogs, upload_backups
@@ -55,18 +56,12 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Server:
     """``xsvs-bluesky serve`` of one data folder on one port, (re)startable."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.port = _free_port()
+        self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}/api/v1"
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []

@@ -10,19 +10,17 @@ it through the data folder.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_replay import BETA, run_cli, write_series
+from helpers import CLI, REPO, ServeProcess, start_serve
+from legacy_series import BETA, write_series
+from test_replay import run_cli
 
 from xsvs_bluesky.results import search_runs
 from xsvs_bluesky.storage import PostgresCatalog, open_catalogs
@@ -30,68 +28,20 @@ from xsvs_bluesky.storage._folder import DataFolder
 
 pytestmark = [pytest.mark.tiled, pytest.mark.postgres, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "xsvs_bluesky.cli"]
 
-
-@dataclass
-class Served:
-    proc: subprocess.Popen[str]
-    data_dir: Path
-    out: list[str] = field(default_factory=list)
-    err: list[str] = field(default_factory=list)
-    drains: list[threading.Thread] = field(default_factory=list)
-
-    def log(self) -> str:
-        return "".join(self.out) + "".join(self.err)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=60)
-
-
-def _drain(stream, into: list[str]) -> None:
-    for line in stream:
-        into.append(line)
-
-
-def serve(data_dir: Path, catalog: str, env: dict[str, str] | None = None) -> Served:
+def serve(
+    data_dir: Path, catalog: str, env: dict[str, str] | None = None
+) -> ServeProcess:
     """Start ``serve --catalog`` and wait until it is ready."""
-    proc = subprocess.Popen(
-        [*CLI, "serve", "--data-dir", str(data_dir), "--catalog", catalog],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    served = Served(proc, data_dir)
-    for stream, into in ((proc.stdout, served.out), (proc.stderr, served.err)):
-        thread = threading.Thread(target=_drain, args=(stream, into), daemon=True)
-        thread.start()
-        served.drains.append(thread)
-    deadline = time.monotonic() + 240
-    while not any("ready" in line for line in served.err):
-        assert proc.poll() is None, served.log()
-        assert time.monotonic() < deadline, served.log()
-        time.sleep(0.2)
-    return served
+    return start_serve(data_dir, "--catalog", catalog, env=env)
 
 
 @pytest.fixture
-def stop_servers() -> Iterator[list[Served]]:
-    started: list[Served] = []
+def stop_servers() -> Iterator[list[ServeProcess]]:
+    started: list[ServeProcess] = []
     yield started
     for served in started:
-        if served.proc.poll() is None:
-            served.proc.kill()
-            served.proc.wait(timeout=30)
-        for thread in served.drains:
-            thread.join(timeout=10)
-        for stream in (served.proc.stdout, served.proc.stderr):
-            if stream is not None:
-                stream.close()
+        served.close()
 
 
 def public_tables(cluster, dbname: str) -> set[str]:

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 from fabio.edfimage import EdfImage
-from test_replay import SHAPE, cli_options, fresh_catalogs, run_cli, write_series
+from legacy_series import SHAPE, write_series
+from test_replay import cli_options, fresh_catalogs, run_cli
 
 from xsvs_bluesky.callback import XSVSCallback
 from xsvs_bluesky.core.geometry import Geometry

@@ -1,9 +1,10 @@
 """``replay`` and ``reanalyze`` on a small synthetic legacy series and a real Tiled.
 
-The series (written into a temporary folder): 3 exposures of 40 gzipped EDF
-frames, 32 x 40 px, Poisson-gamma speckle of known contrast beta = 0.25,
-EDF headers with a frame counter restarting every 10 frames (sample spots)
-and epoch times, a mask with one bad column, and one truncated frame file.
+The series (``legacy_series.write_series``, into a temporary folder): 3
+exposures of 40 gzipped EDF frames, 32 x 40 px, Poisson-gamma speckle of
+known contrast beta = 0.25, EDF headers with a frame counter restarting
+every 10 frames (sample spots) and epoch times, a mask with one bad column,
+and one truncated frame file.
 One replay (``--skip-bad-frames``) into module-scoped catalogs is shared by
 most tests: every analysis writes ~100 Tiled nodes, so each costs seconds.
 """
@@ -22,6 +23,17 @@ import h5py
 import numpy as np
 import pytest
 from fabio.edfimage import EdfImage
+from legacy_series import (
+    BAD_COLUMN,
+    BETA,
+    INI_KEYS,
+    KBAR,
+    SHAPE,
+    SPOT,
+    T0,
+    TIMES,
+    write_series,
+)
 from tiled.queries import Key
 
 from xsvs_bluesky.cli import main
@@ -34,63 +46,6 @@ from xsvs_bluesky.results import load_results
 from xsvs_bluesky.storage import open_catalogs
 
 pytestmark = pytest.mark.tiled
-
-SHAPE = (32, 40)
-BETA, KBAR = 0.25, 1.5
-TIMES = [1e-3, 2e-3, 4e-3]
-N_FRAMES = 40
-SPOT = 10
-T0 = 1383506719.117682  # epoch of the first frame, s
-BAD_COLUMN = 7
-INI_KEYS = {
-    "wavelength": "1.53",
-    "cenx": "20.5",
-    "ceny": "16.5",
-    "pix": "0.055",
-    "sddist": "2140",
-    "q1": "0.0006",
-    "q2": "0.0016",
-    "qs": "0.0005",
-    "dq": "0.00025",
-    "sample name": "latex_",
-}
-
-
-def write_series(root: Path, n_frames: int = N_FRAMES) -> Path:
-    """EDF.gz frames with headers, a mask and an INI file; returns the INI."""
-    data = root / "data"
-    data.mkdir(parents=True)
-    mask = np.zeros(SHAPE, np.int8)
-    mask[:, BAD_COLUMN] = 1
-    EdfImage(data=mask).write(str(root / "mask.edf"))
-    frames = speckle_frames(len(TIMES) * n_frames, SHAPE, KBAR, BETA, rng=20240611)
-    frames[:, :, BAD_COLUMN] = 11810  # hot pixels, masked
-    lines = ["[Main]", "data dir = data/", "mask = mask.edf"]
-    lines += [f"{k} = {v}" for k, v in INI_KEYS.items()]
-    number = 1
-    for e, t_e in enumerate(TIMES):
-        first = number
-        for i in range(n_frames):
-            header = {
-                "acq_frame_nb": str(i % SPOT),
-                "time_of_day": f"{T0 + 100 * e + 0.1 * i:.6f}",
-                "count_time": str(t_e),
-            }
-            path = data / f"img_{number:04d}.edf.gz"
-            EdfImage(data=frames[number - 1], header=header).write(str(path))
-            number += 1
-        lines += [
-            "",
-            f"[Exp_{e + 1}]",
-            "data prefix = img_",
-            "data suffix = .edf.gz",
-            f"first data file = {first}",
-            f"last data file = {number - 1}",
-            f"exp time = {t_e}",
-        ]
-    ini = root / "xsvs_input.txt"
-    ini.write_text("\n".join(lines) + "\n")
-    return ini
 
 
 def fresh_catalogs(server, name: str | None = None):
@@ -331,6 +286,38 @@ def test_reanalyze_makes_a_new_derived_run_of_the_same_raw_run(shared):
     assert np.all(np.abs(beta - BETA) < 4.5 * beta_err)
     linked = cats.processed.search(Key("original_run_uid") == result.raw_uid)
     assert {derived_uid, *result.derived_uids} <= set(linked)
+
+
+def test_replays_of_lists_every_run_with_its_analyses_in_two_searches(shared):
+    import httpx
+
+    from xsvs_bluesky.replay._catalog import replays_of
+
+    cats, job, result = shared
+    if len(find_replays(cats.raw, job.content_hash)) < 2:  # run alone
+        job.run(cats, force=True)
+    sent: list[str] = []
+    send = httpx.Client.send
+
+    def counting(client, request, **kwargs):
+        sent.append(request.url.path)
+        return send(client, request, **kwargs)
+
+    httpx.Client.send = counting  # type: ignore[method-assign,assignment]
+    try:
+        runs = replays_of(cats, job.content_hash)
+    finally:
+        httpx.Client.send = send  # type: ignore[method-assign]
+    assert len(sent) == 2, sent  # the raw runs, then all their derived runs
+    assert len(runs) >= 2 and runs[0].uid == result.raw_uid
+    for run in runs:  # the same as one search per raw run
+        found = cats.processed.search(Key("start.original_run_uid") == run.uid)
+        expected = {
+            (str(k), (v.metadata.get("stop") or {}).get("exit_status"))
+            for k, v in found.items()
+        }
+        assert set(run.derived) == expected and expected
+        assert run.complete and run.analysed
 
 
 def test_reanalyze_refuses_unknown_or_derived_runs(shared):

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_replay import TIMES, cli_options, fresh_catalogs, run_cli, write_series
+from legacy_series import TIMES, write_series
+from test_replay import cli_options, fresh_catalogs, run_cli
 from tiled.queries import Key
 
 import xsvs_bluesky

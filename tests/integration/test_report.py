@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import pytest
+from helpers import processed_options
 
 from xsvs_bluesky import cli
 from xsvs_bluesky.callback import XSVSCallback
@@ -58,18 +59,7 @@ def test_report_is_one_self_contained_html_file(
     assert n_q >= 2 and res.dynamics is not None
 
     code = cli.main(
-        [
-            "report",
-            res.uid[:8],
-            "--out",
-            str(tmp_path),
-            "--tiled-uri",
-            catalogs.uri,
-            "--api-key",
-            catalogs.api_key,
-            "--processed-catalog",
-            catalogs.processed.item["id"],
-        ]
+        ["report", res.uid[:8], "--out", str(tmp_path), *processed_options(catalogs)]
     )
     out, _ = capsys.readouterr()
     assert code == 0

@@ -20,6 +20,8 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import processed_options
+from raw_docs import inline_descriptor
 
 from xsvs_bluesky import cli
 from xsvs_bluesky.callback import XSVSCallback
@@ -205,14 +207,7 @@ def test_light_clients_read_the_same_results_without_dask(stored):
 @pytest.fixture
 def run_cli(stored, monkeypatch, capsys):
     """``main([...])`` against the stored catalogs; returns (code, out, err)."""
-    where = [
-        "--tiled-uri",
-        stored.cats.uri,
-        "--api-key",
-        stored.cats.api_key,
-        "--processed-catalog",
-        stored.cats.processed.item["id"],
-    ]
+    where = processed_options(stored.cats)
 
     def run(*argv: str) -> tuple[int, str, str]:
         code = cli.main([*argv, *where])
@@ -326,31 +321,7 @@ def _interleaved_raw_run(frames: np.ndarray) -> list[tuple[str, Any]]:
     bundle = compose_run(metadata={"scan_id": 3, "sample_name": "again"})
     docs: list[tuple[str, Any]] = [("start", bundle.start_doc)]
     for t_e, block in ((1e-3, frames[:30]), (2e-3, frames[30:60]), (1e-3, frames[60:])):
-        config = {"det_acquire_time": t_e}
-        desc = bundle.compose_descriptor(
-            name="primary",
-            data_keys={
-                "det_image": {
-                    "source": "sim",
-                    "dtype": "array",
-                    "shape": list(GEO.shape),
-                    "dtype_numpy": "<u2",
-                }
-            },
-            configuration={
-                "det": {
-                    "data": config,
-                    "timestamps": dict.fromkeys(config, 0.0),
-                    "data_keys": {
-                        "det_acquire_time": {
-                            "source": "sim",
-                            "dtype": "number",
-                            "shape": [],
-                        }
-                    },
-                }
-            },
-        ).descriptor_doc
+        desc = inline_descriptor(bundle, t_e, GEO.shape).descriptor_doc
         docs.append(("descriptor", desc))
         data = {"det_image": list(block)}
         docs.append(
@@ -391,18 +362,7 @@ def test_list_counts_an_exposure_written_twice_once(catalogs, capsys):
     res = load_results(run)
     assert list(res.n_frames) == [60, 30]  # the rewritten rows supersede
     code = cli.main(
-        [
-            "results",
-            "--list",
-            "--format",
-            "json",
-            "--tiled-uri",
-            catalogs.uri,
-            "--api-key",
-            catalogs.api_key,
-            "--processed-catalog",
-            catalogs.processed.item["id"],
-        ]
+        ["results", "--list", "--format", "json", *processed_options(catalogs)]
     )
     out, _ = capsys.readouterr()
     assert code == 0 and [r["exposures"] for r in json.loads(out)] == [2]

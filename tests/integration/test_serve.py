@@ -8,52 +8,19 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
+from helpers import CLI, REPO, ServeProcess, free_port, start_serve
+from http_timing import kept_alive_seconds
 
 from xsvs_bluesky.storage import find_server, open_catalogs
-from xsvs_bluesky.storage._folder import DataFolder
 
 pytestmark = [pytest.mark.tiled, pytest.mark.slow]
-
-REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "xsvs_bluesky.cli"]
-
-
-@dataclass
-class Served:
-    proc: subprocess.Popen[str]
-    data_dir: Path
-    port: int
-    out: list[str] = field(default_factory=list)
-    err: list[str] = field(default_factory=list)
-
-    @property
-    def folder(self) -> DataFolder:
-        return DataFolder.at(self.data_dir)
-
-    def log(self) -> str:
-        return "".join(self.out) + "".join(self.err)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _drain(stream, into: list[str]) -> None:
-    for line in stream:
-        into.append(line)
 
 
 def _run(*argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -63,39 +30,13 @@ def _run(*argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     data_dir = tmp_path_factory.mktemp("served") / "xsvs-data"
-    port = _free_port()
-    proc = subprocess.Popen(
-        [*CLI, "serve", "--data-dir", str(data_dir), "--port", str(port)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    srv = Served(proc, data_dir, port)
-    drains = [
-        threading.Thread(target=_drain, args=(stream, into), daemon=True)
-        for stream, into in ((proc.stdout, srv.out), (proc.stderr, srv.err))
-    ]
-    for thread in drains:
-        thread.start()
-    deadline = time.monotonic() + 240
-    while not any("ready" in line for line in srv.err):
-        assert proc.poll() is None, srv.log()
-        assert time.monotonic() < deadline, srv.log()
-        time.sleep(0.2)
+    srv = start_serve(data_dir, port=free_port())
     try:
         yield srv
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-        for thread in drains:
-            thread.join(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        srv.close()
 
 
 def test_serve_prints_how_to_connect_and_keeps_the_key_private(served):
@@ -145,6 +86,10 @@ def test_a_second_process_uses_the_running_server(served):
     # the server logged the requests, never the key
     assert "/api/v1/search/processed" in served.log()
     assert served.folder.key_file.read_text().strip() not in served.log()
+
+
+def test_serve_answers_kept_alive_connections_without_delay(served):
+    assert kept_alive_seconds(f"http://127.0.0.1:{served.port}/api/v1") < 0.035
 
 
 def test_a_second_server_is_refused_with_one_line_before_writing(served):

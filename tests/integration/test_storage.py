@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 from bluesky import plans as bp
+from http_timing import kept_alive_seconds
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from tiled.queries import Key
@@ -118,3 +119,7 @@ def test_embedded_catalogs_persist_across_restarts(tmp_path):
         counts = np.asarray(run["primary"]["probe_counts"].read())
         assert list(counts) == [7, 7, 7, 7]
         assert again.raw[-1].start["uid"] == uid
+
+
+def test_embedded_server_answers_kept_alive_connections_without_delay(tiled_server):
+    assert kept_alive_seconds(tiled_server.uri) < 0.035

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from event_model import compose_run
+from raw_docs import inline_descriptor
 
 from xsvs_bluesky.callback import XSVSCallback
 from xsvs_bluesky.core.dynamics import exponential_kernel
@@ -43,32 +44,7 @@ def raw_run(n_frames: int = N_FRAMES) -> Docs:
     bundle = compose_run(metadata={"scan_id": 11, "sample_name": "silica"})
     docs: Docs = [("start", bundle.start_doc)]
     for i, t_e in enumerate(TIMES):
-        desc = bundle.compose_descriptor(
-            name="primary",
-            data_keys={
-                "det_image": {
-                    "source": "sim",
-                    "dtype": "array",
-                    "shape": list(SHAPE),
-                    "dtype_numpy": "<u2",
-                    "object_name": "det",
-                }
-            },
-            object_keys={"det": ["det_image"]},
-            configuration={
-                "det": {
-                    "data": {"det_acquire_time": t_e},
-                    "timestamps": {"det_acquire_time": 0.0},
-                    "data_keys": {
-                        "det_acquire_time": {
-                            "source": "sim",
-                            "dtype": "number",
-                            "shape": [],
-                        }
-                    },
-                }
-            },
-        )
+        desc = inline_descriptor(bundle, t_e, SHAPE)
         docs.append(("descriptor", desc.descriptor_doc))
         frames = speckle_frames(n_frames, SHAPE, KBAR[i], beta_true(t_e), rng=i + 1)
         frames = frames.astype(np.uint16)

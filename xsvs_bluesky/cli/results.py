@@ -151,7 +151,7 @@ def _show(res: Any, args: argparse.Namespace) -> str:
     if args.format == "json":
         if args.dynamics:
             return json.dumps(api.dynamics_records(dyn), indent=2, allow_nan=False)
-        return api.to_json(res.table)
+        return api.to_json(res.table_columns)
     if args.format == "csv":
         if args.dynamics:
             frame = dyn.copy()
@@ -166,7 +166,7 @@ def _show(res: Any, args: argparse.Namespace) -> str:
     status = res.exit_status or "open"
     if res.stop and res.stop.get("reason"):
         status += f" ({res.stop['reason']})"
-    text = f"{head}\nexit status: {status}\n\n{api.format_table(res.table)}"
+    text = f"{head}\nexit status: {status}\n\n{api.format_table(res.table_columns)}"
     if args.dynamics:  # the flags column and what D's fit says of itself
         from xsvs_bluesky.live import diffusion_from_record, format_dynamics_flags
 

@@ -19,11 +19,9 @@ like this: ``docs/explanation/derived-run.md``; key by key:
 
 from __future__ import annotations
 
-from xsvs_bluesky.derived._compose import (
-    DerivedRun,
-    histogram_backend,
-    software_versions,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from xsvs_bluesky.derived._layout import (
     DYNAMICS,
     DYNAMICS_FLAG_NAMES,
@@ -43,6 +41,24 @@ from xsvs_bluesky.derived._layout import (
     estimator_key,
     schema_markdown,
 )
+
+if TYPE_CHECKING:
+    from xsvs_bluesky.derived._compose import (
+        DerivedRun,
+        histogram_backend,
+        software_versions,
+    )
+
+#: The composer imports the analysis (numba, scipy); readers of the layout
+#: (``results``) need none of it, so it is imported on first use.
+_COMPOSE = ("DerivedRun", "histogram_backend", "software_versions")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _COMPOSE:
+        return getattr(importlib.import_module("xsvs_bluesky.derived._compose"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Stream names (kept for readers of layout 1, whose names were the same).
 PROGRESS_STREAM = PROGRESS.name

@@ -19,10 +19,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from xsvs_bluesky.analysis import FLAG_FIT_FAILED
-from xsvs_bluesky.core.dynamics import DIFFUSION_STATUSES, DYNAMICS_FLAGS
-from xsvs_bluesky.core.estimators import FLAGS
-
 __all__ = [
     "DYNAMICS",
     "DYNAMICS_FLAG_NAMES",
@@ -51,14 +47,58 @@ OBJECT_NAME = "xsvs"
 
 COUNT_UNITS = "counts/pixel/frame"
 
-RESULT_FLAGS: tuple[str, ...] = (*FLAGS, FLAG_FIT_FAILED, "other")
+# The legends are written out here, not built from the analysis' flag lists:
+# they are part of the stored layout, and a reader (``results``) then needs
+# neither numba nor scipy.  The tests check that every flag the analysis can
+# raise has its bit, in the order of the analysis' lists.
+RESULT_FLAGS: tuple[str, ...] = (
+    # xsvs_bluesky.core.estimators.FLAGS
+    "boundary",
+    "low-statistics",
+    "no-convergence",
+    "no-data",
+    "negative-contrast",
+    "legacy-r-1",
+    "fallback-bins",
+    # xsvs_bluesky.analysis.FLAG_FIT_FAILED
+    "fit-failed",
+    "other",
+)
 """Legend of the ``flags`` bitmask of ``results``: bit ``i`` = name ``i``.
 
 Fixed for the layout (a flag name outside it sets the ``other`` bit), so
 rows written while a run goes on share one legend.
 """
 
-DYNAMICS_FLAG_NAMES: tuple[str, ...] = (*DYNAMICS_FLAGS, "other")
+#: What the dynamics stream's ``D_status`` may say (written out like the
+#: legends; xsvs_bluesky.core.dynamics.DIFFUSION_STATUSES, checked by a test).
+D_STATUSES: tuple[str, ...] = (
+    "diffusive",
+    "poor-fit",
+    "non-diffusive",
+    "not yet determined",
+    "no-data",
+)
+
+DYNAMICS_FLAG_NAMES: tuple[str, ...] = (
+    # xsvs_bluesky.core.dynamics.DYNAMICS_FLAGS
+    "too-few-points",
+    "fit-failed",
+    "poor-fit",
+    "unweighted",
+    "skipped-points",
+    "decay-too-fast",
+    "decay-too-slow",
+    "exponent-at-bound",
+    "singular-covariance",
+    "no-dof",
+    "non-positive-beta0",
+    "not-converged",
+    "non-diffusive",
+    "no-scaling-check",
+    "too-few-partitions",
+    "other",
+)
 """Legend of the ``flags`` and ``D_flags`` bitmasks of ``dynamics``."""
 
 PROVENANCE_KEYS: tuple[str, ...] = (
@@ -421,7 +461,7 @@ DYNAMICS = StreamLayout(
             "str",
             "",
             "what may be said about D: "
-            + ", ".join(f"`{s}`" for s in DIFFUSION_STATUSES)
+            + ", ".join(f"`{s}`" for s in D_STATUSES)
             + " (`non-diffusive`: Gamma/q^2 not constant within errors, D is "
             "not the result; `poor-fit`: D stands with its inflated error); "
             "absent in runs written before it",

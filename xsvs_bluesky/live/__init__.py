@@ -22,28 +22,47 @@ The live wiring (:class:`LiveSession`, :class:`QueuedCallback`,
 :func:`close_engine`) and :class:`AbortOnSignal` (SIGINT/SIGTERM stop a
 RunEngine's plan at once, marked abort) are re-exported by
 :mod:`xsvs_bluesky.demo`.
+
+Each name is imported on first use (like the package's top level), so the
+dynamics text loads neither event-model nor the session's modules.
 """
 
 from __future__ import annotations
 
-from xsvs_bluesky.live._dynamics_text import (
-    NOT_YET_DETERMINED,
-    diffusion_from_record,
-    format_dynamics_flags,
-)
-from xsvs_bluesky.live._feedback import (
-    LiveXSVSFigure,
-    LiveXSVSTable,
-    ProgressPrinter,
-)
-from xsvs_bluesky.live._queued import (
-    QueuedCallback,
-)
-from xsvs_bluesky.live._session import (
-    LiveSession,
-    close_engine,
-)
-from xsvs_bluesky.live._signals import AbortOnSignal, signal_reason
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xsvs_bluesky.live._dynamics_text import (
+        NOT_YET_DETERMINED,
+        diffusion_from_record,
+        format_dynamics_flags,
+    )
+    from xsvs_bluesky.live._feedback import (
+        LiveXSVSFigure,
+        LiveXSVSTable,
+        ProgressPrinter,
+    )
+    from xsvs_bluesky.live._queued import QueuedCallback
+    from xsvs_bluesky.live._session import LiveSession, close_engine
+    from xsvs_bluesky.live._signals import AbortOnSignal, signal_reason
+
+#: public name -> module that defines it, imported on first use: the dynamics
+#: text (``results --dynamics``, ``analyze --dynamics``) needs neither the
+#: document routers (event-model) nor the session
+_LAZY = {
+    "NOT_YET_DETERMINED": "xsvs_bluesky.live._dynamics_text",
+    "diffusion_from_record": "xsvs_bluesky.live._dynamics_text",
+    "format_dynamics_flags": "xsvs_bluesky.live._dynamics_text",
+    "LiveXSVSFigure": "xsvs_bluesky.live._feedback",
+    "LiveXSVSTable": "xsvs_bluesky.live._feedback",
+    "ProgressPrinter": "xsvs_bluesky.live._feedback",
+    "QueuedCallback": "xsvs_bluesky.live._queued",
+    "LiveSession": "xsvs_bluesky.live._session",
+    "close_engine": "xsvs_bluesky.live._session",
+    "AbortOnSignal": "xsvs_bluesky.live._signals",
+    "signal_reason": "xsvs_bluesky.live._signals",
+}
 
 __all__ = [
     "NOT_YET_DETERMINED",
@@ -58,3 +77,16 @@ __all__ = [
     "format_dynamics_flags",
     "signal_reason",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -84,31 +84,41 @@ class ReplayedRun:
         return f"raw run {self.uid} ({status}; {where})"
 
 
+_UIDS_PER_QUERY = 100
+
+
 def replays_of(catalogs: Any, content_hash: str) -> list[ReplayedRun]:
     """Every raw run with this content hash, in catalog order.
 
     Runs named in another run's ``xsvs_replay["supersedes"]`` are left out.
+    Two searches whatever the number of runs found (up to 100): the raw
+    runs, then the derived runs of all of them at once.
     """
-    from tiled.queries import Key
+    from tiled.queries import In, Key
 
     found = catalogs.raw.search(Key(f"{REPLAY_KEY}.content_hash") == content_hash)
+    raw = [(str(uid), node.metadata) for uid, node in found.items()]
+    derived: dict[str, list[tuple[str, str | None]]] = {uid: [] for uid, _ in raw}
+    uids = [uid for uid, _ in raw]
+    for first in range(0, len(uids), _UIDS_PER_QUERY):  # the query is in the URL
+        query = In("start.original_run_uid", uids[first : first + _UIDS_PER_QUERY])
+        for uid, node in catalogs.processed.search(query).items():
+            md = node.metadata
+            original = str((md.get("start") or {}).get("original_run_uid"))
+            status = (md.get("stop") or {}).get("exit_status")
+            derived.setdefault(original, []).append((str(uid), status))
     runs, superseded = [], set()
-    for uid, node in found.items():
-        md = node.metadata
+    for uid, md in raw:
         record = md.get("start", {}).get(REPLAY_KEY, {})
         superseded.update(record.get("supersedes", ()))
         stop = md.get("stop") or {}
         run_dir = record.get("run_dir")
-        derived = catalogs.processed.search(Key("original_run_uid") == str(uid))
         runs.append(
             ReplayedRun(
-                uid=str(uid),
+                uid=uid,
                 status=stop.get("exit_status"),
                 run_dir=Path(run_dir) if run_dir else None,
-                derived=tuple(
-                    (str(k), (v.metadata.get("stop") or {}).get("exit_status"))
-                    for k, v in derived.items()
-                ),
+                derived=tuple(derived[uid]),
             )
         )
     return [r for r in runs if r.uid not in superseded]

@@ -36,6 +36,7 @@ from xsvs_bluesky.replay._docs import (
     RawRunComposer,
     stream_names,
 )
+from xsvs_bluesky.replay._feed import ExposureFeed
 from xsvs_bluesky.replay._result import ReplayResult
 from xsvs_bluesky.replay._scan import scan_inputs
 from xsvs_bluesky.replay._write import Progress, write_series
@@ -57,7 +58,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_BIG_BATCH = 1_000_000  # the writers register data once, at the stop document
+_BIG_BATCH = 1_000_000  # the derived writer: pages, not batches
 
 
 class LegacyReplay:
@@ -370,13 +371,16 @@ class LegacyReplay:
         # backup until Tiled stored it; runs the server fails stay there
         spools = _spooling_writers(catalogs)
         raw_writer = WriterGuard(spools[0], "raw")
+        # the raw run's writer registers each exposure's frames as soon as the
+        # exposure is written, from a worker thread (ExposureFeed)
+        raw_feed = ExposureFeed(raw_writer)
         derived_writer = WriterGuard(spools[1], "derived")
         callback = XSVSCallback(emit=derived_writer, **self.callback_options)
         # the analysis first: at the raw stop document the derived run is
-        # completed and stored before the raw writer flushes its batch
+        # completed and stored before the raw writer writes the stop
         composer = RawRunComposer(
             self,
-            [callback, raw_writer, *extra_targets],
+            [callback, raw_feed, *extra_targets],
             scan_id=allocate_scan_id(catalogs, folder) if scan_id is None else scan_id,
             folder=folder,
             supersedes=supersedes,
@@ -392,6 +396,7 @@ class LegacyReplay:
                 ) from None
             try:
                 n_frames = write_series(self, composer, run_dir, progress)
+                raw_feed.flush()  # the last exposure's frames, during the final fits
                 composer.stop("success", composer.skipped_reason())
             except BaseException as err:
                 self._end_stopped(err, composer, callback, raw_writer, derived_writer)

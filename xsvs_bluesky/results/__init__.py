@@ -48,6 +48,7 @@ from xsvs_bluesky.results._tables import (
     decode_flags,
     exposure_lines,
     pm_text,
+    table_columns,
 )
 
 __all__ = [
@@ -72,6 +73,7 @@ __all__ = [
     "pm_text",
     "records",
     "search_runs",
+    "table_columns",
     "to_csv",
     "to_json",
 ]

@@ -10,7 +10,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
 
 from xsvs_bluesky.core.geometry import Geometry
@@ -28,17 +27,18 @@ from xsvs_bluesky.results._tables import (
     DYNAMICS_KEYS,
     RECORD_KEYS,
     build_dynamics,
-    build_table,
     decode_flags,
     dynamics_records,
     format_dynamics,
     format_table,
     records,
+    table_columns,
     to_csv,
     to_json,
 )
 
-if TYPE_CHECKING:  # xarray is imported on first use of an array (~0.3 s)
+if TYPE_CHECKING:  # xarray, pandas: imported on first use (~0.3 s each)
+    import pandas as pd
     import xarray as xr
 
 __all__ = [
@@ -127,6 +127,9 @@ class RunResults:
     table : pandas.DataFrame
         Tidy ``beta(t_e, q)``: one row per exposure and partition, columns
         :data:`RECORD_KEYS` (``flags`` lists of str).
+    table_columns : dict
+        The same table as ``{column: values}`` without pandas (what
+        ``format_table``, ``records`` and ``to_json`` also take).
     histograms, histograms_std : xarray.DataArray
         Mean over frames of the per-frame ``P(k)`` and its per-frame standard
         deviation, dims ``(exposure, partition, k)``; zero beyond
@@ -238,6 +241,13 @@ class RunResults:
         )
 
     @cached_property
+    def _table_arrays(self) -> Mapping[str, NDArray[Any]]:
+        """What the table needs: layout 2's ``results`` stream alone."""
+        if self.schema_version < 2:
+            return self._arrays
+        return pivot_results(self._columns(RESULTS.name))
+
+    @cached_property
     def _dynamics_arrays(self) -> Mapping[str, NDArray[Any]]:
         """The dynamics fit keyed as layout 1's ``dynamics`` stream."""
         if DYNAMICS.name not in self.source.stream_names:
@@ -335,15 +345,22 @@ class RunResults:
             One of the numeric :data:`RECORD_KEYS`, e.g. ``"beta"``.
         """
         n_q = self.q.size
-        values = self.table[column].to_numpy()
+        values = np.asarray(self.table_columns[column])
         return values.reshape(-1, n_q) if n_q else values.reshape(0, 0)
 
     @cached_property
     def table(self) -> pd.DataFrame:  # noqa: D102
-        return build_table(
+        import pandas as pd
+
+        return pd.DataFrame(self.table_columns, columns=list(RECORD_KEYS))
+
+    @cached_property
+    def table_columns(self) -> dict[str, Any]:
+        """:attr:`table` as ``{column: values}`` (same rows), without pandas."""
+        return table_columns(
             self.uid,
             self.raw_uid,
-            self._arrays,
+            self._table_arrays,
             self.source.flag_names(RESULTS.name),
         )
 

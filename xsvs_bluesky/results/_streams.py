@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
 
 from xsvs_bluesky.errors import NotFoundError, RunNotFoundError
@@ -279,7 +278,7 @@ class TiledSource(StreamSource):
         self._names: tuple[str, ...] | None = None  # listed on first need
         self._meta: dict[str, Mapping[str, Any]] = {}
         self._nodes: dict[str, dict[str, Any]] = {}
-        self._tables: dict[str, pd.DataFrame | None] = {}
+        self._tables: dict[str, dict[str, NDArray[Any]] | None] = {}
         self._cache: dict[tuple[str, str], NDArray[Any]] = {}
 
     def _open(self, stream: str) -> None:
@@ -308,12 +307,14 @@ class TiledSource(StreamSource):
             return
         self._nodes[stream] = dict(base.items())
 
-    def _table(self, stream: str) -> pd.DataFrame | None:
+    def _table(self, stream: str) -> dict[str, NDArray[Any]] | None:
+        """Return the columns of a stream's table, in ``seq_num`` order."""
         if stream not in self._tables:
             node = self._nodes[stream].get("internal")
-            table = None if node is None else node.read()
+            table = None if node is None else _read_columns(node)
             if table is not None and "seq_num" in table:
-                table = table.sort_values("seq_num")
+                order = np.argsort(table["seq_num"], kind="stable")
+                table = {k: v[order] for k, v in table.items()}
             self._tables[stream] = table
         return self._tables[stream]
 
@@ -389,7 +390,62 @@ def _is_plain_container(client: Any) -> bool:
     )
 
 
-def _column_array(column: pd.Series, data_key: Mapping[str, Any]) -> NDArray[Any]:
+def _read_columns(node: Any) -> dict[str, NDArray[Any]]:
+    """Every column of a table node as a numpy array.
+
+    A light client (:mod:`xsvs_bluesky.storage._light`) reads Arrow, without
+    pandas; Tiled's own table client reads a pandas DataFrame.  Integers with
+    missing values become floats with NaN either way.
+    """
+    read_arrow = getattr(node, "read_arrow", None)
+    if read_arrow is not None:
+        table = read_arrow()
+        return {
+            str(name): _arrow_numpy(table.column(name)) for name in table.column_names
+        }
+    frame = node.read()
+    return {str(name): np.asarray(frame[name].to_numpy()) for name in frame.columns}
+
+
+_FLOATS = {"halffloat": "<f2", "float": "<f4", "double": "<f8"}
+
+
+def _arrow_numpy(column: Any) -> NDArray[Any]:
+    """Convert a ``pyarrow.ChunkedArray`` to numpy as pandas would.
+
+    Integers and floats straight from their buffers (integers with missing
+    values become float64 with NaN), booleans without missing values as
+    bool; anything else as Python objects.
+    pyarrow's own ``to_numpy`` imports pandas (~0.3 s) for this.
+    """
+    import pyarrow as pa
+
+    kind = column.type
+    numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind)
+    if not numeric:
+        values = column.to_pylist()
+        if pa.types.is_boolean(kind) and None not in values:
+            return np.asarray(values, dtype=bool)
+        return np.asarray(values, dtype=object)
+    dtype = np.dtype(_FLOATS.get(str(kind), str(kind)))
+    parts = []
+    for chunk in column.chunks:
+        values = np.frombuffer(
+            chunk.buffers()[1], dtype=dtype, count=chunk.offset + len(chunk)
+        )[chunk.offset :]
+        if chunk.null_count:
+            missing = np.asarray(chunk.is_null().to_pylist(), dtype=bool)
+            values = values.astype(np.float64)
+            values[missing] = np.nan
+        parts.append(values)
+    if not parts:
+        return np.empty(0, dtype=dtype)
+    if any(p.dtype != parts[0].dtype for p in parts):
+        return np.concatenate([p.astype(np.float64) for p in parts])
+    return np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
+
+
+def _column_array(column: NDArray[Any], data_key: Mapping[str, Any]) -> NDArray[Any]:
     if data_key.get("dtype") == "string" or column.dtype == object:
         return np.asarray([str(v) for v in column])
-    return np.asarray(column.to_numpy())
+    return np.asarray(column)

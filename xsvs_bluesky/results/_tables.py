@@ -11,12 +11,15 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections import namedtuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "DYNAMICS_KEYS",
@@ -31,6 +34,7 @@ __all__ = [
     "exposure_lines",
     "format_table",
     "records",
+    "table_columns",
     "to_csv",
     "to_json",
 ]
@@ -107,28 +111,16 @@ def _column(arrays: Mapping[str, NDArray[Any]], key: str, n_exp: int, n_q: int) 
     return arr.reshape(n_exp, n_q)
 
 
-def build_table(
+def table_columns(
     run_uid: str,
     raw_uid: str | None,
     arrays: Mapping[str, NDArray[Any]],
     flag_names: Sequence[str],
-) -> pd.DataFrame:
-    """Build the tidy ``beta(t_e, q)`` table of a ``results`` stream.
+) -> dict[str, Any]:
+    """Return the columns of :func:`build_table` (``{key: values}``, no pandas).
 
-    Parameters
-    ----------
-    run_uid, raw_uid : str
-        uids of the derived run and of the raw run it analysed.
-    arrays : mapping
-        Data of the ``results`` stream, each key stacked over events
-        (exposures) on the first axis.
-    flag_names : sequence of str
-        Names of the flag bits.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per exposure and partition, columns :data:`RECORD_KEYS`.
+    Same parameters as :func:`build_table`; keys :data:`RECORD_KEYS` in
+    order, each an array or a list of one value per row.
     """
     q_all = np.asarray(arrays.get("q", np.empty((0, 0))), dtype=np.float64)
     n_exp = q_all.shape[0] if q_all.ndim == 2 else 0
@@ -158,7 +150,57 @@ def build_table(
         [] if not np.isfinite(b) else decode_flags(int(b), flag_names)
         for b in flags.astype(np.float64).ravel()
     ]
-    return pd.DataFrame(rows, columns=list(RECORD_KEYS))
+    return {key: rows[key] for key in RECORD_KEYS}
+
+
+def build_table(
+    run_uid: str,
+    raw_uid: str | None,
+    arrays: Mapping[str, NDArray[Any]],
+    flag_names: Sequence[str],
+) -> pd.DataFrame:
+    """Build the tidy ``beta(t_e, q)`` table of a ``results`` stream.
+
+    Parameters
+    ----------
+    run_uid, raw_uid : str
+        uids of the derived run and of the raw run it analysed.
+    arrays : mapping
+        Data of the ``results`` stream, each key stacked over events
+        (exposures) on the first axis.
+    flag_names : sequence of str
+        Names of the flag bits.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per exposure and partition, columns :data:`RECORD_KEYS`.
+    """
+    import pandas as pd
+
+    columns = table_columns(run_uid, raw_uid, arrays, flag_names)
+    return pd.DataFrame(columns, columns=list(RECORD_KEYS))
+
+
+Table = Any
+"""A results table: a ``pandas.DataFrame`` or :func:`table_columns`' mapping."""
+
+_Record = namedtuple("_Record", RECORD_KEYS)  # type: ignore[misc]
+
+
+def _rows(table: Table) -> Iterator[Any]:
+    """Yield the rows of ``table`` in :data:`RECORD_KEYS` order, fields by name."""
+    if isinstance(table, Mapping):
+        for row in zip(*(table[k] for k in RECORD_KEYS), strict=True):
+            yield _Record(*row)
+        return
+    yield from table.loc[:, list(RECORD_KEYS)].itertuples(index=False, name="_Record")
+
+
+def _n_rows(table: Table) -> int:
+    if isinstance(table, Mapping):
+        return len(table[RECORD_KEYS[0]])
+    return len(table)
 
 
 def build_dynamics(
@@ -182,6 +224,8 @@ def build_dynamics(
         ``chi2``, ``dof`` and ``flags`` (list of str), then ``D_status`` and
         ``D_error_scale`` (repeated on every row) when the run stored them.
     """
+    import pandas as pd
+
     gamma = np.asarray(arrays.get("gamma", np.empty((0, 0))), dtype=np.float64)
     if gamma.ndim != 2 or gamma.size == 0:
         return None
@@ -220,13 +264,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def records(table: pd.DataFrame) -> list[dict[str, Any]]:
+def records(table: Table) -> list[dict[str, Any]]:
     """Convert a table to JSON-ready records with exactly :data:`RECORD_KEYS`.
 
     Parameters
     ----------
-    table : pandas.DataFrame
-        A results table (e.g. ``RunResults.table``).
+    table : pandas.DataFrame or mapping
+        A results table (e.g. ``RunResults.table``, or its columns
+        ``RunResults.table_columns``).
 
     Returns
     -------
@@ -235,7 +280,7 @@ def records(table: pd.DataFrame) -> list[dict[str, Any]]:
         values (``NaN`` -> ``None``, ``flags`` a list of str).
     """
     out = []
-    for row in table.loc[:, list(RECORD_KEYS)].itertuples(index=False, name=None):
+    for row in _rows(table):
         rec = {key: _plain(value) for key, value in zip(RECORD_KEYS, row, strict=True)}
         rec["flags"] = [str(f) for f in (rec["flags"] or [])]
         out.append(rec)
@@ -251,17 +296,21 @@ def dynamics_records(dynamics: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def to_json(table: pd.DataFrame, *, indent: int | None = 2) -> str:
+def to_json(table: Table, *, indent: int | None = 2) -> str:
     """Return the :func:`records` of ``table`` as a JSON array (strict JSON)."""
     return json.dumps(records(table), indent=indent, allow_nan=False)
 
 
-def to_csv(table: pd.DataFrame) -> str:
+def to_csv(table: Table) -> str:
     """Return the :func:`records` of ``table`` as CSV text.
 
     Columns :data:`RECORD_KEYS`; ``flags`` joined with ``;``; missing values
     empty; floats with full precision.
     """
+    import pandas as pd
+
+    if isinstance(table, Mapping):
+        table = pd.DataFrame(table, columns=list(RECORD_KEYS))
     frame = table.loc[:, list(RECORD_KEYS)].copy()
     frame["flags"] = [";".join(map(str, f)) for f in frame["flags"]]
     buf = io.StringIO()
@@ -280,17 +329,17 @@ def as_text(value: float, fmt: str) -> str:
     return fmt.format(value) if math.isfinite(value) else "nan"
 
 
-def exposure_lines(
-    head: str, table: pd.DataFrame, line: Callable[[Any], str]
-) -> list[str]:
+def exposure_lines(head: str, table: Any, line: Callable[[Any], str]) -> list[str]:
     """Return the lines of a text table, one exposure block after the other.
 
-    ``head``, a rule, then ``line(row)`` for each row of ``table``, with a
-    blank line wherever its ``exposure`` column changes.
+    ``head``, a rule, then ``line(row)`` for each row of ``table`` (a
+    DataFrame, or an iterable of rows with named fields), with a blank line
+    wherever its ``exposure`` column changes.
     """
     lines = [head, "-" * len(head)]
     previous = None
-    for row in table.itertuples(index=False):
+    rows = table.itertuples(index=False) if hasattr(table, "itertuples") else table
+    for row in rows:
         if previous is not None and row.exposure != previous:
             lines.append("")
         previous = row.exposure
@@ -298,7 +347,7 @@ def exposure_lines(
     return lines
 
 
-def format_table(table: pd.DataFrame) -> str:
+def format_table(table: Table) -> str:
     """Readable fixed-width text of a results table, one line per row.
 
     Columns: exposure index, exposure time (s), q (1/Angstrom), mean count
@@ -311,7 +360,7 @@ def format_table(table: pd.DataFrame) -> str:
     )
     lines = exposure_lines(
         head,
-        table,
+        _rows(table),
         lambda row: (
             f"{int(row.exposure):>4d} {as_text(row.exposure_time, '{:.3e}'):>10} "
             f"{as_text(row.q, '{:.3e}'):>10} {as_text(row.kbar, '{:.4g}'):>9} "
@@ -319,7 +368,7 @@ def format_table(table: pd.DataFrame) -> str:
             f"{','.join(row.flags)}".rstrip()
         ),
     )
-    if len(table) == 0:
+    if _n_rows(table) == 0:
         lines.append("(no results)")
     return "\n".join(lines)
 

@@ -83,23 +83,23 @@ class LightArrayClient(_LightNode):
 class LightTableClient(_LightNode):
     """A table node read whole into a pandas DataFrame (Arrow by partition)."""
 
-    def read(self) -> Any:
-        """Return the whole table as a ``pandas.DataFrame``."""
-        import pandas as pd
+    def read_arrow(self) -> Any:
+        """Return the whole table as a ``pyarrow.Table`` (no pandas)."""
         import pyarrow as pa
+        import pyarrow.ipc
 
         parts = self.item["attributes"]["structure"].get("npartitions", 1)
-        frames = [
-            pa.ipc.open_file(
+        tables = [
+            pyarrow.ipc.open_file(
                 pa.BufferReader(self._get("partition", _ARROW_FILE, partition=i))
-            )
-            .read_all()
-            .to_pandas()
+            ).read_all()
             for i in range(parts)
         ]
-        if len(frames) == 1:
-            return frames[0]
-        return pd.concat(frames, ignore_index=True)
+        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+    def read(self) -> Any:
+        """Return the whole table as a ``pandas.DataFrame``."""
+        return self.read_arrow().to_pandas()
 
 
 #: ``structure_clients`` for :func:`tiled.client.from_uri`: plain clients for

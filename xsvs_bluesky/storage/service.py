@@ -291,12 +291,13 @@ def serve(
         from tiled.config import parse_configs
         from tiled.server.app import build_app_from_config
 
-        from xsvs_bluesky.storage._app import log_config
+        from xsvs_bluesky.storage._app import log_config, no_delay
 
         key = folder.api_key(default=api_key)
         assert key is not None
         try:
             sock = socket.create_server((host, port), reuse_port=False)
+            no_delay(sock)
         except OSError as err:
             raise StorageError(
                 f"cannot listen on {host}:{port} ({err}); give another --port"

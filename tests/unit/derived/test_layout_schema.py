@@ -118,3 +118,34 @@ def test_row_uids_past_the_kept_suffixes(monkeypatch):
     assert len(_compose._SUFFIXES) == 3
     assert _compose._row_uids(0) == []
     assert _compose._row_uids(2)[0] != uids[0]
+
+
+def test_flag_legends_follow_the_analysis_flag_lists():
+    from xsvs_bluesky.analysis import FLAG_FIT_FAILED
+    from xsvs_bluesky.core.dynamics import DYNAMICS_FLAGS
+    from xsvs_bluesky.core.estimators import FLAGS
+    from xsvs_bluesky.derived import DYNAMICS_FLAG_NAMES, RESULT_FLAGS
+
+    assert RESULT_FLAGS == (*FLAGS, FLAG_FIT_FAILED, "other")
+    assert DYNAMICS_FLAG_NAMES == (*DYNAMICS_FLAGS, "other")
+
+
+def test_d_statuses_follow_the_dynamics_fit():
+    from xsvs_bluesky.core.dynamics import DIFFUSION_STATUSES
+    from xsvs_bluesky.derived._layout import D_STATUSES
+
+    assert D_STATUSES == DIFFUSION_STATUSES
+
+
+def test_readers_of_the_layout_import_neither_numba_nor_scipy():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, xsvs_bluesky.results, xsvs_bluesky.derived\n"
+        "print(sorted(m for m in ('numba', 'scipy', 'pandas') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert done.stdout.strip() == "[]", done.stderr
