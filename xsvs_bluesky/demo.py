@@ -12,8 +12,10 @@ over :data:`DEMO_EXPOSURE_TIMES`.
 The live path of ``docs/how-to/live-at-beamline.md`` is re-exported here:
 :class:`LiveSession` wires a RunEngine to Tiled and to the analysis, which
 runs in a :class:`QueuedCallback` worker so the RunEngine never waits for it;
-:func:`close_engine` ends a RunEngine's event loop.  The ``xsvs-bluesky demo``
-command, the IPython ``profile_collection`` and the tests use the same pieces.
+:func:`close_engine` ends a RunEngine's event loop; :class:`AbortOnSignal`
+makes the first Ctrl-C or SIGTERM abort the running plan at once.  The
+``xsvs-bluesky demo`` command, the IPython ``profile_collection`` and the
+tests use the same pieces.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from xsvs_bluesky.live import LiveSession, QueuedCallback, close_engine
+from xsvs_bluesky.live import AbortOnSignal, LiveSession, QueuedCallback, close_engine
 from xsvs_bluesky.sim.speckle import SpeckleModel
 
 __all__ = [
+    "AbortOnSignal",
     "DEMO_EXPOSURE_TIMES",
     "DEMO_RINGS",
     "LiveSession",

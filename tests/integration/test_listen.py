@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pytest
 from helpers import free_port
+from tiled.queries import Key
 
 from xsvs_bluesky.callback import XSVSCallback
 from xsvs_bluesky.core.geometry import Geometry
@@ -114,17 +115,27 @@ def zmq_proxy() -> Any:
 class ListenerProcess:
     """``xsvs-bluesky listen`` in a subprocess; its stdout/stderr lines kept."""
 
-    def __init__(self, catalogs: Any, *args: str) -> None:
-        keys = [
-            c.uri.rstrip("/").rsplit("/", 1)[-1]
-            for c in (catalogs.raw, catalogs.processed)
-        ]
-        cmd = [
-            sys.executable, "-m", "xsvs_bluesky.cli", "listen", *args,
-            "--tiled-uri", catalogs.uri,
-            "--raw-catalog", keys[0], "--processed-catalog", keys[1],
-        ]  # fmt: skip
-        env = {**os.environ, "TILED_API_KEY": catalogs.api_key}
+    def __init__(
+        self,
+        catalogs: Any,
+        *args: str,
+        store: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``store``: where the runs go instead of ``catalogs`` (e.g. --data-dir)."""
+        if store is None:
+            keys = [
+                c.uri.rstrip("/").rsplit("/", 1)[-1]
+                for c in (catalogs.raw, catalogs.processed)
+            ]
+            store = [
+                "--tiled-uri", catalogs.uri,
+                "--raw-catalog", keys[0], "--processed-catalog", keys[1],
+                "--backup-dir", str(catalogs.backup_dir),
+            ]  # fmt: skip
+            env = {"TILED_API_KEY": catalogs.api_key, **(env or {})}
+        cmd = [sys.executable, "-m", "xsvs_bluesky.cli", "listen", *args, *store]
+        env = {**os.environ, **(env or {})}
         self.proc = subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True,
@@ -421,3 +432,194 @@ def test_inline_step_scan_over_0mq_is_analysed_by_listen(RE, catalogs, zmq_proxy
     expected = RunResults.from_documents(docs)
     assert len(stored.table) == len(expected.table) > 0
     np.testing.assert_array_equal(table(stored).to_numpy(), table(expected).to_numpy())
+
+
+def run_published(RE: Any, publisher: Any, det: Any, on_doc: Any = None) -> Any:
+    """One fly scan published on 0MQ; its uid and the in-process analysis."""
+    docs, token = in_process(RE)
+    tokens = [token, RE.subscribe(publisher)]
+    if on_doc is not None:
+        tokens.append(RE.subscribe(on_doc))
+    try:
+        (uid,) = RE(xsvs_series(det, TIMES, 60, sample_name="latex", partitions=PARTS))
+    finally:
+        for t in tokens:
+            RE.unsubscribe(t)
+    return uid, RunResults.from_documents(docs)
+
+
+@pytest.mark.parametrize("fault", ["kill", "pause"])
+def test_a_tiled_outage_under_listen_over_0mq_costs_no_derived_run(
+    zmq_proxy, tmp_path, fault
+):
+    """Killed: the derived run goes to the backup, written once it answers.
+
+    Paused for 3 s (SIGSTOP, SIGCONT): the derived run is stored whole.
+    """
+    from test_outage import Server
+
+    in_port, out_port = zmq_proxy
+    server = Server(tmp_path / "xsvs-data")
+    server.start()
+    try:
+        _outage_under_listen(server, tmp_path, in_port, out_port, fault)
+    finally:
+        server.stop()
+
+
+def _outage_under_listen(
+    server: Any, tmp_path: Path, in_port: int, out_port: int, fault: str
+) -> None:
+    from bluesky import RunEngine
+
+    from xsvs_bluesky.demo import close_engine
+    from xsvs_bluesky.listen import zmq_publisher
+    from xsvs_bluesky.storage import backup_files, open_catalogs
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    backup = server.data_dir.resolve() / "backup"
+    listener = ListenerProcess(
+        None, "--zmq", f"127.0.0.1:{out_port}", "--allow-root", str(frames),
+        "--no-tiled-frames",
+        store=["--data-dir", str(server.data_dir)],
+        env={"XSVS_BLUESKY_RETRY_S": "2"},
+    )  # fmt: skip
+    RE = RunEngine({}, context_managers=[])
+    publisher = zmq_publisher(f"127.0.0.1:{in_port}")
+    timers: list[threading.Timer] = []
+
+    def fault_at_second_stream(name: str, doc: dict[str, Any]) -> None:
+        if name == "descriptor" and doc.get("name") == "exposure_1":
+            if fault == "kill":
+                server.kill()
+            else:
+                os.kill(server.pid, signal.SIGSTOP)
+                timers.append(threading.Timer(3, os.kill, (server.pid, signal.SIGCONT)))
+                timers[-1].start()
+
+    try:
+        listener.ready()
+        time.sleep(1.0)  # 0MQ subscriptions propagate asynchronously
+        det = fly_detector(frames)
+        uid1, expected1 = run_published(RE, publisher, det, fault_at_second_stream)
+        line1 = listener.wait_for(f"raw run {uid1}: success", listener.out)
+        runs = [(uid1, expected1)]
+        if fault == "kill":
+            server.wait_gone()
+            assert f"KEPT IN THE BACKUP {backup} (the Tiled server failed: " in line1
+            (kept,) = backup_files(backup)  # the derived run, whole
+            assert kept.stem == derived_uid(line1)
+            server.start()  # on the same folder and port
+            # the next run's start finds the server again: the writer writes
+            # the kept run, then the new one
+            uid2, expected2 = run_published(RE, publisher, det)
+            line2 = listener.wait_for(f"raw run {uid2}: success", listener.out)
+            assert "KEPT" not in line2 and "NOT STORED" not in line2
+            runs.append((uid2, expected2))
+        else:
+            assert "KEPT" not in line1 and "NOT STORED" not in line1, line1
+        assert publisher.close() and publisher.dropped == 0
+        assert listener.stop(signal.SIGTERM) == 0, listener.err
+    finally:
+        for timer in timers:
+            timer.join()
+        listener.stop(signal.SIGKILL)
+        close_engine(RE)
+    assert not any("Traceback" in x for x in listener.err), listener.err
+    assert backup_files(backup) == []
+    with open_catalogs(data_dir=server.data_dir) as cats:
+        for uid, expected in runs:
+            (derived,) = cats.processed.search(Key("original_run_uid") == uid)
+            run = cats.processed[derived]
+            assert run.metadata["stop"]["exit_status"] == "success"
+            stored = load_results(run)
+            assert len(stored.table) == len(expected.table) > 0
+            np.testing.assert_array_equal(
+                table(stored).to_numpy(), table(expected).to_numpy()
+            )
+
+
+def test_a_tiled_outage_under_listen_over_nats_redelivers_and_writes_once(
+    nats_url, tmp_path
+):
+    """The derived run is not acknowledged, nor kept: analysed again, stored once."""
+    from test_outage import Server
+
+    server = Server(tmp_path / "xsvs-data")
+    server.start()
+    try:
+        _nats_outage(server, tmp_path, nats_url)
+    finally:
+        server.stop()
+
+
+def _nats_outage(server: Any, tmp_path: Path, nats_url: str) -> None:
+    from bluesky import RunEngine
+
+    from xsvs_bluesky.demo import close_engine
+    from xsvs_bluesky.listen import nats_publisher
+    from xsvs_bluesky.storage import backup_files, open_catalogs
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    backup = server.data_dir.resolve() / "backup"
+    durable = "outage"
+    args = (
+        "--nats", nats_url, "--subject", "xsvs-test", "--create-stream",
+        "--durable", durable, "--ack-wait", "5", "--max-runs", "1",
+        "--allow-root", str(frames), "--no-tiled-frames",
+    )  # fmt: skip
+    where = {"store": ["--data-dir", str(server.data_dir)]}
+    first = ListenerProcess(None, *args, env={"XSVS_BLUESKY_RETRY_S": "2"}, **where)
+    second = None
+    RE = RunEngine({}, context_managers=[])
+
+    def kill_at_second_stream(name: str, doc: dict[str, Any]) -> None:
+        if name == "descriptor" and doc.get("name") == "exposure_1":
+            server.kill()
+
+    try:
+        first.ready()
+        publisher = nats_publisher(nats_url, "xsvs-test")
+        det = fly_detector(frames)
+        docs, token = in_process(RE)
+        tokens = [token, RE.subscribe(publisher), RE.subscribe(kill_at_second_stream)]
+        (uid,) = RE(xsvs_series(det, TIMES, 60, sample_name="x", partitions=PARTS))
+        for t in tokens:
+            RE.unsubscribe(t)
+        assert publisher.close() and publisher.dropped == 0
+        server.wait_gone()
+        # not stored: not acknowledged, and no backup that would write it again
+        assert first.exit_code(timeout=120) == 1, first.err
+        (line,) = first.out
+        assert f"raw run {uid}: success" in line and "NOT STORED" in line, line
+        errors = [x for x in first.err if "error:" in x]
+        assert len(errors) == 1 and "stay on the bus" in errors[0], first.err
+        assert not any("Traceback" in x for x in first.err), first.err
+        assert backup_files(backup) == []
+        assert _consumer_pending(nats_url, durable) > 0
+
+        server.start()
+        second = ListenerProcess(None, *args, **where)
+        line = second.wait_for(f"raw run {uid}: success", second.out)
+        assert second.exit_code() == 0, second.err
+        assert "NOT STORED" not in line
+    finally:
+        first.stop(signal.SIGKILL)
+        if second is not None:
+            second.stop(signal.SIGKILL)
+        close_engine(RE)
+    assert _consumer_pending(nats_url, durable) == 0
+    assert backup_files(backup) == []
+    expected = RunResults.from_documents(docs)
+    with open_catalogs(data_dir=server.data_dir) as cats:
+        found = cats.processed.search(Key("original_run_uid") == uid)
+        stopped = [k for k, v in found.items() if v.metadata.get("stop")]
+        # written once whole (the first attempt may have left its start only)
+        assert stopped == [derived_uid(line)]
+        run = cats.processed[stopped[0]]
+        assert run.metadata["stop"]["exit_status"] == "success"
+        stored = load_results(run)
+        got = table(stored).to_numpy()
+    np.testing.assert_array_equal(got, table(expected).to_numpy())

@@ -211,7 +211,32 @@ def test_server_killed_mid_replay_then_upload_gives_the_runs_of_a_whole_replay(
     assert len(backup_files(backup)) == 2  # the raw and the derived run
     assert seconds < 45
 
+    # the server is still down: upload says so in one line, keeps the backup
+    named = ["--tiled-uri", server.uri, "--backup-dir", str(backup)]
+    code, out, err = run_cli("upload", *named)
+    assert code == 3 and out == "", err
+    assert err.strip().splitlines() == [
+        f"xsvs-bluesky upload: error: the Tiled server at {server.uri} does not "
+        "answer (ConnectError: [Errno 111] Connection refused); 2 run(s) stay in "
+        f"{backup}; run 'xsvs-bluesky upload {' '.join(named)}' again when it "
+        "answers"
+    ]
+    assert len(backup_files(backup)) == 2
+
     server.start()
+    # running but not answering (stopped): the same, after one request
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        code, out, err = run_cli("upload", "--data-dir", server.data_dir)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    assert code == 3 and out == "", err
+    (line,) = err.strip().splitlines()
+    start = f"xsvs-bluesky upload: error: the Tiled server at {server.uri} does not"
+    assert line.startswith(f"{start} answer (ReadTimeout"), line
+    assert f"2 run(s) stay in {backup};" in line
+    assert len(backup_files(backup)) == 2
+
     code, out, err = run_cli("upload", "--data-dir", server.data_dir)
     assert code == 0, err
     lines = out.splitlines()

@@ -30,7 +30,7 @@ from typing import Any
 from .._version import __version__
 from ..errors import XSVSError
 
-__all__ = ["EXTRAS", "Terminated", "main"]
+__all__ = ["EXTRAS", "Interrupted", "Terminated", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(KeyboardInterrupt):
+class Interrupted(KeyboardInterrupt):
+    """A command stopped by a signal after storing what it had.
+
+    Raised by a command that handled SIGINT itself (``demo``); ``detail``
+    (what became of its runs) ends the one line printed.
+    """
+
+    detail: str = ""
+
+
+class Terminated(Interrupted):
     """SIGTERM received: ends a command as Ctrl-C does (runs marked abort)."""
 
 
@@ -267,7 +277,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
         word = "terminated (SIGTERM)" if terminated else "interrupted"
-        print(f"xsvs-bluesky {args.command}: {word}", file=sys.stderr)
+        detail = getattr(exc, "detail", "")
+        line = f"xsvs-bluesky {args.command}: {word}"
+        print(f"{line}; {detail}" if detail else line, file=sys.stderr)
         return 143 if terminated else 130
 
 

@@ -226,6 +226,8 @@ def run(args: argparse.Namespace) -> int:
             rig=rig,
             verbose=verbose,
         )
+    if outcome.signum is not None:
+        raise _interruption(outcome, args, catalogs, data_dir)
     sys.stdout.write(outcome.text + "\n")
     sys.stdout.flush()
     if outcome.backed_up:
@@ -246,6 +248,49 @@ def run(args: argparse.Namespace) -> int:
         )
     _say(f"done in {time.perf_counter() - started:.1f} s")
     return 0 if outcome.status == "success" else 1
+
+
+def _interruption(
+    outcome: DemoOutcome, args: argparse.Namespace, catalogs: Any, data_dir: Path | None
+) -> KeyboardInterrupt:
+    """Return the exception that ends a demo stopped by a signal (one line).
+
+    ``Interrupted`` (exit 130) for SIGINT, ``Terminated`` (143) otherwise;
+    its detail says what became of the runs and where they are.
+    """
+    import signal
+
+    from xsvs_bluesky.cli import Interrupted, Terminated
+    from xsvs_bluesky.cli._common import upload_command
+
+    err: Interrupted
+    if outcome.signum == signal.SIGINT:
+        err = Interrupted()
+    else:
+        err = Terminated(f"signal {signal.Signals(outcome.signum or 0).name}")
+    if not outcome.raw_uid:
+        err.detail = "the scan had not started: no run was written"
+        return err
+    parts = [
+        f"raw run {outcome.raw_uid} stopped {outcome.raw_status or 'without a stop'!r} "
+        f"after {outcome.n_frames} frames"
+    ]
+    if outcome.files:
+        folder = outcome.files[0].parent
+        parts[0] += f", its HDF5 files are kept in {folder}"
+    if outcome.derived_uid:
+        parts.append(f"derived run {outcome.derived_uid} {outcome.status!r}")
+    if outcome.backed_up:
+        first = outcome.backed_up[0]
+        parts.append(
+            f"the Tiled server at {first.server} failed ({first.cause}): "
+            f"{len(outcome.backed_up)} run(s) kept in {first.path.parent}; "
+            f"'{upload_command(args, catalogs)}' writes them when it answers"
+        )
+    else:
+        parts.append(f"stored in {data_dir}" if data_dir else f"at {catalogs.uri}")
+    err.detail = "; ".join(parts)
+    return err
 
 
 def _disk_line(
@@ -281,7 +326,9 @@ def _prepare(seed: int, external: Path, compression: str = "blosc-lz4") -> _Rig:
     from xsvs_bluesky.core.histogram import HistogramAccumulator
     from xsvs_bluesky.demo import DEMO_EXPOSURE_TIMES, demo_model, sim_detector
 
-    RE = RunEngine({})
+    # no SIGINT handler of its own (a deferred pause the fly scan never
+    # reaches): run_demo's AbortOnSignal aborts the scan on SIGINT and SIGTERM
+    RE = RunEngine({}, context_managers=[])
     model = demo_model(seed)
     detector = sim_detector(external, model, compression=compression)
     frame = model.sampler(DEMO_EXPOSURE_TIMES[0]).sample(1)
@@ -316,6 +363,14 @@ class DemoOutcome:
         Bytes of one uncompressed frame.
     backed_up : tuple of BackedUpRun
         Runs the Tiled server did not store: kept in the local backup.
+    signum : int or None
+        The signal (SIGINT, SIGTERM) that stopped the demo: the scan was
+        aborted (or, after it, the analysis), no table was made (``text``
+        empty, ``table`` None).
+    raw_status : str
+        Exit status of the raw run's stop document (empty: no raw run).
+    reason : str
+        The derived run's stop reason.
     """
 
     raw_uid: str
@@ -330,21 +385,34 @@ class DemoOutcome:
     disk_bytes: int = 0
     frame_bytes: int = 0
     backed_up: tuple[Any, ...] = ()
+    signum: int | None = None
+    raw_status: str = "success"
+    reason: str = ""
 
 
-class _Files:
-    """The files the raw run's StreamResource documents name."""
+class _RawRun:
+    """What the RunEngine emitted of the raw run: uid, frames, files, stop."""
 
     def __init__(self) -> None:
+        self.uid = ""
+        self.frames = 0
         self.paths: list[Path] = []
+        self.stop: dict[str, Any] = {}
 
     def __call__(self, name: str, doc: dict[str, Any]) -> None:
-        if name == "stream_resource":
+        if name == "start":
+            self.uid = str(doc["uid"])
+        elif name == "stream_datum":
+            indices = doc["indices"]
+            self.frames += int(indices["stop"]) - int(indices["start"])
+        elif name == "stream_resource":
             from urllib.parse import urlparse
 
             path = Path(urlparse(str(doc["uri"])).path)
             if path not in self.paths:
                 self.paths.append(path)
+        elif name == "stop":
+            self.stop = doc
 
     def size(self) -> int:
         """Bytes on disk of the files that exist."""
@@ -444,6 +512,7 @@ def run_demo(
     """
     from xsvs_bluesky.demo import (
         DEMO_EXPOSURE_TIMES,
+        AbortOnSignal,
         LiveSession,
         close_engine,
         series_plan,
@@ -475,38 +544,69 @@ def run_demo(
     # number every demo's run 1)
     session.RE.scan_id_source = lambda md: allocate_scan_id(catalogs)
     token = session.RE.subscribe(bar)
-    files = _Files()
-    files_token = session.RE.subscribe(files)
-    try:
-        say(
-            f"acquiring {len(times)} exposures x {frames} frames of "
-            f"{model.geometry.shape[0]}x{model.geometry.shape[1]} px "
-            f"(t_e {times[0]:.0e} .. {times[-1]:.1e} s)"
-        )
-        t0 = time.perf_counter()
-        plan = series_plan(rig.detector, frames=frames, exposure_times=times)
-        uids: Any = session.RE(plan)
-        raw_uid = str(uids[0])
-        t1 = time.perf_counter()
-        record = session.record(raw_uid)
-        t2 = time.perf_counter()
-        if record is None or record.derived_uid is None:
-            raise RunError(f"raw run {raw_uid} produced no derived run; see the log")
-        # table and figure from the derived run's documents while the
-        # writer stores them in Tiled
-        results = RunResults.from_documents(derived, record.derived_uid)
-        table = truth_rows(results, model)
-        if figure is not None:
-            save_truth_figure(figure, results, model)
-        session.wait()
-        t3 = time.perf_counter()
-    finally:
-        session.RE.unsubscribe(token)
-        session.RE.unsubscribe(files_token)
-        session.close()
-        close_engine(session.RE)
+    raw = _RawRun()
+    raw_token = session.RE.subscribe(raw)
+    # the first SIGINT or SIGTERM aborts the scan at once (and the analysis
+    # with it); the runs are then stored as usual and the caller exits
+    stopper = AbortOnSignal(session.RE, then=session.interrupt)
+    record: Any = None
+    results: Any = None
+    table: Any = None
+    with stopper:
+        try:
+            say(
+                f"acquiring {len(times)} exposures x {frames} frames of "
+                f"{model.geometry.shape[0]}x{model.geometry.shape[1]} px "
+                f"(t_e {times[0]:.0e} .. {times[-1]:.1e} s)"
+            )
+            t0 = time.perf_counter()
+            plan = series_plan(rig.detector, frames=frames, exposure_times=times)
+            stopper.run(plan)
+            t1 = time.perf_counter()
+            if raw.uid:
+                record = session.record(raw.uid)
+            t2 = time.perf_counter()
+            if not stopper.interrupted:
+                if record is None or record.derived_uid is None:
+                    raise RunError(
+                        f"raw run {raw.uid} produced no derived run; see the log"
+                    )
+                # table and figure from the derived run's documents while
+                # the writer stores them in Tiled
+                results = RunResults.from_documents(derived, record.derived_uid)
+                table = truth_rows(results, model)
+                if figure is not None:
+                    save_truth_figure(figure, results, model)
+            session.wait()
+            t3 = time.perf_counter()
+        finally:
+            session.RE.unsubscribe(token)
+            session.RE.unsubscribe(raw_token)
+            session.close()
+            close_engine(session.RE)
     backed_up = tuple(session.backed_up)
     n = frames * len(times)
+    common: dict[str, Any] = {
+        "raw_uid": raw.uid,
+        "acquisition_s": t1 - t0,
+        "analysis_s": t3 - t0,
+        "files": tuple(raw.paths),
+        "disk_bytes": raw.size(),
+        "frame_bytes": 2 * model.geometry.shape[0] * model.geometry.shape[1],
+        "backed_up": backed_up,
+        "raw_status": str(raw.stop.get("exit_status", "")),
+    }
+    if stopper.interrupted:
+        return DemoOutcome(
+            derived_uid=getattr(record, "derived_uid", None) or "",
+            status=getattr(record, "exit_status", ""),
+            reason=getattr(record, "reason", ""),
+            text="",
+            table=None,
+            n_frames=raw.frames,
+            signum=stopper.signum,
+            **common,
+        )
     (say if verbose else _quiet)(
         f"acquired {n} frames in {t1 - t0:.1f} s ({n / (t1 - t0):.0f} frames/s); "
         f"analysis done {t2 - t1:.1f} s later, derived run stored in Tiled "
@@ -515,16 +615,11 @@ def run_demo(
     if record.exit_status != "success":
         say(f"analysis failed: {record.reason}")
     return DemoOutcome(
-        raw_uid=raw_uid,
         derived_uid=record.derived_uid,
         status=record.exit_status,
+        reason=record.reason,
         text=format_truth_table(table) + diffusion_line(results, model),
         table=table,
-        acquisition_s=t1 - t0,
-        analysis_s=t3 - t0,
         n_frames=n,
-        files=tuple(files.paths),
-        disk_bytes=files.size(),
-        frame_bytes=2 * model.geometry.shape[0] * model.geometry.shape[1],
-        backed_up=backed_up,
+        **common,
     )

@@ -27,8 +27,19 @@ SIGINT/SIGTERM stop it: a run being stored is finished, a run still
 receiving documents gets a derived run marked abort (on NATS its documents
 are analysed again at the next start).
 
+When the Tiled server fails (down, or not answering within the writer's
+retry time: $XSVS_BLUESKY_RETRY_S, default 10 s), the analysis goes on. Over
+0MQ a derived run the server did not store is kept in the local backup
+(<data-dir>/backup, with --tiled-uri ./xsvs-data/backup/HOST_PORT, or
+--backup-dir; its line says KEPT IN THE BACKUP) and written when the server
+answers again (before the next run, at the end, or by 'xsvs-bluesky
+upload'). Over NATS its messages are not acknowledged and it is analysed
+again when the listener restarts (no backup: it is not written twice).
+
 Exit codes: 0 stopped by a signal or after --max-runs, 1 a derived run could
-not be stored, 2 bad input (address, no stream, pickle publisher).
+not be stored (NATS), 2 bad input (address, no stream, pickle publisher), 3
+derived runs left in the backup at the end (one line naming the server, the
+cause and the backup).
 
 Typical commands:
   xsvs-bluesky listen --zmq localhost:5578 --tiled-uri http://tiled:8000
@@ -49,8 +60,10 @@ from typing import Any
 
 from xsvs_bluesky.cli._common import (
     add_catalog_arguments,
+    backup_exit,
     catalogs_from_args,
     positive_int,
+    upload_pending,
 )
 
 __all__ = ["add_arguments", "run"]
@@ -319,11 +332,15 @@ def _listen(
     )
 
     with _stop_on_signals(stop), catalogs_from_args(args, create=True) as cats:
+        upload_pending(_PROG, cats)
+        # 0MQ sends nothing again: a derived run the server fails stays in
+        # the backup until written; NATS sends the run's documents again
         listener = Listener(
             cats,
             access=_access(args, cats),
             tiled_fallback=args.tiled_frames,
             options=options,
+            keep_backups=args.zmq is not None,
         )
         try:
             if args.zmq is not None:
@@ -363,4 +380,6 @@ def _listen(
         except RunNotStoredError as err:
             print(f"{_PROG}: error: {err}", file=sys.stderr)
             return 1
-    return 0
+        finally:
+            left = listener.finish()
+    return backup_exit(_PROG, args, cats, left)

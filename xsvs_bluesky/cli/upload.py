@@ -12,9 +12,9 @@ writing are left alone. replay, reanalyze and demo do the same when they
 connect.
 
 Prints one line per run written. Exit codes: 0 (everything written, or
-nothing to write), 3 (a run could not be written: one line naming the
-server and the cause, or the damaged file; the backups stay), 2 (bad
-options, no such data folder).
+nothing to write), 3 (the server does not answer, or a run could not be
+written: one line naming the server and the cause, or the damaged file;
+the backups stay), 2 (bad options, no such data folder).
 
 Typical commands:
   xsvs-bluesky upload                          (./xsvs-data)
@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 from xsvs_bluesky.cli._common import (
     BACKUP_EXIT,
@@ -51,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     from xsvs_bluesky.errors import OptionError
     from xsvs_bluesky.storage import backup_files, upload_backups
 
+    down = _server_down(args)
+    if down is not None:
+        print(down, file=sys.stderr)
+        return BACKUP_EXIT
     with catalogs_from_args(args) as cats:
         folder = cats.backup_dir
         if folder is None:  # pragma: no cover - open_catalogs always sets it
@@ -77,3 +83,46 @@ def run(args: argparse.Namespace) -> int:
         )
         return BACKUP_EXIT
     return 0
+
+
+def _server_down(args: argparse.Namespace) -> str | None:
+    """Return the error line when runs wait in the backup for a server that is down.
+
+    Asked once, before the catalogs are opened (Tiled's client would retry
+    for 45 s, printing ``Retrying...``): the named server, or the running
+    server of the data folder (a folder no server runs is served here).
+    """
+    from xsvs_bluesky.storage import (
+        DEFAULT_DATA_DIR,
+        backup_files,
+        find_server,
+        why_unanswered,
+    )
+    from xsvs_bluesky.storage.server import named_server_backup
+
+    data_dir: Path | None = None
+    if args.tiled_uri is not None:
+        uri = str(args.tiled_uri)
+        folder = Path(args.backup_dir or named_server_backup(uri))
+    else:
+        data_dir = Path(args.data_dir or DEFAULT_DATA_DIR).resolve()
+        running = find_server(data_dir)
+        if running is None:
+            return None
+        uri = running.uri
+        folder = Path(args.backup_dir or data_dir / "backup")
+    folder = folder.resolve()
+    if not folder.is_dir():
+        return None
+    waiting = len(backup_files(folder))
+    if not waiting:
+        return None
+    cause = why_unanswered(uri)
+    if cause is None:
+        return None
+    where = SimpleNamespace(data_dir=data_dir, uri=uri, backup_dir=folder)
+    return (
+        f"{_PROG}: error: the Tiled server at {uri} does not answer ({cause}); "
+        f"{waiting} run(s) stay in {folder}; run '{upload_command(args, where)}' "
+        "again when it answers"
+    )

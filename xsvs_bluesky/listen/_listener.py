@@ -1,13 +1,20 @@
 """The consumer side of a document bus: documents in, derived runs stored (private).
 
 :class:`Listener` owns one :class:`~xsvs_bluesky.callback.XSVSCallback`
-writing its derived runs to the processed catalog, feeds it the documents a
+writing its derived runs to the processed catalog through a
+:class:`~xsvs_bluesky.storage.SpoolingWriter` (a writer thread, a local
+backup: the analysis never waits for the server, and a derived run the
+server fails is kept in the backup and written when it answers again, by
+the writer itself or by ``xsvs-bluesky upload``), feeds it the documents a
 transport delivers (:mod:`._zmq`, :mod:`._nats`) and, at every raw run's
 stop document, says what became of the run (:class:`RunOutcome`): the
 derived run's uid and status, frames per second, and whether its stop
 document is really stored in Tiled (what a durable transport waits for
-before it acknowledges the run's messages).  :func:`tiled_frames` is the
-fallback that reads a datum's frames from the raw run stored in Tiled.
+before it acknowledges the run's messages) or kept in the backup.  A
+durable transport has the documents of a run not stored sent again: its
+listener keeps no backup of it (``keep_backups=False``), so the run is not
+written twice.  :func:`tiled_frames` is the fallback that reads a datum's
+frames from the raw run stored in Tiled.
 """
 
 from __future__ import annotations
@@ -16,11 +23,12 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from xsvs_bluesky.callback import FrameAccess, FrameFallback, XSVSCallback
 from xsvs_bluesky.errors import RunNotStoredError
-from xsvs_bluesky.storage import make_tiled_writer
+from xsvs_bluesky.storage import DEFAULT_DATA_DIR, BackedUpRun, SpoolingWriter
 
 __all__ = ["Listener", "RunNotStoredError", "RunOutcome", "tiled_frames"]
 
@@ -52,6 +60,10 @@ class RunOutcome:
     stored : bool
         Whether the derived run's stop document is in Tiled (True for a
         skipped run: nothing to store).
+    backup : BackedUpRun, optional
+        Where the derived run is kept when the server did not store it (it
+        is written when the server answers again); None otherwise, and
+        with ``keep_backups=False``.
     """
 
     raw_uid: str
@@ -61,6 +73,7 @@ class RunOutcome:
     frames: int
     seconds: float
     stored: bool
+    backup: BackedUpRun | None = None
 
     @property
     def frames_per_s(self) -> float:
@@ -75,7 +88,12 @@ class RunOutcome:
         )
         if self.derived_uid is not None:
             text += f" -> derived run {self.derived_uid}"
-            if not self.stored:
+            if self.backup is not None:
+                text += (
+                    f" KEPT IN THE BACKUP {self.backup.path.parent} (the Tiled "
+                    f"server failed: {self.backup.cause}; written when it answers)"
+                )
+            elif not self.stored:
                 text += " NOT STORED"
         if self.reason:
             text += f"; {self.reason}"
@@ -129,6 +147,21 @@ class Listener:
     options : mapping
         More keyword arguments of :class:`~xsvs_bluesky.callback.XSVSCallback`
         (estimator, accept, read_timeout_s, ...).
+    backup_dir : path, optional
+        Local backup of the derived runs (default ``catalogs.backup_dir``,
+        else ``./xsvs-data/backup``).
+    keep_backups : bool
+        Keep a derived run the server did not store in the backup, to be
+        written later (0MQ: nothing is sent again), or delete its backup
+        (NATS: the documents are sent again and analysed anew).
+    retry_s : float, optional
+        How long the writer retries a failing server (default
+        ``$XSVS_BLUESKY_RETRY_S`` or 10 s).
+
+    Attributes
+    ----------
+    writer : SpoolingWriter
+        The writer of the derived runs; :meth:`finish` closes it.
     """
 
     def __init__(
@@ -138,6 +171,9 @@ class Listener:
         access: FrameAccess | None = None,
         tiled_fallback: bool = True,
         options: Mapping[str, Any] | None = None,
+        backup_dir: str | Path | None = None,
+        keep_backups: bool = True,
+        retry_s: float | None = None,
     ) -> None:
         self.catalogs = catalogs
         if access is None:
@@ -152,7 +188,15 @@ class Listener:
                 fallback_frames=access.fallback_frames,
             )
         self.access = access
-        self.writer = make_tiled_writer(catalogs.processed, batch_size=_AT_STOP)
+        backup = backup_dir or getattr(catalogs, "backup_dir", None)
+        self.keep_backups = bool(keep_backups)
+        self.writer = SpoolingWriter(
+            catalogs.processed,
+            backup_dir=Path(backup or DEFAULT_DATA_DIR / "backup").resolve(),
+            batch_size=_AT_STOP,
+            retry_s=retry_s,
+            name="xsvs-listen-writer",
+        )
         self.callback = XSVSCallback(
             emit=self.writer, frame_access=access, **dict(options or {})
         )
@@ -185,6 +229,23 @@ class Listener:
         self.callback.abort_open(reason)
         return [self._outcome(uid) for uid in list(self._t0)]
 
+    def finish(self) -> list[BackedUpRun]:
+        """Write what is queued, try the backups once more, close the writer.
+
+        Call it after :meth:`close`.
+
+        Returns
+        -------
+        list of BackedUpRun
+            Derived runs left in the backup (none with ``keep_backups=False``).
+        """
+        left = self.writer.close()
+        if not self.keep_backups:
+            for run in left:
+                self.writer.drop_backup(run.uid)
+            return []
+        return left
+
     def _outcome(self, uid: str) -> RunOutcome:
         t0 = self._t0.pop(uid)
         record = self.callback.records.get(uid)
@@ -193,7 +254,14 @@ class Listener:
                 uid, None, "skipped", "not an XSVS run or no frames", 0,
                 time.perf_counter() - t0, True,
             )  # fmt: skip
-        stored = self.is_stored(record.derived_uid)
+        self.writer.wait()  # the derived run's stop handled: stored or kept
+        backup = next(
+            (r for r in self.writer.backed_up if r.uid == record.derived_uid), None
+        )
+        if backup is not None and not self.keep_backups:
+            self.writer.drop_backup(backup.uid)  # sent again: analysed anew
+            backup = None
+        stored = backup is None and self.is_stored(record.derived_uid)
         return RunOutcome(
             raw_uid=uid,
             derived_uid=record.derived_uid,
@@ -202,6 +270,7 @@ class Listener:
             frames=sum(int(r.n_frames) for r in record.results),
             seconds=time.perf_counter() - t0,
             stored=stored,
+            backup=backup,
         )
 
     def is_stored(self, derived_uid: str) -> bool:

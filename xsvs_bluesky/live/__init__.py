@@ -18,6 +18,11 @@ ignored.
   :func:`diffusion_from_record` rebuilds the ``D`` fit of a ``dynamics``
   stream.
 
+The live wiring (:class:`LiveSession`, :class:`QueuedCallback`,
+:func:`close_engine`) and :class:`AbortOnSignal` (SIGINT/SIGTERM stop a
+RunEngine's plan at once, marked abort) are re-exported by
+:mod:`xsvs_bluesky.demo`.
+
 Each name is imported on first use (like the package's top level), so the
 dynamics text loads neither event-model nor the session's modules.
 """
@@ -40,6 +45,7 @@ if TYPE_CHECKING:
     )
     from xsvs_bluesky.live._queued import QueuedCallback
     from xsvs_bluesky.live._session import LiveSession, close_engine
+    from xsvs_bluesky.live._signals import AbortOnSignal, signal_reason
 
 #: public name -> module that defines it, imported on first use: the dynamics
 #: text (``results --dynamics``, ``analyze --dynamics``) needs neither the
@@ -54,10 +60,13 @@ _LAZY = {
     "QueuedCallback": "xsvs_bluesky.live._queued",
     "LiveSession": "xsvs_bluesky.live._session",
     "close_engine": "xsvs_bluesky.live._session",
+    "AbortOnSignal": "xsvs_bluesky.live._signals",
+    "signal_reason": "xsvs_bluesky.live._signals",
 }
 
 __all__ = [
     "NOT_YET_DETERMINED",
+    "AbortOnSignal",
     "LiveSession",
     "LiveXSVSFigure",
     "LiveXSVSTable",
@@ -66,6 +75,7 @@ __all__ = [
     "close_engine",
     "diffusion_from_record",
     "format_dynamics_flags",
+    "signal_reason",
 ]
 
 

@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 __all__ = ["Consumer", "QueuedCallback"]
@@ -21,6 +21,13 @@ logger = logging.getLogger(__name__)
 
 Consumer = Callable[[str, dict[str, Any]], Any]
 _STOP = object()
+
+
+class _Call:
+    """A call the worker makes in its turn (:meth:`QueuedCallback.interrupt`)."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self.call = call
 
 
 class QueuedCallback:
@@ -47,6 +54,8 @@ class QueuedCallback:
         self.callback = callback
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
         self._busy_s = 0.0
+        self._discarding = False
+        self._put_lock = threading.Lock()
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
@@ -59,7 +68,56 @@ class QueuedCallback:
         """Queue one document."""
         if not self._thread.is_alive():
             raise RuntimeError("QueuedCallback is closed")
-        self._queue.put((name, doc))
+        with self._put_lock:  # none slips in behind interrupt()
+            if self._discarding:
+                return
+            self._queue.put((name, doc))
+
+    def interrupt(self, call: Callable[[], Any], keep: Collection[str] = ()) -> int:
+        """Drop the documents not processed yet; run ``call`` in the worker next.
+
+        From then on documents are dropped as they come (the callback sees
+        none).  For a consumer that must stop now: e.g. ``call`` ends the
+        open derived runs (``XSVSCallback.abort_open``).  Thread-safe; a
+        closed worker makes no call.
+
+        Parameters
+        ----------
+        call : callable
+            Called without arguments in the worker thread.
+        keep : collection of str
+            Names of the queued documents passed on before ``call`` all the
+            same (e.g. ``start``: a run whose start is queued still gets
+            its derived run).
+
+        Returns
+        -------
+        int
+            The documents dropped.
+        """
+        with self._put_lock:
+            self._discarding = True
+        kept: list[Any] = []
+        dropped, stops = 0, 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                stops += 1
+            elif not isinstance(item, _Call) and item[0] in keep:
+                kept.append(item)
+            else:
+                dropped += 1
+            self._queue.task_done()
+        if self._thread.is_alive():
+            for item in kept:
+                self._queue.put(item)
+            self._queue.put(_Call(call))
+        for _ in range(stops):  # a close() under way still ends the worker
+            self._queue.put(_STOP)
+        return dropped
 
     def _work(self) -> None:
         while True:
@@ -69,11 +127,15 @@ class QueuedCallback:
                     return
                 start = time.perf_counter()
                 try:
-                    self.callback(*item)
+                    if isinstance(item, _Call):
+                        item.call()
+                    else:
+                        self.callback(*item)
                 except Exception:
-                    logger.exception(
-                        "callback %r failed on a %r document", self.callback, item[0]
-                    )
+                    what = "a call"
+                    if not isinstance(item, _Call):
+                        what = f"a {item[0]!r} document"
+                    logger.exception("callback %r failed on %s", self.callback, what)
                 self._busy_s += time.perf_counter() - start
             finally:
                 self._queue.task_done()

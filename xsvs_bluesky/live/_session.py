@@ -23,6 +23,7 @@ of a RunEngine made by a command or a test.  Re-exported by
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,10 @@ from typing import Any
 from xsvs_bluesky.live._queued import Consumer, QueuedCallback
 
 __all__ = ["LiveSession", "close_engine"]
+
+#: documents an interrupted analysis still processes: they open runs, streams
+#: and files, and cost nothing
+_RUN_OPENING = frozenset({"start", "descriptor", "stream_resource", "resource"})
 
 
 class LiveSession:
@@ -140,7 +145,7 @@ class LiveSession:
             retry_s=retry_s,
             name="xsvs-derived-writer",
         )
-        self.writer_consumer: Any = self.processed_writer
+        self.writer_consumer: Any = _hooked(self.processed_writer, "derived")
         extra = [live] if callable(live) else list(live)
         self.callback = XSVSCallback(
             emit=[self.writer_consumer, *extra],
@@ -150,7 +155,7 @@ class LiveSession:
         self.consumer: Any = QueuedCallback(self.callback) if queued else self.callback
         self._tokens: list[int] = []
         if self.raw_writer is not None:
-            self._tokens.append(self.RE.subscribe(self.raw_writer))
+            self._tokens.append(self.RE.subscribe(_hooked(self.raw_writer, "raw")))
         self._tokens.append(self.RE.subscribe(self.consumer))
 
     def wait_analysis(self, timeout: float | None = None) -> bool:
@@ -186,6 +191,27 @@ class LiveSession:
         writers = (self.raw_writer, self.processed_writer)
         return [run for w in writers if w is not None for run in w.backed_up]
 
+    def interrupt(self, reason: str) -> None:
+        """Stop the analysis now: its open derived runs end ``abort``, ``reason``.
+
+        For a command stopped by a signal (:class:`~xsvs_bluesky.live.AbortOnSignal`
+        calls it once the plan is stopped).  The frames and stop documents
+        the analysis has not processed yet are dropped (those that open a
+        run or a stream are not: every raw run started gets its derived
+        run); the frames analysed so far are stored in the derived run,
+        whose stop document (``exit_status="abort"``) goes to its writer as
+        usual; :meth:`wait` then returns once it is stored (or in the
+        backup).  The analysis takes no more documents afterwards.  Without
+        ``queued`` the derived runs are ended in the calling thread: call it
+        when the RunEngine is idle.
+        """
+        if isinstance(self.consumer, QueuedCallback):
+            self.consumer.interrupt(
+                lambda: self.callback.abort_open(reason), keep=_RUN_OPENING
+            )
+        else:
+            self.callback.abort_open(reason)
+
     def record(self, raw_uid: str) -> Any:
         """Return the ``RunRecord`` of an analysed raw run (None if unknown)."""
         self.wait_analysis()
@@ -210,6 +236,15 @@ class LiveSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _hooked(writer: Any, label: str) -> Any:
+    """Return the writer, behind the test hook if the tests set it (``WriterGuard``)."""
+    from xsvs_bluesky.storage import TEST_SIGNAL_ENV, WriterGuard
+
+    if os.environ.get(TEST_SIGNAL_ENV):
+        return WriterGuard(writer, label)
+    return writer
 
 
 def close_engine(RE: Any) -> None:

@@ -17,6 +17,7 @@ from xsvs_bluesky.storage._guard import (
     TEST_SIGNAL_ENV,
     WriterGuard,
 )
+from xsvs_bluesky.storage._health import why_unanswered
 from xsvs_bluesky.storage._locks import (
     allocate_scan_id,
     hold_lock,
@@ -80,6 +81,7 @@ __all__ = [
     "default_retry_s",
     "upload_backup",
     "upload_backups",
+    "why_unanswered",
     "LIVE_BATCH_SIZE",
     "PostgresCatalog",
     "TEST_SIGNAL_ENV",

@@ -27,6 +27,7 @@ __all__ = [
     "ServerHealth",
     "describe_error",
     "server_health",
+    "why_unanswered",
     "writer_root",
 ]
 
@@ -107,6 +108,23 @@ class ServerHealth:
                     logger.info("Tiled server at %s answers again", self.uri)
                 self._down, self._failing_since, self.cause = False, None, None
         return ok
+
+
+def why_unanswered(uri: str, timeout_s: float = 5.0) -> str | None:
+    """Ask the server at ``uri`` once (no retry); why it does not answer, or None.
+
+    The reason is one line (``ConnectError: [Errno 111] Connection refused``,
+    ``HTTP 503``); None when the server answers (any status below 500).
+    """
+    import httpx
+
+    try:
+        response = httpx.get(uri.rstrip("/") + "/", timeout=timeout_s, trust_env=False)
+    except httpx.HTTPError as err:
+        return describe_error(err)
+    if response.status_code >= 500:
+        return f"HTTP {response.status_code}"
+    return None
 
 
 def server_health(uri: str) -> ServerHealth:

@@ -430,6 +430,27 @@ class SpoolingWriter:
                 self.backed_up.remove(entry)
                 self.uploaded.append(entry)
 
+    def drop_backup(self, uid: str) -> bool:
+        """Delete the backup of run ``uid`` left by this writer (never written).
+
+        For a caller whose source sends the run's documents again (a NATS
+        consumer that did not acknowledge them): the run is written anew
+        then, and its backup would write it a second time.  Call it when
+        the writer is idle (after :meth:`wait`).
+
+        Returns
+        -------
+        bool
+            Whether a backup of the run was deleted.
+        """
+        with self._cond:
+            entries = [e for e in self.backed_up if e.uid == uid]
+            for entry in entries:
+                self.backed_up.remove(entry)
+        for entry in entries:
+            entry.path.unlink(missing_ok=True)
+        return bool(entries)
+
     # ------------------------------------------------------------ lifetime
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until every document taken is sent or in the backup (True if so)."""
