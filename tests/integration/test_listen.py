@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -570,8 +570,8 @@ def _nats_outage(server: Any, tmp_path: Path, nats_url: str) -> None:
         "--durable", durable, "--ack-wait", "5", "--max-runs", "1",
         "--allow-root", str(frames), "--no-tiled-frames",
     )  # fmt: skip
-    where = {"store": ["--data-dir", str(server.data_dir)]}
-    first = ListenerProcess(None, *args, env={"XSVS_BLUESKY_RETRY_S": "2"}, **where)
+    store = ["--data-dir", str(server.data_dir)]
+    first = ListenerProcess(None, *args, store=store, env={"XSVS_BLUESKY_RETRY_S": "2"})
     second = None
     RE = RunEngine({}, context_managers=[])
 
@@ -585,7 +585,10 @@ def _nats_outage(server: Any, tmp_path: Path, nats_url: str) -> None:
         det = fly_detector(frames)
         docs, token = in_process(RE)
         tokens = [token, RE.subscribe(publisher), RE.subscribe(kill_at_second_stream)]
-        (uid,) = RE(xsvs_series(det, TIMES, 60, sample_name="x", partitions=PARTS))
+        (uid,) = cast(
+            tuple[str, ...],
+            RE(xsvs_series(det, TIMES, 60, sample_name="x", partitions=PARTS)),
+        )
         for t in tokens:
             RE.unsubscribe(t)
         assert publisher.close() and publisher.dropped == 0
@@ -601,7 +604,7 @@ def _nats_outage(server: Any, tmp_path: Path, nats_url: str) -> None:
         assert _consumer_pending(nats_url, durable) > 0
 
         server.start()
-        second = ListenerProcess(None, *args, **where)
+        second = ListenerProcess(None, *args, store=store)
         line = second.wait_for(f"raw run {uid}: success", second.out)
         assert second.exit_code() == 0, second.err
         assert "NOT STORED" not in line
