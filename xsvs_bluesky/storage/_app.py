@@ -32,6 +32,7 @@ __all__ = [
     "catalog_adapter",
     "log_config",
     "no_delay",
+    "quiet_pool_resets",
 ]
 
 logger = logging.getLogger(__name__)
@@ -174,9 +175,45 @@ def no_delay(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+class _NoTransactionReset(logging.Filter):
+    """Drop SQLAlchemy's report of a harmless failed reset of a DuckDB link.
+
+    Tiled's tables store (DuckDB through ADBC) commits its own transactions;
+    when SQLAlchemy's pool then resets the connection, the driver answers
+    ``INVALID_STATE: No active transaction, cannot rollback`` and the pool
+    logs it at ERROR level with a traceback.  Nothing is lost (the work was
+    committed), but the traceback reached the user's terminal when the
+    server runs in the command's process.  Other reset failures still show.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Exception during reset"):
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or "No active transaction" not in str(exc)
+
+
+_POOL_LOGGERS = (
+    "sqlalchemy.pool.impl.StaticPool",
+    "sqlalchemy.pool.impl.QueuePool",
+    "sqlalchemy.pool.impl.SingletonThreadPool",
+    "sqlalchemy.pool.impl.AsyncAdaptedQueuePool",
+)
+
+
+def quiet_pool_resets() -> None:
+    """Install :class:`_NoTransactionReset` on SQLAlchemy's pool loggers (once)."""
+    for name in _POOL_LOGGERS:
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _NoTransactionReset) for f in target.filters):
+            target.addFilter(_NoTransactionReset())
+
+
 def log_config(folder: DataFolder | None) -> dict[str, Any]:
     """Tiled's logging configuration; with a folder, to files inside it."""
     from tiled.server.logging_config import LOGGING_CONFIG
+
+    quiet_pool_resets()
 
     config = copy.deepcopy(LOGGING_CONFIG)
     if folder is not None:
