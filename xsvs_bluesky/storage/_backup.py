@@ -54,6 +54,20 @@ _ARRAY = "__xsvs_ndarray__"
 SUFFIX = ".jsonl"
 
 
+def _release(file: IO[Any], path: Path, delete: bool) -> None:
+    """Close a locked backup file, its lock with it (removed first: ``delete``).
+
+    Nothing happens when it is closed already.
+    """
+    if file.closed:
+        return
+    try:
+        if delete:
+            path.unlink(missing_ok=True)
+    finally:
+        file.close()
+
+
 class _Encoder:
     """The JSON of one document; array bytes are base64 spliced in afterwards.
 
@@ -234,13 +248,7 @@ class Journal:
 
     def close(self, *, delete: bool = False) -> None:
         """Release the file (unlock); ``delete``: the run is stored, remove it."""
-        if self._file.closed:
-            return
-        try:
-            if delete:
-                self.path.unlink(missing_ok=True)
-        finally:
-            self._file.close()
+        _release(self._file, self.path, delete)
 
     @property
     def closed(self) -> bool:
@@ -341,13 +349,7 @@ class BackupFile:
 
     def close(self, *, delete: bool = False) -> None:
         """Unlock (after removing the file, when ``delete``)."""
-        if self._file.closed:
-            return
-        try:
-            if delete:
-                self.path.unlink(missing_ok=True)
-        finally:
-            self._file.close()
+        _release(self._file, self.path, delete)
 
     def __enter__(self) -> BackupFile:
         return self
