@@ -405,6 +405,7 @@ def test_export_and_report_of_an_open_or_aborted_run_say_so(stored, run_cli, tmp
     writer = make_tiled_writer(stored.cats.processed)
     for name, doc in docs[:cut]:
         writer(name, doc)
+    assert writer.flush(60)  # its pages stored before the next run is written
     open_uid = docs[0][1]["uid"]
     aborted = renamed(stored.docs_a)
     name, stop = aborted[-1]

@@ -191,6 +191,16 @@ class PageWriter:
             self._queue.append((stream, doc))
             self._cond.notify_all()
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the pages handed over so far are written.
+
+        Returns False if ``timeout`` (s) passed first.
+        """
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: not (self._queue or self._busy), timeout=timeout
+            )
+
     def discard(self, wait_s: float = 0.0) -> None:
         """Write nothing more: drop the queued pages, end the worker.
 

@@ -99,6 +99,15 @@ class RunWriter:
         writer(name, doc)
         return None
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the pages of open layout-2 derived runs are written.
+
+        Their page writers write in a worker thread; this returns once each
+        has written what it was given (False if ``timeout`` s passed first).
+        TiledWriter runs write as they are called: nothing to wait for.
+        """
+        return all(w.flush(timeout) for w in self._runs.values())
+
     def discard(self, wait_s: float = 0.0) -> None:
         """Drop the runs in progress without writing more of them.
 
