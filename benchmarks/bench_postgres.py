@@ -27,7 +27,6 @@ PostgreSQL server binaries, prints why and exits 0.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 import tempfile
@@ -38,7 +37,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
-from pg_cluster import PostgresCluster, missing_reason  # noqa: E402
+from pg_cluster import (  # noqa: E402
+    PostgresCluster,
+    missing_reason,
+    store_metadata_runs,
+)
 
 
 def _start(i: int, t0: float) -> dict:
@@ -52,33 +55,6 @@ def _start(i: int, t0: float) -> dict:
         "sample_name": f"sample-{i % 10}",
         "xsvs": {"estimator": ("mle", "moments", "mle-weighted", "low-count")[i % 4]},
     }
-
-
-def _store_runs(catalog_uri: str, container: str, starts: list[dict]) -> None:
-    from tiled.catalog import from_uri
-    from tiled.structures.core import Spec, StructureFamily
-
-    async def store() -> None:
-        root = from_uri(catalog_uri, catalog_pool_size=8)
-        await root.startup()
-        parent = await root.lookup_adapter([container])
-        limit = asyncio.Semaphore(8)
-
-        async def one(start: dict) -> None:
-            async with limit:
-                await parent.create_node(
-                    StructureFamily.container,
-                    {"start": start, "stop": {"exit_status": "success"}},
-                    key=start["uid"],
-                    specs=[Spec("BlueskyRun", version="3.0")],
-                )
-
-        try:
-            await asyncio.gather(*(one(s) for s in starts))
-        finally:
-            await root.shutdown()
-
-    asyncio.run(store())
 
 
 def _median_s(fn, repeats: int) -> float:
@@ -141,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 t0 = 1.7e9
                 tic = time.perf_counter()
-                _store_runs(
+                store_metadata_runs(
                     catalog_uri,
                     cats.processed.item["id"],
                     [_start(i + 100, t0) for i in range(n_runs)],

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from helpers import free_port
 
-__all__ = ["PostgresCluster", "find_bin_dir", "missing_reason"]
+__all__ = ["PostgresCluster", "find_bin_dir", "missing_reason", "store_metadata_runs"]
 
 _START_TIMEOUT_S = 60.0
 
@@ -264,3 +264,39 @@ class PostgresCluster:
         pid = int((self.data / "postmaster.pid").read_text().split()[0])
         os.kill(pid, signal.SIGHUP)  # reload pg_hba.conf
         time.sleep(0.5)
+
+
+def store_metadata_runs(catalog_uri: str, container: str, starts: list[dict]) -> None:
+    """Store metadata-only runs in one batch, through Tiled's catalog adapter.
+
+    The same rows as ``create_container`` over HTTP (~0.1 s each here, 2
+    minutes for 1000), written concurrently from this process.
+    """
+    import asyncio
+
+    from tiled.catalog import from_uri
+    from tiled.structures.core import Spec, StructureFamily
+
+    async def store() -> None:
+        # a pool size of its own: an engine apart from the server's (Tiled
+        # shares one per settings in a process, bound to the server's loop)
+        root = from_uri(catalog_uri, catalog_pool_size=8)
+        await root.startup()
+        parent = await root.lookup_adapter([container])
+        limit = asyncio.Semaphore(8)
+
+        async def one(start: dict) -> None:
+            async with limit:
+                await parent.create_node(
+                    StructureFamily.container,
+                    {"start": start, "stop": {"exit_status": "success"}},
+                    key=start["uid"],
+                    specs=[Spec("BlueskyRun", version="3.0")],
+                )
+
+        try:
+            await asyncio.gather(*(one(start) for start in starts))
+        finally:
+            await root.shutdown()
+
+    asyncio.run(store())

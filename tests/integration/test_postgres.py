@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from helpers import CLI, REPO, ServeProcess, start_serve
 from legacy_series import BETA, write_series
+from pg_cluster import store_metadata_runs
 from test_replay import run_cli
 
 from xsvs_bluesky.results import search_runs
@@ -176,39 +177,8 @@ def _start(i: int, t0: float) -> dict:
 
 
 def store_runs(catalog: PostgresCatalog, container: str, starts: list[dict]) -> None:
-    """Store metadata-only runs in one batch, through Tiled's catalog adapter.
-
-    The same rows as ``create_container`` over HTTP (~0.1 s each here, 2
-    minutes for 1000), written concurrently from this process.
-    """
-    import asyncio
-
-    from tiled.catalog import from_uri
-    from tiled.structures.core import Spec, StructureFamily
-
-    async def store() -> None:
-        # a pool size of its own: an engine apart from the server's (Tiled
-        # shares one per settings in a process, bound to the server's loop)
-        root = from_uri(catalog.catalog_uri, catalog_pool_size=8)
-        await root.startup()
-        parent = await root.lookup_adapter([container])
-        limit = asyncio.Semaphore(8)
-
-        async def one(start: dict) -> None:
-            async with limit:
-                await parent.create_node(
-                    StructureFamily.container,
-                    {"start": start, "stop": {"exit_status": "success"}},
-                    key=start["uid"],
-                    specs=[Spec("BlueskyRun", version="3.0")],
-                )
-
-        try:
-            await asyncio.gather(*(one(start) for start in starts))
-        finally:
-            await root.shutdown()
-
-    asyncio.run(store())
+    """Store metadata-only runs in one batch (:func:`store_metadata_runs`)."""
+    store_metadata_runs(catalog.catalog_uri, container, starts)
 
 
 def test_search_among_1000_derived_runs(postgres_db, tmp_path):
