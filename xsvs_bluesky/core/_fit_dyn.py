@@ -36,6 +36,13 @@ MODELS = DYNAMICS_MODELS
 EXPONENT_BOUNDS = (0.1, 4.0)
 #: p-value of chi2 below which a fit is flagged "poor-fit".
 POOR_FIT_P = 1e-3
+#: Evaluations of the residuals allowed per fitted parameter (plus one).  A
+#: well-posed fit needs 4-40; a decay much faster than the shortest exposure
+#: leaves only ``beta0 / Gamma`` determined, and the optimiser then walks that
+#: valley to the evaluation limit (2000 took 0.3-1.4 s per partition, the live
+#: refits of a real series spent most of their time there): it stops at
+#: this limit, flagged "not-converged".
+_MAX_NFEV_PER_PARAMETER = 100
 #: Flag "decay-too-fast" when Gamma * (shortest exposure) exceeds this.
 TOO_FAST_X = 3.0
 #: Flag "decay-too-slow" when Gamma * (longest duration) is below this.
@@ -362,7 +369,7 @@ def fit_visibility(
             xtol=1e-12,
             ftol=1e-12,
             gtol=1e-12,
-            max_nfev=2000,
+            max_nfev=_MAX_NFEV_PER_PARAMETER * (n_par + 1),
         )
     except (ValueError, FloatingPointError, OverflowError) as exc:
         raise FitError(f"partition {partition}: least squares failed: {exc}") from exc

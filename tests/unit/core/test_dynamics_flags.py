@@ -12,6 +12,7 @@ from xsvs_bluesky.core.dynamics import (
     DiffusionFit,
     fit_diffusion,
     fit_dynamics,
+    fit_visibility,
     not_yet_determined,
 )
 
@@ -83,3 +84,45 @@ def test_early_refit_on_two_exposures_is_not_yet_determined() -> None:
     b = 0.2 * (np.expm1(-2 * x) + 2 * x) / (2 * x * x)
     fits, _ = fit_dynamics(t, q, b[:, None], np.full((8, 1), 0.002))
     assert fits[0].determined
+
+
+def test_unmeasurably_fast_decay_stops_at_the_evaluation_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A decay far faster than the shortest exposure leaves only beta0/Gamma.
+
+    Points of the real example's outer ring after its first three exposures
+    (beta falls as 1/t_e): the optimiser walked the beta0-Gamma valley for
+    2000 evaluations (0.3-1.4 s, in every live refit).  It now stops at 300,
+    and says so.
+    """
+    from scipy import optimize
+
+    from xsvs_bluesky.core import _fit_dyn
+
+    evaluations: list[int] = []
+    original = optimize.least_squares
+
+    def counted(*args: object, **kwargs: object) -> object:
+        res = original(*args, **kwargs)
+        evaluations.append(int(res.nfev))
+        return res
+
+    monkeypatch.setattr(_fit_dyn.optimize, "least_squares", counted)
+    fit = fit_visibility(
+        [5e-05, 1e-04, 2e-04],
+        [0.08601712580783946, 0.05417089659186575, 0.01972779899135987],
+        [0.024831271215472347, 0.012571671983806532, 0.006159981240773916],
+    )
+    assert evaluations == [300]
+    assert "not-converged" in fit.flags and "decay-too-fast" in fit.flags
+    # what the data do determine: beta0 / (Gamma t) at the points
+    assert fit.chi2 == pytest.approx(0.7566, abs=2e-3)
+    # a well-posed decay of the same points' scale converges in a few steps
+    evaluations.clear()
+    t = np.array([5e-05, 1e-04, 2e-04, 4e-04])
+    x = 2 * 5e3 * t
+    beta = 0.1 * 2 * (np.exp(-x) - 1 + x) / x**2
+    good = fit_visibility(t, beta, np.full(4, 1e-3))
+    assert evaluations[0] < 60 and "not-converged" not in good.flags
+    assert good.gamma == pytest.approx(5e3, rel=1e-6)
