@@ -19,6 +19,7 @@ from __future__ import annotations
 from xsvs_bluesky.callback._access import (
     FrameAccess,
     FrameFallback,
+    HeldFrames,
     parse_path_map,
 )
 from xsvs_bluesky.callback._callback import XSVSCallback
@@ -38,6 +39,7 @@ __all__ = [
     "DaskShards",
     "FrameAccess",
     "FrameFallback",
+    "HeldFrames",
     "RunAnalyser",
     "RunConfig",
     "RunRecord",

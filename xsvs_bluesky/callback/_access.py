@@ -4,8 +4,10 @@ A callback fed from a network (``xsvs-bluesky listen``) receives file paths
 written by another host: they may be mounted elsewhere here (a *path map*),
 they must not let a document point the analysis at any file of this host
 (*allowed roots*), and when they cannot be read the frames of that datum can
-still come from the raw run stored in Tiled (a *fallback*).
-:class:`FrameAccess` holds these three rules; :class:`FallbackReader` reads
+still come from the raw run stored in Tiled (a *fallback*).  A producer in
+the callback's own process that still holds the frames it just wrote (the
+replay of a legacy series) can hand them over without a read back
+(*held frames*).  :class:`FrameAccess` holds these rules; :class:`FallbackReader` reads
 the frames of one StreamResource through the fallback.  Re-exported by
 :mod:`xsvs_bluesky.callback`.
 """
@@ -24,12 +26,24 @@ from numpy.typing import NDArray
 
 from xsvs_bluesky.errors import XSVSError
 
-__all__ = ["FallbackReader", "FrameAccess", "FrameFallback", "parse_path_map"]
+__all__ = [
+    "FallbackReader",
+    "FrameAccess",
+    "FrameFallback",
+    "HeldFrames",
+    "parse_path_map",
+]
 
 FrameFallback = Callable[[str, str, str, int, int], Any]
 """``fallback(raw_uid, stream, data_key, start, stop)``: the frames of datum
 indices ``[start, stop)`` of a stored raw run (array-like), None when not
 stored yet; may raise (the reason is recorded)."""
+
+HeldFrames = Callable[[str, int, int], "NDArray[Any] | None"]
+"""``held(stream_resource_uid, start, stop)``: the frames of datum indices
+``[start, stop)`` that the producer in this process wrote last and still
+holds in memory (``(n, rows, cols)``, valid until the producer writes again),
+None when it does not hold them all (they are then read from the file)."""
 
 
 def parse_path_map(items: Iterable[str]) -> tuple[tuple[str, str], ...]:
@@ -74,6 +88,10 @@ class FrameAccess:
         may not be stored yet), s.
     fallback_frames : int
         Frames asked of the fallback at a time.
+    held : callable, optional
+        Frames the producer in this process still holds (see
+        :data:`HeldFrames`), used instead of reading back the file it just
+        wrote; a datum they do not cover is read from the file.
     """
 
     path_map: tuple[tuple[str, str], ...] = ()
@@ -81,6 +99,7 @@ class FrameAccess:
     fallback: FrameFallback | None = field(default=None, compare=False)
     fallback_timeout_s: float = 60.0
     fallback_frames: int = 256
+    held: HeldFrames | None = field(default=None, compare=False)
 
     @classmethod
     def build(

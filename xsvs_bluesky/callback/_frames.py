@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 from xsvs_bluesky.callback._access import (
     FallbackReader,
     FrameAccess,
+    HeldFrames,
     RefusedReader,
     unreadable_reason,
 )
@@ -394,6 +395,8 @@ class RunFrames:
             why = access.check(path)
             if not why:
                 local = {**resource, "uri": path.resolve().as_uri()}
+                if access.held is not None:
+                    return _HeldFirstReader(local, info.datum_shape, access.held)
                 return HDF5FrameReader(local, info.datum_shape, reuse_buffer=True)
         params = resource.get("parameters") or {}
         fpi = int(params.get("multiplier") or math.prod(info.datum_shape[:-2]) or 1)
@@ -440,6 +443,38 @@ class RunFrames:
             self.stream_resource(doc)
         elif name == "stream_datum":
             self.stream_datum(doc)
+
+
+class _HeldFirstReader(HDF5FrameReader):
+    """The frames the producer of this process still holds, else the file's.
+
+    See :attr:`FrameAccess.held`: the replay of a legacy series writes each
+    block of frames to its HDF5 file and announces it with a StreamDatum;
+    the callback then takes the block from the replay's buffer (a view,
+    valid until the replay writes again, as the file reader's own buffer)
+    instead of reading back and decompressing what was just written.
+    """
+
+    def __init__(
+        self,
+        stream_resource: Mapping[str, Any],
+        datum_shape: Sequence[int],
+        held: HeldFrames,
+    ) -> None:
+        super().__init__(stream_resource, datum_shape, reuse_buffer=True)
+        self._resource_uid = str(stream_resource["uid"])
+        self._held = held
+        self.held_reads = 0
+        """Reads answered from the producer's memory (for tests)."""
+
+    def read(
+        self, start: int, stop: int, *, partial: bool = False
+    ) -> NDArray[Any] | None:
+        frames = self._held(self._resource_uid, start, stop)
+        if frames is not None:
+            self.held_reads += 1
+            return frames
+        return super().read(start, stop, partial=partial)
 
 
 def _problem(reader: Any) -> str:

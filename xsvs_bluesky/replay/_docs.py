@@ -80,6 +80,7 @@ class ExposureFile:
         self._buffer = np.empty((chunk_frames, rows, cols), dtype=dtype)
         self._info: list[tuple[float, int, str]] = []
         self.n_frames = 0
+        self._written = (0, 0)  # frames of the last block written, in _buffer
         self._file = h5py.File(path, "w", libver="latest")
         for key, value in (attrs or {}).items():
             self._file.attrs[key] = value
@@ -108,6 +109,8 @@ class ExposureFile:
 
     def add(self, frame: NDArray[Any], name: str, info: tuple[float, int]) -> bool:
         """Buffer one frame; True when a block is full (call :meth:`flush`)."""
+        if not self._info:
+            self._written = (0, 0)  # the buffer no longer holds the last block
         self._buffer[len(self._info)] = frame
         self._info.append((info[0], info[1], name))
         return len(self._info) == self.chunk_frames
@@ -127,7 +130,19 @@ class ExposureFile:
                 ds[start:stop] = np.asarray(values, dtype=ds.dtype)
         self._info.clear()
         self.n_frames = stop
+        self._written = (start, stop)
         return start, stop
+
+    def held(self, start: int, stop: int) -> NDArray[Any] | None:
+        """Frames ``[start, stop)`` if the last block written holds them all.
+
+        A view of the buffer, valid until the next :meth:`add`; None when
+        they are not all in the last block.
+        """
+        first, last = self._written
+        if first <= start < stop <= last:
+            return self._buffer[start - first : stop - first]
+        return None
 
     def close(self) -> None:
         """Close the file."""
@@ -179,6 +194,7 @@ class RawRunComposer:
         self._frames = [0] * len(self.streams)
         self._descriptors: list[Any] = []
         self._resources: list[Any] = []
+        self._outputs: dict[str, ExposureFile] = {}  # stream resource uid -> file
         self._stopped: set[int] = set()  # targets that had the stop document
         self.headers: list[dict[str, Any]] = []
         self._bundle = compose_run(uid=self.uid, metadata=self._metadata(job, scan_id))
@@ -301,9 +317,22 @@ class RawRunComposer:
         )
         self._descriptors.append(descriptor)
         self._resources.append(resource)
+        self._outputs[resource.stream_resource_doc["uid"]] = out
         self.files.append(out.path)
         self._emit("descriptor", descriptor)
         self._emit("stream_resource", resource.stream_resource_doc)
+
+    def held_frames(
+        self, stream_resource: str, start: int, stop: int
+    ) -> NDArray[Any] | None:
+        """Return a datum's frames still in its file's buffer (``FrameAccess.held``).
+
+        The analysis callback of this process takes them from here instead
+        of reading back the block just written; None when the buffer no
+        longer holds them (they are then read from the file).
+        """
+        out = self._outputs.get(stream_resource)
+        return None if out is None else out.held(start, stop)
 
     def datum(self, index: int, indices: tuple[int, int]) -> None:
         """Emit a StreamDatum of frames ``[start, stop)`` of exposure ``index``."""

@@ -365,7 +365,7 @@ class LegacyReplay:
                 "frames could not be read back; give a folder under "
                 f"{catalogs.readable_storage[0]}"
             )
-        from xsvs_bluesky.callback import XSVSCallback
+        from xsvs_bluesky.callback import FrameAccess, XSVSCallback
 
         # at once (no queue: a replay may wait), each run in the local
         # backup until Tiled stored it; runs the server fails stay there
@@ -375,16 +375,23 @@ class LegacyReplay:
         # exposure is written, from a worker thread (ExposureFeed)
         raw_feed = ExposureFeed(raw_writer)
         derived_writer = WriterGuard(spools[1], "derived")
-        callback = XSVSCallback(emit=derived_writer, **self.callback_options)
-        # the analysis first: at the raw stop document the derived run is
-        # completed and stored before the raw writer writes the stop
         composer = RawRunComposer(
             self,
-            [callback, raw_feed, *extra_targets],
+            [],
             scan_id=allocate_scan_id(catalogs, folder) if scan_id is None else scan_id,
             folder=folder,
             supersedes=supersedes,
         )
+        # the frames of each datum come from the composer's buffer, not read
+        # back from the HDF5 block just written and compressed
+        callback = XSVSCallback(
+            emit=derived_writer,
+            frame_access=FrameAccess(held=composer.held_frames),
+            **self.callback_options,
+        )
+        # the analysis first: at the raw stop document the derived run is
+        # completed and stored before the raw writer writes the stop
+        composer.targets[:] = [callback, raw_feed, *extra_targets]
         run_dir = composer.run_dir
         assert run_dir is not None
         try:

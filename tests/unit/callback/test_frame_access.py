@@ -129,3 +129,36 @@ def test_abort_open_ends_the_derived_run_with_the_frames_so_far(tmp_path):
     assert cb.open_runs == []
     feed(cb, docs[-2:])  # late documents change nothing
     assert [n for n, _ in out].count("stop") == 1
+
+
+def test_held_frames_are_used_where_they_cover_a_datum_else_the_file(tmp_path):
+    """The producer's own buffer stands in for reading back what it wrote.
+
+    The file holds one set of frames and the producer "holds" another for
+    the first datum only: the results of the first datum come from the held
+    frames (analysed as if read), those of the second from the file.
+    """
+    in_file, held_frames = frames_for(0.3, n=40), frames_for(1.5, n=20)
+    write_h5(tmp_path / "det.h5", in_file)
+    docs = stream_run(tmp_path / "det.h5", [20, 20])
+    resource_uid = next(d for n, d in docs if n == "stream_resource")["uid"]
+    asked: list[tuple[str, int, int]] = []
+
+    def held(uid: str, start: int, stop: int):
+        asked.append((uid, start, stop))
+        return held_frames[start:stop] if (start, stop) == (0, 20) else None
+
+    out: Docs = []
+    feed(callback(out, frame_access=FrameAccess(held=held)), docs)
+    assert asked == [(resource_uid, 0, 20), (resource_uid, 20, 40)]
+    expected_frames = np.concatenate([held_frames, in_file[20:]])
+    write_h5(tmp_path / "expected.h5", expected_frames)
+    expected: Docs = []
+    feed(callback(expected), stream_run(tmp_path / "expected.h5", [20, 20]))
+    (a,), (b,) = stream(out, "results"), stream(expected, "results")
+    np.testing.assert_array_equal(a["counts"], b["counts"])
+    # and not what the file alone gives
+    from_file: Docs = []
+    feed(callback(from_file), stream_run(tmp_path / "det.h5", [20, 20]))
+    (c,) = stream(from_file, "results")
+    assert not np.array_equal(a["counts"], c["counts"])
