@@ -46,7 +46,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, Self, get_args
 
 from xsvs_bluesky.errors import LimitError, OptionError
 
@@ -119,17 +119,28 @@ def hdf5_filters(compression: str) -> dict[str, Any]:
     return {}
 
 
-class FlatFieldMode(StrEnum):
-    """How the flat field is used (see the module docstring)."""
+class _Choice(StrEnum):
+    """A closed set of option names.
 
-    WEIGHTS = "weights"
-    DIVIDE_ROUND = "divide-round"
-    RECORD_ONLY = "record-only"
-    NONE = "none"
+    Subclasses give as class keywords ``kind``, the set's name in messages,
+    and optionally ``aliases``, older names mapped to current ones.
+    """
+
+    _kind: ClassVar[str]
+    _aliases: ClassVar[Mapping[str, str]]
+
+    def __init_subclass__(
+        cls, *, kind: str, aliases: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._kind = kind
+        cls._aliases = MappingProxyType(dict(aliases or {}))
 
     @classmethod
-    def parse(cls, value: FlatFieldMode | str) -> FlatFieldMode:
-        """Return the mode named by ``value``; older names are mapped here only.
+    def parse(cls, value: Self | str) -> Self:
+        """Return the member named by ``value``; older names are mapped here only.
+
+        Case and surrounding blanks are ignored.
 
         Raises
         ------
@@ -141,12 +152,21 @@ class FlatFieldMode(StrEnum):
         >>> FlatFieldMode.parse("weighted").value
         'weights'
         """
-        if isinstance(value, str) and value.strip().lower() in _FLAT_FIELD_ALIASES:
-            return cls(_FLAT_FIELD_ALIASES[value.strip().lower()])
-        return cls(_choice("flat-field mode", value, FLAT_FIELD_MODES))
+        if isinstance(value, str) and value.strip().lower() in cls._aliases:
+            return cls(cls._aliases[value.strip().lower()])
+        return cls(_choice(cls._kind, value, tuple(m.value for m in cls)))
 
 
-class Estimator(StrEnum):
+class FlatFieldMode(_Choice, kind="flat-field mode", aliases=_FLAT_FIELD_ALIASES):
+    """How the flat field is used (see the module docstring)."""
+
+    WEIGHTS = "weights"
+    DIVIDE_ROUND = "divide-round"
+    RECORD_ONLY = "record-only"
+    NONE = "none"
+
+
+class Estimator(_Choice, kind="estimator"):
     """Contrast estimators (:func:`xsvs_bluesky.core.estimators.estimate_contrast`)."""
 
     MLE = "mle"
@@ -158,34 +178,12 @@ class Estimator(StrEnum):
     MLE_FRAMES = "mle-frames"
     MLE_INTENSITY = "mle-intensity"
 
-    @classmethod
-    def parse(cls, value: Estimator | str) -> Estimator:
-        """Return the estimator named by ``value``.
 
-        Raises
-        ------
-        OptionError
-            Naming the value and the valid names.
-        """
-        return cls(_choice("estimator", value, ESTIMATORS))
-
-
-class DynamicsModel(StrEnum):
+class DynamicsModel(_Choice, kind="dynamics model"):
     """Visibility models of the beta(t_e) fit (:mod:`xsvs_bluesky.core.dynamics`)."""
 
     EXPONENTIAL = "exponential"
     STRETCHED = "stretched"
-
-    @classmethod
-    def parse(cls, value: DynamicsModel | str) -> DynamicsModel:
-        """Return the model named by ``value``.
-
-        Raises
-        ------
-        OptionError
-            Naming the value and the valid names.
-        """
-        return cls(_choice("dynamics model", value, DYNAMICS_MODELS))
 
 
 Backend = Literal["auto", "numba", "numpy"]
