@@ -52,11 +52,13 @@ __all__ = [
     "positive_int",
     "progress_bar",
     "recorded_warnings",
+    "run_file_arguments",
     "say_where",
     "show_progress",
     "upload_command",
     "upload_pending",
     "warn",
+    "write_from_run",
 ]
 
 API_KEY_ENV = "TILED_API_KEY"
@@ -256,6 +258,50 @@ def partial_run_error(run: Any, status: str | None, err: Exception) -> Exception
         f"that cannot be put together ({type(err).__name__}: {err}); its partial "
         "results are readable with 'xsvs-bluesky results' and from Tiled"
     )
+
+
+@contextmanager
+def run_file_arguments(
+    parser: argparse.ArgumentParser, *, verb: str
+) -> Iterator[argparse.ArgumentParser]:
+    """Frame the options of a command that writes a file from a derived run.
+
+    Adds the UID (:func:`add_uid_argument`) before the options added inside
+    the ``with`` block, ``--any-status`` (``verb`` as in its help) and the
+    storage options after them; :func:`write_from_run` reads them back.
+    """
+    add_uid_argument(parser)
+    yield parser
+    add_any_status_argument(parser, verb=verb)
+    add_catalog_arguments(parser, background=True)
+
+
+def write_from_run(
+    args: argparse.Namespace, verb: str, write: Callable[[Any], Any]
+) -> int:
+    """Write a file from the derived run the command line names; print its path.
+
+    The run is found by ``args.uid`` (:func:`add_uid_argument`) and must be
+    finished unless ``args.any_status`` (:func:`finished_run`, ``verb`` as in
+    its message); ``write`` takes its loaded results and returns the path
+    written.  A partial run whose streams do not fit together is refused in
+    one line (:func:`partial_run_error`).  Returns the exit code, 0.
+    """
+    from xsvs_bluesky.errors import XSVSError
+    from xsvs_bluesky.results import find_run, load_results
+
+    # arrays are read while writing: the catalogs stay open until the end
+    with catalogs_from_args(args, light=True, background=True) as cats:
+        run = find_run(cats.processed, args.uid, any_status=args.any_status)
+        status = finished_run(run, args, verb)
+        try:
+            path = write(load_results(run))
+        except (ValueError, KeyError, IndexError) as err:
+            if status == "success" or isinstance(err, XSVSError):
+                raise
+            raise partial_run_error(run, status, err) from err
+    print(path)
+    return 0
 
 
 #: set (to anything but 0) to serve a data folder inside each command instead of

@@ -24,52 +24,31 @@ from __future__ import annotations
 
 import argparse
 
-from xsvs_bluesky.cli._common import (
-    add_any_status_argument,
-    add_catalog_arguments,
-    add_uid_argument,
-    catalogs_from_args,
-    finished_run,
-    partial_run_error,
-)
-from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.cli._common import run_file_arguments, write_from_run
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``xsvs-bluesky export``."""
-    add_uid_argument(parser)
-    parser.add_argument(
-        "--to",
-        choices=("csv", "hdf5"),
-        required=True,
-        help="file format",
-    )
-    parser.add_argument(
-        "--out",
-        metavar="PATH",
-        help="file to write (default xsvs-<uid8>.csv or .h5 in the working folder)",
-    )
-    add_any_status_argument(parser, verb="export")
-    add_catalog_arguments(parser, background=True)
+    with run_file_arguments(parser, verb="export"):
+        parser.add_argument(
+            "--to",
+            choices=("csv", "hdf5"),
+            required=True,
+            help="file format",
+        )
+        parser.add_argument(
+            "--out",
+            metavar="PATH",
+            help="file to write (default xsvs-<uid8>.csv or .h5 in the working folder)",
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     """Export the run; print the path written; return the exit code."""
     from xsvs_bluesky.export import export_results
-    from xsvs_bluesky.results import find_run, load_results
 
-    with catalogs_from_args(
-        args, light=True, background=True
-    ) as cats:  # arrays are read while writing
-        run = find_run(cats.processed, args.uid, any_status=args.any_status)
-        status = finished_run(run, args, "export")
-        try:
-            path = export_results(load_results(run), args.to, args.out)
-        except (ValueError, KeyError, IndexError) as err:
-            if status == "success" or isinstance(err, XSVSError):
-                raise
-            raise partial_run_error(run, status, err) from err
-    print(path)
-    return 0
+    return write_from_run(
+        args, "export", lambda results: export_results(results, args.to, args.out)
+    )

@@ -24,47 +24,26 @@ from __future__ import annotations
 
 import argparse
 
-from xsvs_bluesky.cli._common import (
-    add_any_status_argument,
-    add_catalog_arguments,
-    add_uid_argument,
-    catalogs_from_args,
-    finished_run,
-    partial_run_error,
-)
-from xsvs_bluesky.errors import XSVSError
+from xsvs_bluesky.cli._common import run_file_arguments, write_from_run
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``xsvs-bluesky report``."""
-    add_uid_argument(parser)
-    parser.add_argument(
-        "--out",
-        metavar="DIR",
-        help="folder for xsvs-report-<uid8>.html, or a file name ending in .html "
-        "(default: the working folder)",
-    )
-    add_any_status_argument(parser, verb="report")
-    add_catalog_arguments(parser, background=True)
+    with run_file_arguments(parser, verb="report"):
+        parser.add_argument(
+            "--out",
+            metavar="DIR",
+            help="folder for xsvs-report-<uid8>.html, or a file name ending in .html "
+            "(default: the working folder)",
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; print its path; return the exit code."""
     from xsvs_bluesky.report import write_report
-    from xsvs_bluesky.results import find_run, load_results
 
-    with catalogs_from_args(
-        args, light=True, background=True
-    ) as cats:  # arrays are read while drawing
-        run = find_run(cats.processed, args.uid, any_status=args.any_status)
-        status = finished_run(run, args, "report")
-        try:
-            path = write_report(load_results(run), args.out)
-        except (ValueError, KeyError, IndexError) as err:
-            if status == "success" or isinstance(err, XSVSError):
-                raise
-            raise partial_run_error(run, status, err) from err
-    print(path)
-    return 0
+    return write_from_run(
+        args, "report", lambda results: write_report(results, args.out)
+    )
