@@ -49,6 +49,7 @@ __all__ = [
     "catalogs_from_args",
     "flush_warnings",
     "nonnegative_int",
+    "positive_float",
     "positive_int",
     "progress_bar",
     "recorded_warnings",
@@ -620,6 +621,21 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be >= 1")
     return value
+
+
+def positive_float(unit: str) -> Callable[[str], float]:
+    """Argparse type: a number > 0, in ``unit`` (named in the message)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{value} must be > 0 ({unit})")
+        return value
+
+    return parse
 
 
 def nonnegative_int(text: str) -> int:

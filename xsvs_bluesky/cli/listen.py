@@ -62,6 +62,7 @@ from xsvs_bluesky.cli._common import (
     add_catalog_arguments,
     backup_exit,
     catalogs_from_args,
+    positive_float,
     positive_int,
     upload_pending,
 )
@@ -71,14 +72,7 @@ __all__ = ["add_arguments", "run"]
 _PROG = "xsvs-bluesky listen"
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} must be > 0 (s)")
-    return value
+_seconds = positive_float("s")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

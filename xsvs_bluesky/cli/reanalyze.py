@@ -43,6 +43,7 @@ from xsvs_bluesky.cli._common import (
     catalogs_from_args,
     flush_warnings,
     limits_from_args,
+    positive_float,
     progress_bar,
     recorded_warnings,
     show_progress,
@@ -53,16 +54,6 @@ from xsvs_bluesky.cli.replay import add_output_arguments, print_results
 __all__ = ["add_arguments", "run"]
 
 _PROG = "xsvs-bluesky reanalyze"
-
-
-def _q(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} must be > 0 (1/Angstrom)")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,7 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("qs", "step between centres"),
         ("dq", "half-width of a partition"),
     ):
-        group.add_argument(f"--{name}", type=_q, metavar="Q", help=text)
+        group.add_argument(
+            f"--{name}", type=positive_float("1/Angstrom"), metavar="Q", help=text
+        )
     parser.add_argument(
         "--frames",
         choices=FRAME_SOURCES,
