@@ -15,9 +15,9 @@ see the real types through the ``TYPE_CHECKING`` imports below.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from xsvs_bluesky._lazy import lazy_exports
 from xsvs_bluesky._version import __version__
 from xsvs_bluesky.errors import (
     DocumentError,
@@ -118,15 +118,4 @@ __all__ = [
     "search_runs",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'xsvs_bluesky' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)

@@ -29,8 +29,9 @@ dynamics text loads neither event-model nor the session's modules.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from xsvs_bluesky._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from xsvs_bluesky.live._dynamics_text import (
@@ -78,15 +79,4 @@ __all__ = [
     "signal_reason",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)
