@@ -34,7 +34,7 @@ import contextlib
 import json
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,12 +86,29 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
         If the folder or the file cannot be written (no file is left).
     """
     payload = data.encode("utf-8") if isinstance(data, str) else data
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "xb") as handle:
+            handle.write(payload)
+
+    return _replace_atomic(path, write)
+
+
+def _replace_atomic(
+    path: str | os.PathLike[str], write: Callable[[Path], None]
+) -> Path:
+    """Create ``path`` whole or not at all: ``write`` fills a new temporary file.
+
+    ``write`` is given a path next to the target that does not exist yet; the
+    file it creates there is renamed to the target.  On any error the
+    temporary file is removed; an :class:`OSError` becomes a
+    :class:`StorageError` naming the target.
+    """
     target = Path(path).resolve()
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "xb") as handle:
-            handle.write(payload)
+        write(tmp)
         os.replace(tmp, target)
     except OSError as err:
         _remove(tmp)
@@ -305,23 +322,14 @@ def export_hdf5(results: RunResults, path: str | os.PathLike[str]) -> Path:
     """
     import h5py
 
-    target = Path(path).resolve()
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w-") as handle:
             handle.attrs["default"] = "entry"
             handle.attrs["creator"] = f"xsvs_bluesky {__version__}"
             handle.attrs["file_time"] = datetime.now(UTC).isoformat()
             _write_entry(handle.create_group("entry"), results)
-        os.replace(tmp, target)
-    except OSError as err:
-        _remove(tmp)
-        raise StorageError(f"cannot write {target}: {err}") from err
-    except BaseException:
-        _remove(tmp)
-        raise
-    return target
+
+    return _replace_atomic(path, write)
 
 
 def export_results(
