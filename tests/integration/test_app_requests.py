@@ -106,13 +106,20 @@ def test_the_override_is_resolved_into_each_route_of_the_app(tmp_path):
         assert get_settings in set(calls(context.original_route.dependant))
 
 
-def _round_trip(client: Any, name: str) -> None:
-    node = client.create_container(name)
-    node.write_array(np.arange(6, dtype="int32"), key="values")
-    again = client[name]
-    assert again.structure_family == "container"
-    assert again["values"].structure_family == "array"
-    assert list(again["values"].read()) == [0, 1, 2, 3, 4, 5]
+def _round_trip(uri: str, api_key: str, name: str) -> None:
+    """Create a container and an array in it; read them back."""
+    from tiled.client import from_uri
+
+    client = from_uri(uri, api_key=api_key)
+    try:
+        node = client.create_container(name)
+        node.write_array(np.arange(6, dtype="int32"), key="values")
+        again = client[name]
+        assert again.structure_family == "container"
+        assert again["values"].structure_family == "array"
+        assert list(again["values"].read()) == [0, 1, 2, 3, 4, 5]
+    finally:
+        client.context.close()
 
 
 @contextmanager
@@ -160,8 +167,6 @@ def _plain_tiled(folder: DataFolder, api_key: str) -> Iterator[str]:
 
 @pytest.mark.slow
 def test_apps_in_one_process_each_accept_only_their_own_key(two_folders, tmp_path):
-    from tiled.client import from_uri
-
     first, second = two_folders
     assert first.api_key and second.api_key and first.api_key != second.api_key
     with _plain_tiled(DataFolder.at(tmp_path / "plain"), "plainkey0123") as plain_uri:
@@ -172,7 +177,7 @@ def test_apps_in_one_process_each_accept_only_their_own_key(two_folders, tmp_pat
             assert _get(cats, own).status_code == 200
             assert _get(cats, other).status_code == 401
             assert _get(cats, "plainkey0123").status_code == 401
-            _round_trip(from_uri(cats.uri, api_key=own), "round-trip")
+            _round_trip(cats.uri, own, "round-trip")
         with httpx.Client(trust_env=False, timeout=30) as client:
             for key, status in (
                 ("plainkey0123", 200),
@@ -184,4 +189,4 @@ def test_apps_in_one_process_each_accept_only_their_own_key(two_folders, tmp_pat
                     headers={"Authorization": f"Apikey {key}"},
                 )
                 assert answer.status_code == status, key
-        _round_trip(from_uri(plain_uri, api_key="plainkey0123"), "round-trip")
+        _round_trip(plain_uri, "plainkey0123", "round-trip")
