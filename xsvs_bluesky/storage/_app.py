@@ -136,7 +136,8 @@ def build_folder_app(tree: Any, api_key: str) -> Any:
 
     JSON-seq export of Bluesky runs is registered; the app keeps its own
     copy of Tiled's settings so that another app of this process with
-    another key does not replace this one's.
+    another key does not replace this one's, resolved into its routes once
+    (:func:`resolve_overrides`) rather than by FastAPI on every request.
     """
     from bluesky_tiled_plugins.exporters import json_seq_exporter
     from tiled.config import Authentication
