@@ -33,6 +33,7 @@ __all__ = [
     "log_config",
     "no_delay",
     "quiet_pool_resets",
+    "resolve_overrides",
 ]
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,8 @@ def build_folder_app(tree: Any, api_key: str) -> Any:
 
     JSON-seq export of Bluesky runs is registered; the app keeps its own
     copy of Tiled's settings so that another app of this process with
-    another key does not replace this one's.
+    another key does not replace this one's, resolved into its routes once
+    (:func:`resolve_overrides`) rather than by FastAPI on every request.
     """
     from bluesky_tiled_plugins.exporters import json_seq_exporter
     from tiled.config import Authentication
@@ -158,7 +160,99 @@ def build_folder_app(tree: Any, api_key: str) -> Any:
         return own
 
     app.dependency_overrides[get_settings] = app_settings
+    resolve_overrides(app)
     return app
+
+
+def resolve_overrides(app: Any) -> int:
+    """Build ``app.dependency_overrides`` into its HTTP routes; return how many.
+
+    With any entry in ``app.dependency_overrides``, FastAPI rebuilds the
+    dependency tree of every sub-dependency of a route on every request
+    (signature inspection of each function: a sixth of the server's CPU per
+    request here).  This app's overrides are fixed once built, so each HTTP
+    route of the app gets them resolved into its tree once, and a handler
+    built on that tree without the overrides provider.  Only routes of this
+    app change (its own route objects and its inclusions of Tiled's
+    routers); another app of the process is untouched.  The overrides stay
+    in ``app.dependency_overrides`` (Tiled's startup reads the settings
+    there); a route this does not recognise keeps resolving them per
+    request (same answers, slower).  Overrides added after this call are
+    not seen by the rebuilt routes.
+    """
+    from fastapi import routing
+
+    overrides = dict(app.dependency_overrides)
+    needed = ("_IncludedRouter", "_effective_route_context_var", "request_response")
+    if not overrides or not all(hasattr(routing, name) for name in needed):
+        return 0
+    body_limit = getattr(routing, "wrap_app_with_body_limit", lambda inner, _: inner)
+    rebuilt = 0
+    for route in app.router.routes:
+        if isinstance(route, routing.APIRoute):
+            if route.dependency_overrides_provider is not app:
+                continue
+            route.dependant = _resolved_tree(route.dependant, overrides)
+            route.dependency_overrides_provider = None
+            route.app = body_limit(
+                routing.request_response(route.get_route_handler()),
+                getattr(route, "max_body_size", None),
+            )
+            rebuilt += 1
+        elif isinstance(route, routing._IncludedRouter):
+            for context in route.effective_route_contexts():
+                original = context.original_route
+                if (
+                    not isinstance(original, routing.APIRoute)
+                    or context.dependency_overrides_provider is not app
+                    or context.dependant is None
+                ):
+                    continue
+                context.dependant = _resolved_tree(context.dependant, overrides)
+                context.dependency_overrides_provider = None
+                # the route builds its handler from the context it is told of
+                token = routing._effective_route_context_var.set(context)
+                try:
+                    context.app = body_limit(
+                        routing.request_response(original.get_route_handler()),
+                        context.max_body_size,
+                    )
+                finally:
+                    routing._effective_route_context_var.reset(token)
+                rebuilt += 1
+    return rebuilt
+
+
+def _resolved_tree(dependant: Any, overrides: dict[Any, Any]) -> Any:
+    """Return ``dependant`` with every overridden sub-dependency replaced.
+
+    The replacement is the tree FastAPI builds per request for an override
+    (same path, name, scopes, cache and concurrency settings); untouched
+    subtrees are shared with the original, which is not modified.
+    """
+    import dataclasses
+
+    from fastapi.dependencies.models import _get_oauth_scopes
+    from fastapi.dependencies.utils import get_dependant
+
+    children = []
+    for sub in dependant.dependencies:
+        call = overrides.get(sub.call, sub.call)
+        if call is not sub.call:
+            sub = get_dependant(
+                path=sub.path,
+                call=call,
+                name=sub.name,
+                parent_oauth_scopes=_get_oauth_scopes(dependant=sub),
+                use_cache=sub.use_cache,
+                scope=sub.scope,
+                concurrency=sub.concurrency,
+            )
+        children.append(_resolved_tree(sub, overrides))
+    old = dependant.dependencies
+    if all(new is was for new, was in zip(children, old, strict=True)):
+        return dependant
+    return dataclasses.replace(dependant, dependencies=children)
 
 
 def no_delay(sock: socket.socket) -> None:

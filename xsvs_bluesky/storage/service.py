@@ -291,7 +291,7 @@ def serve(
         from tiled.config import parse_configs
         from tiled.server.app import build_app_from_config
 
-        from xsvs_bluesky.storage._app import log_config, no_delay
+        from xsvs_bluesky.storage._app import log_config, no_delay, resolve_overrides
 
         key = folder.api_key(default=api_key)
         assert key is not None
@@ -310,6 +310,7 @@ def serve(
         )
         uri = f"http://{url_host(host)}:{port}/api/v1"
         app = build_app_from_config(parse_configs(config_file))
+        resolve_overrides(app)  # once, instead of on every request
         server = uvicorn.Server(
             uvicorn.Config(app, loop="asyncio", log_config=log_config(None))
         )
