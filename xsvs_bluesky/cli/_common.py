@@ -379,6 +379,7 @@ def catalogs_from_args(
     create: bool = False,
     light: bool = False,
     background: bool = False,
+    light_raw: bool = False,
 ) -> Any:
     """Open the catalogs named by the options of :func:`add_catalog_arguments`.
 
@@ -396,6 +397,9 @@ def catalogs_from_args(
         A data folder no server runs gets a background ``xsvs-bluesky
         serve`` (unless ``--in-process`` or ``$XSVS_BLUESKY_IN_PROCESS``),
         announced on stderr with how to stop it.
+    light_raw : bool, optional
+        With ``light``: the raw catalog too, as a plain container (``replay``
+        writes through plain clients).
 
     Returns
     -------
@@ -418,6 +422,7 @@ def catalogs_from_args(
             tiled_uri=args.tiled_uri,
             api_key=key,
             light=light,
+            light_raw=light_raw,
             backup_dir=backup,
             **names,
         )
@@ -432,6 +437,7 @@ def catalogs_from_args(
         data_dir=data_dir,
         api_key=args.api_key,
         light=light,
+        light_raw=light_raw,
         background=background,
         backup_dir=backup,
         **names,

@@ -167,7 +167,11 @@ def run(args: argparse.Namespace) -> int:
             compression=args.compression,
         )
         flush_warnings(_PROG, caught)
-        with catalogs_from_args(args, create=True, background=True) as cats:
+        # plain clients: the replay's searches and writers need no Bluesky
+        # client class (no bluesky_tiled_plugins, no dask: ~1 s of imports)
+        with catalogs_from_args(
+            args, create=True, background=True, light=True, light_raw=True
+        ) as cats:
             upload_pending(_PROG, cats)
             bar, progress = progress_bar(show, job.scan.n_files, "frame")
             try:

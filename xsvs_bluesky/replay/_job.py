@@ -466,7 +466,8 @@ class LegacyReplay:
             f"raw run {run.uid} holds this series complete but has no successful "
             f"analysis (derived runs: {states or 'none'}); analysing it again"
         )
-        out = reanalyze(catalogs, run.uid, options=self.options)
+        # light catalogs (plain containers): reanalyze reads Bluesky runs
+        out = reanalyze(catalogs.with_bluesky_clients(), run.uid, options=self.options)
         return ReplayResult(
             raw_uid=run.uid,
             derived_uids=(out.derived_uid,) if out.derived_uid else (),

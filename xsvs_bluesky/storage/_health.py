@@ -196,6 +196,8 @@ def writer_root(container: Any, *, retry_s: float, timeout_s: float) -> Any:
     from tiled.client import from_context
     from tiled.client.context import Context
 
+    from xsvs_bluesky.storage._light import writer_clients
+
     source = container.context
     uri = str(source.api_uri)
     context = Context(
@@ -212,7 +214,9 @@ def writer_root(container: Any, *, retry_s: float, timeout_s: float) -> Any:
     context.signal_retry = _no_indicator
     context.signal_retry_resolved = _no_indicator
     try:
-        return from_context(context)
+        # plain container clients: no Bluesky client classes (the writers
+        # need none; a TiledWriter gets its own, RunWriter.tiled_writer)
+        return from_context(context, structure_clients=writer_clients())
     except BaseException:
         context.close()
         raise

@@ -26,7 +26,13 @@ from tiled.client.base import BaseClient
 from tiled.client.container import Container
 from tiled.client.utils import handle_error, retry_context
 
-__all__ = ["LIGHT_CLIENTS", "LightArrayClient", "LightTableClient"]
+__all__ = [
+    "LIGHT_CLIENTS",
+    "LightArrayClient",
+    "LightTableClient",
+    "bluesky_client",
+    "writer_clients",
+]
 
 _OCTET_STREAM = "application/octet-stream"
 _ARROW_FILE = "application/vnd.apache.arrow.file"
@@ -111,3 +117,43 @@ LIGHT_CLIENTS: dict[str, Any] = {
     "table": LightTableClient,
     "dataframe": LightTableClient,
 }
+
+
+def writer_clients() -> Any:
+    """``structure_clients`` of a writer: Tiled's classes by structure family.
+
+    Containers are plain ``Container`` whatever their specs (no Bluesky
+    client classes, no ``CompositeClient``); arrays and tables are Tiled's
+    own ``ArrayClient``/``DataFrameClient``, imported (with dask) only when
+    a node of that family is first made.
+    """
+    from tiled.client.container import DEFAULT_STRUCTURE_CLIENT_DISPATCH
+    from tiled.utils import OneShotCachedMap
+
+    tiled = DEFAULT_STRUCTURE_CLIENT_DISPATCH["numpy"]
+    clients: Any = OneShotCachedMap()
+    clients.set("container", lambda: Container)
+    clients.set("composite", lambda: Container)
+    for family in ("array", "bytes", "dataframe", "sparse", "table"):
+        clients.set(family, lambda family=family: tiled[family])
+    return clients
+
+
+def bluesky_client(node: Any) -> Any:
+    """Return the client Tiled's default dispatch gives ``node`` (no request).
+
+    For a node opened with plain clients (:data:`LIGHT_CLIENTS`,
+    :func:`writer_clients`): the same node through the classes its specs
+    name (``CatalogOfBlueskyRuns``, ``BlueskyRun``: ``bluesky_tiled_plugins``
+    is imported then).
+    """
+    from tiled.client.container import DEFAULT_STRUCTURE_CLIENT_DISPATCH
+    from tiled.client.utils import client_for_item
+
+    Container.discover_clients_from_entrypoints()
+    return client_for_item(
+        node.context,
+        DEFAULT_STRUCTURE_CLIENT_DISPATCH["numpy"],
+        node.item,
+        include_data_sources=getattr(node, "_include_data_sources", False),
+    )

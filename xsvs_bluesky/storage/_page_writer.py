@@ -251,12 +251,14 @@ class PageWriter:
 
         node = self._nodes.get(stream)
         if node is None:
-            node = self._nodes[stream] = self._root.create_container(
+            node = self._root.create_container(
                 key=stream,
                 metadata=self._metadata[stream],
                 specs=[Spec("BlueskyEventStream", version="3.0"), Spec("composite")],
                 access_tags=self._access_tags,
-            ).base
+            )
+            # a CompositeClient's own nodes; a plain container client is that
+            node = self._nodes[stream] = getattr(node, "base", node)
         return node
 
     def _write_page(self, stream: str, doc: Mapping[str, Any]) -> None:

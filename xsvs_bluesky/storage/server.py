@@ -67,7 +67,8 @@ class Catalogs:
     ----------
     raw, processed : tiled.client.container.Container
         ``CatalogOfBlueskyRuns`` containers of the raw and derived runs
-        (``raw`` None when opened with ``light=True``).
+        (plain ``Container`` clients when opened with ``light=True``, and
+        ``raw`` None then unless ``light_raw=True``).
     client : tiled.client.container.Container
         The root node of the server.
     server : object or None
@@ -111,6 +112,26 @@ class Catalogs:
             return None
         target = Path(path).resolve()
         return any(target.is_relative_to(p) for p in self.readable_storage)
+
+    def with_bluesky_clients(self) -> Catalogs:
+        """Return these catalogs through the Bluesky client classes (no request).
+
+        For catalogs opened with ``light=True`` (plain containers): the same
+        nodes as ``CatalogOfBlueskyRuns`` clients (``cat[-1]``,
+        ``run.documents()``...); ``bluesky_tiled_plugins`` is imported then.
+        Closing either closes both.
+        """
+        from xsvs_bluesky.storage._light import bluesky_client
+
+        def convert(node: Any) -> Any:
+            return None if node is None else bluesky_client(node)
+
+        return replace(
+            self,
+            raw=convert(self.raw),
+            processed=convert(self.processed),
+            client=convert(self.client),
+        )
 
     def close(self) -> None:
         """Close the client and stop the embedded server, if any.
@@ -254,6 +275,7 @@ def open_catalogs(
     background: bool = False,
     catalog: str | None = None,
     backup_dir: str | os.PathLike[str] | None = None,
+    light_raw: bool = False,
 ) -> Catalogs:
     """Open (creating if needed) the raw and processed run catalogs.
 
@@ -285,7 +307,8 @@ def open_catalogs(
         client classes and dask (seconds of imports; see
         ``xsvs_bluesky.storage._light``).  ``cat[-1]``, ``cat[scan_id]``,
         partial uids and ``run.documents()`` are then not available, and
-        ``raw`` is None (the raw catalog is not opened: one request less).
+        ``raw`` is None (the raw catalog is not opened: one request less)
+        unless ``light_raw``.
 
     background : bool
         Data folder that no server runs: start ``xsvs-bluesky serve`` of it
@@ -303,6 +326,11 @@ def open_catalogs(
         (:attr:`Catalogs.backup_dir`).  Default: ``<data_dir>/backup``, or
         ``./xsvs-data/backup/<host>_<port>`` for a server named by
         ``tiled_uri``.
+    light_raw : bool
+        With ``light``: open the raw catalog too, as a plain container (a
+        replay searches and writes it through plain clients: its writers
+        need no Bluesky client class, see
+        :func:`~xsvs_bluesky.storage.make_tiled_writer`).
 
     Returns
     -------
@@ -331,6 +359,7 @@ def open_catalogs(
             background,
             postgres,
         )
+        cats = _with_raw(cats, raw, light and light_raw)
         assert cats.data_dir is not None
         return replace(cats, backup_dir=backup or DataFolder(cats.data_dir).backup)
     from tiled.client import from_context
@@ -370,7 +399,19 @@ def open_catalogs(
     cats = _catalogs(
         client, None, None, ext, _strip_query(tiled_uri), key, raw, processed, light
     )
+    cats = _with_raw(cats, raw, light and light_raw)
     return replace(cats, backup_dir=backup or named_server_backup(tiled_uri))
+
+
+def _with_raw(cats: Catalogs, raw: str, wanted: bool) -> Catalogs:
+    """``cats`` with its raw catalog opened (a light ``cats`` has none)."""
+    if not wanted or cats.raw is not None:
+        return cats
+    try:
+        return replace(cats, raw=ensure_run_catalog(cats.client, raw))
+    except BaseException:
+        cats.close()
+        raise
 
 
 def named_server_backup(uri: str) -> Path:

@@ -20,8 +20,13 @@ bounds the memory (50 inline MAXIPIX frames are 6.5 MB) and the delay of
 step scans.  Derived runs emit few Events (throttled progress, one per
 exposure at the end): use ``batch_size=1`` for them so progress shows live.
 
+Raw runs of a legacy replay (``plan_type == "legacy_replay"``) are not
+given to the TiledWriter: a writer of the same nodes registers each
+exposure's frames with one request (:mod:`._raw_writer`), without
+importing ``bluesky_tiled_plugins``.
+
 Derived runs of layout 2 (``xsvs.schema_version >= 2``) are not given to
-the TiledWriter: :class:`RunWriter` routes them to a writer that stores
+the TiledWriter either: :class:`RunWriter` routes them to a writer that stores
 each EventPage with one request as it arrives (a completed exposure is in
 Tiled at once) and writes the streams in parallel, into the same nodes
 TiledWriter would create.  ``batch_size`` does not apply to them.
@@ -39,6 +44,7 @@ from typing import Any
 
 from xsvs_bluesky.errors import OptionError
 from xsvs_bluesky.storage._page_writer import PageWriter, is_page_run
+from xsvs_bluesky.storage._raw_writer import RawRunWriter, is_raw_replay_run
 
 __all__ = ["DEFAULT_BATCH_SIZE", "LIVE_BATCH_SIZE", "RunWriter", "make_tiled_writer"]
 
@@ -52,39 +58,88 @@ class RunWriter:
     """A ``(name, doc)`` callback writing runs into one Tiled container.
 
     Derived runs of layout >= 2 go to a page writer (one request per
-    EventPage, streams in parallel); every other run goes to
-    :attr:`tiled_writer`, a ``bluesky_tiled_plugins.TiledWriter``.
+    EventPage, streams in parallel); the raw runs of a legacy replay to a
+    raw-run writer (one registration per exposure,
+    :mod:`xsvs_bluesky.storage._raw_writer`); every other run to
+    :attr:`tiled_writer`, a ``bluesky_tiled_plugins.TiledWriter`` made when
+    the first such run starts (a process writing only the first two kinds
+    never imports ``bluesky_tiled_plugins``).
 
     Parameters
     ----------
     container : tiled client container
-        A ``CatalogOfBlueskyRuns`` container.
-    tiled_writer : TiledWriter
-        Writer of the other runs.
+        A catalog of Bluesky runs (a ``CatalogOfBlueskyRuns`` client, or a
+        plain container client of one).
+    batch_size : int
+        Events or StreamDatum rows cached before a write (TiledWriter runs;
+        Event rows of replayed raw runs).
+    **tiled_options
+        Passed on to ``TiledWriter`` (``max_array_size``, ``backup_directory``,
+        ``patches``...).
     """
 
-    def __init__(self, container: Any, tiled_writer: Any) -> None:
+    def __init__(
+        self,
+        container: Any,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        **tiled_options: Any,
+    ) -> None:
         self.container = container
-        self.tiled_writer = tiled_writer
-        self._runs: dict[str, PageWriter] = {}  # run uid -> writer
+        self.batch_size = batch_size
+        self._tiled_options = tiled_options
+        self._tiled_writer: Any = None
+        self._runs: dict[str, PageWriter | RawRunWriter] = {}  # run uid -> writer
         self._descriptors: dict[str, str] = {}  # descriptor uid -> run uid
+        self._resources: dict[str, str] = {}  # stream resource uid -> run uid
+        self._other_runs: set[str] = set()  # runs given to the TiledWriter
 
-    def _writer(self, name: str, doc: Any) -> PageWriter | None:
+    @property
+    def tiled_writer(self) -> Any:
+        """The ``bluesky_tiled_plugins.TiledWriter`` of the other runs (made now)."""
+        if self._tiled_writer is None:
+            from bluesky_tiled_plugins import TiledWriter
+
+            from xsvs_bluesky.storage._light import bluesky_client
+
+            self._tiled_writer = TiledWriter(
+                bluesky_client(self.container),
+                batch_size=self.batch_size,
+                **self._tiled_options,
+            )
+        return self._tiled_writer
+
+    def _writer(self, name: str, doc: Any) -> PageWriter | RawRunWriter | None:
         if name == "start":
-            if not is_page_run(doc):
+            uid = doc["uid"]
+            writer: PageWriter | RawRunWriter
+            if is_page_run(doc):
+                writer = PageWriter(self.container)
+            elif is_raw_replay_run(doc):
+                writer = RawRunWriter(self.container, batch_size=self.batch_size)
+            else:
+                self._other_runs.add(uid)
                 return None
-            writer = self._runs[doc["uid"]] = PageWriter(self.container)
+            self._runs[uid] = writer
             return writer
         if name in ("descriptor", "stop"):
             run = doc.get("run_start", "")
             if name == "descriptor" and run in self._runs:
                 self._descriptors[doc["uid"]] = run
             if name == "stop":
+                self._other_runs.discard(run)
                 return self._runs.pop(run, None)
             return self._runs.get(run)
-        if name in ("event", "event_page"):
+        if name in ("event", "event_page", "stream_datum"):
             run = self._descriptors.get(doc.get("descriptor", ""))
             return None if run is None else self._runs.get(run)
+        if name == "stream_resource":
+            run = doc.get("run_start") or ""
+            if not run and len(self._runs) == 1 and not self._other_runs:
+                run = next(iter(self._runs))
+            if run in self._runs:
+                self._resources[doc["uid"]] = run
+            return self._runs.get(run)
         return None
 
     def __call__(self, name: str, doc: Any) -> Any:
@@ -93,9 +148,9 @@ class RunWriter:
         if writer is None:
             return self.tiled_writer(name, doc)
         if name == "stop":
-            self._descriptors = {
-                d: r for d, r in self._descriptors.items() if r != doc["run_start"]
-            }
+            run = doc["run_start"]
+            self._descriptors = {d: r for d, r in self._descriptors.items() if r != run}
+            self._resources = {s: r for s, r in self._resources.items() if r != run}
         writer(name, doc)
         return None
 
@@ -104,9 +159,11 @@ class RunWriter:
 
         Their page writers write in a worker thread; this returns once each
         has written what it was given (False if ``timeout`` s passed first).
-        TiledWriter runs write as they are called: nothing to wait for.
+        The other runs are written as they are called: nothing to wait for.
         """
-        return all(w.flush(timeout) for w in self._runs.values())
+        return all(
+            w.flush(timeout) for w in self._runs.values() if isinstance(w, PageWriter)
+        )
 
     def discard(self, wait_s: float = 0.0) -> None:
         """Drop the runs in progress without writing more of them.
@@ -119,8 +176,10 @@ class RunWriter:
         writers = list(self._runs.values())
         self._runs.clear()
         self._descriptors.clear()
+        self._resources.clear()
         for writer in writers:
-            writer.discard(wait_s)
+            if isinstance(writer, PageWriter):
+                writer.discard(wait_s)
 
 
 def make_tiled_writer(
@@ -149,21 +208,18 @@ def make_tiled_writer(
     -------
     RunWriter
         A ``(name, doc)`` callback for ``RunEngine.subscribe``: derived runs
-        of layout >= 2 through the page writer, every other run through a
-        ``bluesky_tiled_plugins.TiledWriter`` (its ``tiled_writer``).
+        of layout >= 2 through the page writer, raw runs of a legacy replay
+        through the raw-run writer, every other run through a
+        ``bluesky_tiled_plugins.TiledWriter`` (its ``tiled_writer``, made
+        when the first such run starts).
 
     Raises
     ------
     ValueError
         If ``batch_size`` < 1.
     """
-    from bluesky_tiled_plugins import TiledWriter
-
     if batch_size < 1:
         raise OptionError(f"batch_size = {batch_size}; give an integer >= 1")
     return RunWriter(
-        container,
-        TiledWriter(
-            container, batch_size=batch_size, max_array_size=max_array_size, **kwargs
-        ),
+        container, batch_size=batch_size, max_array_size=max_array_size, **kwargs
     )

@@ -1,0 +1,485 @@
+"""Write a replayed raw run into Tiled with few requests (private).
+
+:func:`xsvs_bluesky.storage.make_tiled_writer` routes the raw runs of a
+legacy replay (start documents with ``plan_type == "legacy_replay"``) here.
+The nodes are those ``bluesky_tiled_plugins.TiledWriter`` (2.0) creates for
+the same documents, so every Bluesky Tiled client reads them alike:
+
+- the run: a ``BlueskyRun`` (3.0) container, metadata ``{"start": ...}``,
+  then ``"stop"`` added (no revision kept);
+- per stream: a ``BlueskyEventStream``/``composite`` container whose
+  metadata is the descriptor (less ``name``, ``object_keys``,
+  ``run_start``);
+- per external data key: an array node registered by reference, one HDF5
+  data source (``application/x-hdf5``, ``dataset``/``swmr``/``locking``
+  parameters, the file as its one asset), its shape
+  ``(rows, *datum shape)`` and chunks from the StreamResource's
+  ``chunk_shape``, computed as TiledWriter's consolidator does;
+- Event rows: the ``internal`` table (``seq_num``, ``time``, the scalar
+  keys, ``ts_<key>``), array keys as array nodes with dimension names
+  ``time, dim_int_1, ...``, written at the stop document (or per
+  ``batch_size`` rows).
+
+What differs is the number of requests.  A data key's node is registered
+when its first StreamDatum arrives, with the rows known then: the replay
+hands over one StreamDatum per exposure, once the exposure's file is
+complete (``xsvs_bluesky.replay``'s exposure feed), so each exposure costs
+one request and its data source is never updated afterwards (a later
+StreamDatum of the same key updates it with one request, as TiledWriter
+does).  The stop is one metadata update plus the end of the run's stream
+(``close_stream`` of the run node: live subscribers see the run end); the
+other nodes are not closed one by one, which only a Tiled streaming
+subscriber of a single stream or array would notice.
+
+Documents this writer does not handle (Resource/Datum, non-HDF5 or
+multi-file StreamResources, data keys of variable shape) raise
+:class:`~xsvs_bluesky.errors.StorageError`: a replayed run never has them.
+Nothing here imports ``bluesky_tiled_plugins`` or dask.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from xsvs_bluesky.errors import StorageError
+
+__all__ = ["RawRunWriter", "is_raw_replay_run"]
+
+logger = logging.getLogger(__name__)
+
+_HDF5 = "application/x-hdf5"
+_RESERVED = ("time", "seq_num")
+#: broad JSON types of data keys -> numpy dtypes (as TiledWriter's normaliser)
+_JSON_DTYPES = {
+    "number": "<f8",
+    "array": "<f8",
+    "boolean": "|b1",
+    "string": "<U0",
+    "integer": "<i8",
+}
+_JSON_INT = 2**53 - 1
+_JSON_FLOAT = 1.7976e308
+
+
+def is_raw_replay_run(start: Mapping[str, Any]) -> bool:
+    """Whether a start document is the raw run of a legacy replay."""
+    return start.get("plan_type") == "legacy_replay"
+
+
+def json_safe(data: Any) -> Any:
+    """Clip numbers JSON cannot hold exactly, as TiledWriter stores metadata.
+
+    Integral values beyond +-(2**53 - 1) are clipped to it and floats beyond
+    +-1.7976e308 to that; sequences become lists.
+    """
+    if isinstance(data, Mapping):
+        return {k: json_safe(v) for k, v in data.items()}
+    if isinstance(data, str | bytes):
+        return data
+    if isinstance(data, list | tuple | np.ndarray):
+        return [json_safe(v) for v in data]
+    if isinstance(data, int | float) and not isinstance(data, bool):
+        if not data % 1 and not -_JSON_INT <= data <= _JSON_INT:
+            return min(max(data, -_JSON_INT), _JSON_INT)
+        if isinstance(data, float) and not -_JSON_FLOAT <= data <= _JSON_FLOAT:
+            return min(max(data, -_JSON_FLOAT), _JSON_FLOAT)
+    return data
+
+
+def _summands(total: int, part: int) -> tuple[int, ...]:
+    """``total`` as ``part + part + ... + rest`` ((0,) when ``total`` is 0)."""
+    out = [part] * (total // part) + ([total % part] if total % part else [])
+    return tuple(out) or (0,)
+
+
+def _normalize_descriptor(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the descriptor as TiledWriter stores it (dtypes, shapes, names)."""
+    out: dict[str, Any] = copy.deepcopy(dict(doc))
+    keys = out["data_keys"]
+    for name in _RESERVED:
+        if name in keys:
+            raise StorageError(
+                f"stream {out.get('name')!r}: data key {name!r} is reserved in "
+                "Tiled; this writer takes replayed runs only"
+            )
+    configs = (
+        c.get("data_keys", {}).values() for c in out.get("configuration", {}).values()
+    )
+    for spec in [*keys.values(), *(s for c in configs for s in c)]:
+        descr = spec.pop("dtype_descr", [])
+        legacy = spec.pop("dtype_str", None)
+        dtype = (
+            [list(d) for d in descr]
+            or spec.get("dtype_numpy", legacy)
+            or _JSON_DTYPES.get(spec.get("dtype", ""))
+        )
+        if dtype:
+            spec["dtype_numpy"] = dtype
+        if "shape" in spec and spec["shape"] is None:
+            spec["shape"] = []
+    for obj, names in out.get("object_keys", {}).items():
+        for name in names:
+            keys[name]["object_name"] = obj
+    for spec in keys.values():
+        if "external" in spec and spec["external"] is None:
+            spec["external"] = ""
+    return out
+
+
+class _ExternalKey:
+    """One external data key of a stream: its HDF5 data source, row by row.
+
+    The data source TiledWriter's HDF5 consolidator builds for one file
+    (stack join: rows of the datum shape, the StreamResource's
+    ``chunk_shape`` along the leading dimensions).
+    """
+
+    def __init__(self, resource: Mapping[str, Any], data_key: Mapping[str, Any]):
+        params = dict(resource.get("parameters") or {})
+        if resource.get("mimetype") != _HDF5 or params.get("template"):
+            raise StorageError(
+                f"StreamResource {resource.get('uid')}: mimetype "
+                f"{resource.get('mimetype')!r} with parameters {sorted(params)}; this "
+                "writer takes single HDF5 files (replayed runs) only"
+            )
+        if "frame_per_point" in params:
+            params["multiplier"] = params.pop("frame_per_point")
+        params["dataset"] = params.pop("path", params.pop("dataset", ""))
+        self.params = params
+        self.key = str(resource.get("data_key", ""))
+        self.uri = str(resource["uri"])
+        self.join = params.get("join_method", "stack")
+        shape = data_key.get("shape") or []
+        if None in shape:
+            raise StorageError(f"data key {self.key!r}: variable shape {shape}")
+        datum = tuple(int(s) for s in shape)
+        if datum == (1,) and self.join == "stack":
+            datum = ()
+        self.metadata: dict[str, Any] = {}
+        if "spec" in params:
+            self.metadata["spec"] = params["spec"]
+        multiplier = params.get("multiplier")
+        if multiplier:
+            self.metadata["frame_per_point"] = multiplier
+            datum = datum or (multiplier,)
+            if datum[0] != multiplier:
+                datum = (multiplier, *(datum[1:] if datum[0] == 1 else datum))
+        self.datum = datum
+        self.dtype = data_key.get("dtype_numpy")
+        self.chunk_shape = tuple(int(c) for c in params.get("chunk_shape", ()))
+        dims = tuple(data_key.get("dims", ()))
+        self.dims = ("time", *dims) if dims and self.join == "stack" else dims
+        self.rows = 0
+        self.node: Any = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        if self.join == "concat" and self.datum:
+            return (self.rows * self.datum[0], *self.datum[1:])
+        return (self.rows, *self.datum)
+
+    def _chunks(self) -> tuple[tuple[int, ...], ...]:
+        shape, chunk = self.shape, self.chunk_shape
+        if len(chunk) > len(shape):
+            raise StorageError(
+                f"data key {self.key!r}: chunk_shape {chunk} longer than {shape}"
+            )
+        if self.join == "concat" and chunk:
+            raise StorageError(f"data key {self.key!r}: chunked 'concat' join")
+        lead = tuple(_summands(s, c) for s, c in zip(shape, chunk, strict=False))
+        return lead + tuple((s,) for s in shape[len(chunk) :])
+
+    def data_source(self) -> Any:
+        from tiled.structures.array import ArrayStructure, BuiltinDtype, StructDtype
+        from tiled.structures.core import StructureFamily
+        from tiled.structures.data_source import Asset, DataSource, Management
+
+        if isinstance(self.dtype, list):
+            dtype: Any = StructDtype.from_numpy_dtype(
+                np.dtype([tuple(d) for d in self.dtype])
+            )
+        else:
+            dtype = BuiltinDtype.from_numpy_dtype(np.dtype(self.dtype))
+        parameters: dict[str, Any] = {"dataset": self.params["dataset"]}
+        for name in ("slice", "squeeze"):
+            if self.params.get(name):
+                parameters[name] = self.params[name]
+        parameters["swmr"] = self.params.get("swmr", True)
+        parameters["locking"] = self.params.get("locking", None)
+        return DataSource(
+            structure_family=StructureFamily.array,
+            structure=ArrayStructure(
+                data_type=dtype,
+                shape=self.shape,
+                chunks=self._chunks(),
+                dims=self.dims or None,
+            ),
+            mimetype=_HDF5,
+            parameters=parameters,
+            properties={},
+            assets=[
+                Asset(
+                    data_uri=self.uri, is_directory=False, parameter="data_uris", num=0
+                )
+            ],
+            management=Management.external,
+        )
+
+
+class RawRunWriter:
+    """Write the documents of one replayed raw run into a container.
+
+    Parameters
+    ----------
+    container : tiled client container
+        A catalog of Bluesky runs (any Tiled container client).
+    batch_size : int
+        Event rows cached per stream before they are written (they are
+        written at the stop document in any case).
+    """
+
+    def __init__(self, container: Any, *, batch_size: int = 50) -> None:
+        self._container = container
+        self._batch_size = max(int(batch_size), 1)
+        self._root: Any = None
+        self._access_tags: Any = None
+        self._streams: dict[str, str] = {}  # descriptor uid -> stream name
+        self._nodes: dict[str, Any] = {}  # stream name -> its container
+        self._descriptors: dict[str, dict[str, Any]] = {}  # stream -> first one
+        self._data_keys: dict[str, dict[str, Any]] = {}
+        self._resources: dict[str, Mapping[str, Any]] = {}  # uid -> document
+        self._external: dict[str, _ExternalKey] = {}  # "stream/key" -> source
+        self._by_resource: dict[str, _ExternalKey] = {}
+        self._rows: dict[str, list[dict[str, Any]]] = {}  # stream -> Event rows
+        self._tables: dict[str, Any] = {}
+        self._arrays: dict[str, Any] = {}  # "stream/key" -> array node
+        self._dims: dict[str, dict[int, str]] = {}
+        self._notes: list[str] = []
+
+    def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
+        """Write (or cache) one document of the run."""
+        handler: Callable[[Any], None] | None = getattr(self, f"_{name}", None)
+        if handler is None:
+            raise StorageError(
+                f"a {name!r} document in a replayed raw run: this writer takes "
+                "start, descriptor, stream_resource, stream_datum, event(_page) "
+                "and stop documents"
+            )
+        handler(doc)
+
+    # ------------------------------------------------------------ documents
+    def _start(self, doc: Mapping[str, Any]) -> None:
+        from tiled.structures.core import Spec
+
+        start = dict(doc)
+        self._access_tags = start.pop("tiled_access_tags", None)
+        extra = start.pop("tiled_specs", None) or []
+        self._root = self._container.create_container(
+            key=start["uid"],
+            metadata={"start": json_safe(start)},
+            specs=[
+                *(Spec(s) if isinstance(s, str) else Spec(**s) for s in extra),
+                Spec("BlueskyRun", version="3.0"),
+            ],
+            access_tags=self._access_tags,
+        )
+
+    def _descriptor(self, doc: Mapping[str, Any]) -> None:
+        from tiled.structures.core import Spec
+
+        doc = _normalize_descriptor(doc)
+        stream = str(doc["name"])
+        self._streams[doc["uid"]] = stream
+        self._data_keys.update(doc.get("data_keys", {}))
+        node = self._nodes.get(stream)
+        if node is None:
+            metadata = {
+                k: v
+                for k, v in doc.items()
+                if k not in ("name", "object_keys", "run_start")
+            }
+            node = self._root.create_container(
+                key=stream,
+                metadata=json_safe(metadata),
+                specs=[Spec("BlueskyEventStream", version="3.0"), Spec("composite")],
+                access_tags=self._access_tags,
+            )
+            self._nodes[stream] = getattr(node, "base", node)
+            self._descriptors[stream] = doc
+            return
+        # a configuration update of the stream, recorded as TiledWriter does
+        updates = list(node.metadata.get("_config_updates", []))
+        updates.append({"uid": doc["uid"], "time": doc["time"]})
+        if doc.get("configuration"):
+            updates[-1]["configuration"] = doc["configuration"]
+        node.update_metadata(
+            metadata={"_config_updates": json_safe(updates)}, drop_revision=True
+        )
+
+    def _stream_resource(self, doc: Mapping[str, Any]) -> None:
+        self._resources[doc["uid"]] = doc
+
+    def _stream_datum(self, doc: Mapping[str, Any]) -> None:
+        from dataclasses import asdict
+
+        from tiled.client.utils import handle_error, retry_context
+        from tiled.structures.core import StructureFamily
+        from tiled.utils import safe_json_dump
+
+        source = self._by_resource.get(doc["stream_resource"])
+        stream = self._streams[doc["descriptor"]]
+        if source is None:
+            resource = self._resources.get(doc["stream_resource"])
+            if resource is None:
+                raise StorageError(
+                    f"StreamDatum {doc.get('uid')} names StreamResource "
+                    f"{doc['stream_resource']}, not received before it"
+                )
+            full_key = f"{stream}/{resource.get('data_key', '')}"
+            if full_key in self._external:
+                raise StorageError(
+                    f"stream {stream!r}: a second StreamResource of data key "
+                    f"{resource.get('data_key')!r}; this writer takes one file per "
+                    "data key (replayed runs)"
+                )
+            source = _ExternalKey(resource, self._data_keys[resource["data_key"]])
+            self._external[full_key] = self._by_resource[resource["uid"]] = source
+        old_rows = source.shape[0]
+        source.rows += int(doc["indices"]["stop"]) - int(doc["indices"]["start"])
+        node = self._nodes[stream]
+        if source.node is None:
+            source.node = node.new(
+                key=source.key,
+                structure_family=StructureFamily.array,
+                data_sources=[source.data_source()],
+                metadata=dict(source.metadata),
+                specs=[],
+                access_tags=self._access_tags,
+            )
+            return
+        # more rows of a key already registered: update its data source
+        data_source = source.data_source()
+        data_source.id = source.node.data_sources()[0].id
+        shape = source.shape
+        patch = {
+            "patch_shape": ",".join(map(str, (shape[0] - old_rows, *shape[1:]))),
+            "patch_offset": ",".join(map(str, (old_rows, *[0] * (len(shape) - 1)))),
+        }
+        client = source.node
+        for attempt in retry_context():
+            with attempt:
+                handle_error(
+                    client.context.http_client.put(
+                        client.uri.replace("/metadata/", "/data_source/", 1),
+                        content=safe_json_dump({"data_source": asdict(data_source)}),
+                        params=patch,
+                    )
+                )
+
+    def _event(self, doc: Mapping[str, Any]) -> None:
+        stream = self._streams[doc["descriptor"]]
+        row = {"seq_num": doc["seq_num"], "time": doc["time"], **doc["data"]}
+        row.update({f"ts_{k}": v for k, v in doc["timestamps"].items()})
+        rows = self._rows.setdefault(stream, [])
+        rows.append(row)
+        if len(rows) >= self._batch_size:
+            self._write_rows(stream)
+
+    def _event_page(self, doc: Mapping[str, Any]) -> None:
+        data, stamps = doc["data"], doc["timestamps"]
+        for i, seq_num in enumerate(doc["seq_num"]):
+            self._event(
+                {
+                    "descriptor": doc["descriptor"],
+                    "seq_num": seq_num,
+                    "time": doc["time"][i],
+                    "data": {k: v[i] for k, v in data.items()},
+                    "timestamps": {k: v[i] for k, v in stamps.items()},
+                }
+            )
+
+    def _stop(self, doc: Mapping[str, Any]) -> None:
+        if self._root is None:
+            raise StorageError("a stop document before the run's start")
+        for stream in list(self._rows):
+            self._write_rows(stream)
+        stop = dict(doc)
+        notes = list(
+            dict.fromkeys(
+                [*(stop.pop("_run_normalizer_notes", None) or []), *self._notes]
+            )
+        )
+        metadata = {"stop": stop, **({"notes": notes} if notes else {})}
+        self._root.update_metadata(metadata=metadata, drop_revision=True)
+        self._root.close_stream()
+
+    # ------------------------------------------------------------ Event rows
+    def _write_rows(self, stream: str) -> None:
+        """Write the cached Event rows of ``stream`` (arrays as array nodes)."""
+        import pyarrow as pa
+
+        rows = self._rows.pop(stream, [])
+        if not rows:
+            return
+        node = self._nodes[stream]
+        for key in [k for k in rows[0] if self._is_array(k)]:
+            values = [r.pop(key) for r in rows if key in r]
+            self._write_array(stream, node, key, values)
+        table = pa.Table.from_pylist(rows)
+        if not table.num_columns:
+            return
+        client = self._tables.get(stream)
+        if client is None:
+            schema = table.schema
+            for i, field in enumerate(schema):
+                if pa.types.is_null(field.type):
+                    schema = schema.set(i, field.with_type(pa.string()))
+            metadata = {k: v for k, v in self._data_keys.items() if k in schema.names}
+            client = self._tables[stream] = node.create_appendable_table(
+                schema=schema,
+                key="internal",
+                metadata=json_safe(metadata),
+                access_tags=self._access_tags,
+            )
+        client.append_partition(0, table)
+
+    def _is_array(self, key: str) -> bool:
+        spec = self._data_keys.get(key)
+        if spec is None or "external" in spec or spec.get("dtype") != "array":
+            return False
+        if None in (spec.get("shape") or ()):
+            raise StorageError(f"data key {key!r}: arrays of variable shape")
+        return True
+
+    def _write_array(self, stream: str, node: Any, key: str, values: list[Any]) -> None:
+        client = self._arrays.get(f"{stream}/{key}")
+        spec = self._data_keys.get(key, {})
+        dtype = client.dtype if client is not None else spec.get("dtype_numpy")
+        if dtype is not None and np.dtype(dtype).kind == "O":
+            dtype = None
+        array = np.array(values, dtype=dtype)
+        if client is not None:
+            client.patch(array, offset=(client.shape[0],), extend=True)
+            return
+        metadata = json_safe(spec)
+        metadata["dtype_numpy"] = str(array.dtype)
+        names = self._dims.setdefault(stream, {})
+        dims = ["time"]
+        for size in array.shape[1:]:
+            names.setdefault(size, f"dim_int_{len(names) + 1}")
+            dims.append(names[size])
+        self._arrays[f"{stream}/{key}"] = node.write_array(
+            array,
+            key=key,
+            metadata=metadata,
+            dims=tuple(dims),
+            access_tags=self._access_tags,
+        )
+        self._notes.append(
+            f"Internal array data for '{key}' in stream '{stream}' written as zarr."
+        )
