@@ -31,6 +31,7 @@ __all__ = [
     "LightArrayClient",
     "LightTableClient",
     "bluesky_client",
+    "write_array",
     "writer_clients",
 ]
 
@@ -85,6 +86,55 @@ class LightArrayClient(_LightNode):
         values = self.read()
         return values if dtype is None else values.astype(dtype)
 
+    def write(self, array: np.ndarray[Any, Any]) -> None:
+        """Write the whole array (one PUT of its bytes)."""
+        data = np.ascontiguousarray(array)
+        with self.context.throttle():
+            for attempt in retry_context():
+                with attempt:
+                    handle_error(
+                        self.context.http_client.put(
+                            self.item["links"]["full"],
+                            content=data.tobytes(),
+                            headers={"Content-Type": _OCTET_STREAM},
+                        )
+                    )
+
+    def patch(
+        self,
+        array: np.ndarray[Any, Any],
+        offset: int | tuple[int, ...],
+        extend: bool = False,
+    ) -> None:
+        """Write ``array`` at ``offset``, extending the array to fit (``extend``)."""
+        from tiled.structures.array import ArrayStructure
+
+        if array.dtype != self.dtype:
+            raise ValueError(
+                f"array of dtype {array.dtype} given to patch an array of {self.dtype}"
+            )
+        data = np.ascontiguousarray(array)
+        start = (offset,) if isinstance(offset, int) else tuple(offset)
+        url = self.item["links"]["full"]
+        params = {
+            **parse_qs(urlparse(url).query),
+            "offset": ",".join(map(str, start)),
+            "shape": ",".join(map(str, data.shape)),
+            "extend": bool(extend),
+        }
+        with self.context.throttle():
+            for attempt in retry_context():
+                with attempt:
+                    response = handle_error(
+                        self.context.http_client.patch(
+                            url,
+                            content=data.tobytes(),
+                            headers={"Content-Type": _OCTET_STREAM},
+                            params=params,
+                        )
+                    )
+        self._structure = ArrayStructure.from_json(response.json())
+
 
 class LightTableClient(_LightNode):
     """A table node read whole into a pandas DataFrame (Arrow by partition)."""
@@ -107,6 +157,79 @@ class LightTableClient(_LightNode):
         """Return the whole table as a ``pandas.DataFrame``."""
         return self.read_arrow().to_pandas()
 
+    def append_partition(self, partition: int, table: Any) -> None:
+        """Append the rows of ``table`` (a ``pyarrow.Table``) to a partition.
+
+        Not retried when the server may have appended them already (a lost
+        answer): as Tiled's own client, the caller decides.
+        """
+        import pyarrow as pa
+        import pyarrow.ipc
+        from tiled.client.utils import should_retry_if_unprocessed
+
+        sink = pa.BufferOutputStream()
+        with pyarrow.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        content = sink.getvalue().to_pybytes()
+        url = self.item["links"]["partition"].format(index=partition)
+        with self.context.throttle():
+            for attempt in retry_context(on=should_retry_if_unprocessed):
+                with attempt:
+                    handle_error(
+                        self.context.http_client.patch(
+                            url,
+                            content=content,
+                            headers={"Content-Type": _ARROW_FILE},
+                        )
+                    )
+
+
+#: Arrays larger than this are written by Tiled's own ``write_array``, in
+#: chunks (as it cuts them), bytes
+MAX_WHOLE_ARRAY = 100_000_000
+
+
+def write_array(
+    node: Any,
+    array: np.ndarray[Any, Any],
+    *,
+    key: str,
+    metadata: Any,
+    dims: Any,
+    access_tags: Any = None,
+) -> Any:
+    """Write ``array`` as a new array node of container ``node``; return its client.
+
+    What ``Container.write_array`` writes (one chunk when the array holds
+    at most :data:`MAX_WHOLE_ARRAY` bytes), without its dask import: one
+    request to create the node, one to write the bytes.  Larger arrays go
+    through ``Container.write_array``.
+    """
+    from tiled.structures.array import ArrayStructure, BuiltinDtype
+    from tiled.structures.core import StructureFamily
+    from tiled.structures.data_source import DataSource
+
+    if array.nbytes > MAX_WHOLE_ARRAY:
+        return node.write_array(
+            array, key=key, metadata=metadata, dims=dims, access_tags=access_tags
+        )
+    structure = ArrayStructure(
+        shape=array.shape,
+        chunks=tuple((n,) for n in array.shape),
+        dims=dims,
+        data_type=BuiltinDtype.from_numpy_dtype(array.dtype),
+    )
+    client = node.new(
+        StructureFamily.array,
+        [DataSource(structure=structure, structure_family=StructureFamily.array)],
+        key=key,
+        metadata=metadata,
+        specs=[],
+        access_tags=access_tags,
+    )
+    client.write(array)
+    return client
+
 
 #: ``structure_clients`` for :func:`tiled.client.from_uri`: plain clients for
 #: every structure family and no spec-specific class.
@@ -120,21 +243,22 @@ LIGHT_CLIENTS: dict[str, Any] = {
 
 
 def writer_clients() -> Any:
-    """``structure_clients`` of a writer: Tiled's classes by structure family.
+    """``structure_clients`` of a writer: the light clients, which also write.
 
     Containers are plain ``Container`` whatever their specs (no Bluesky
-    client classes, no ``CompositeClient``); arrays and tables are Tiled's
-    own ``ArrayClient``/``DataFrameClient``, imported (with dask) only when
-    a node of that family is first made.
+    client classes, no ``CompositeClient``); arrays and tables the light
+    clients (:meth:`LightArrayClient.write`, :meth:`~LightArrayClient.patch`,
+    :meth:`LightTableClient.append_partition`); other families Tiled's own
+    classes, imported when first met.  No dask.
     """
     from tiled.client.container import DEFAULT_STRUCTURE_CLIENT_DISPATCH
     from tiled.utils import OneShotCachedMap
 
     tiled = DEFAULT_STRUCTURE_CLIENT_DISPATCH["numpy"]
     clients: Any = OneShotCachedMap()
-    clients.set("container", lambda: Container)
-    clients.set("composite", lambda: Container)
-    for family in ("array", "bytes", "dataframe", "sparse", "table"):
+    for family, plain in LIGHT_CLIENTS.items():
+        clients.set(family, lambda plain=plain: plain)
+    for family in ("bytes", "sparse"):
         clients.set(family, lambda family=family: tiled[family])
     return clients
 

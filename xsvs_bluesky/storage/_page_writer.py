@@ -302,6 +302,8 @@ class PageWriter:
         values: np.ndarray[Any, Any],
         data_key: Mapping[str, Any],
     ) -> None:
+        from xsvs_bluesky.storage._light import write_array
+
         dtype = data_key.get("dtype_numpy")
         array = np.ascontiguousarray(values, dtype=dtype)
         client = self._arrays.get((stream, key))
@@ -311,7 +313,8 @@ class PageWriter:
             dims = ("time", *data_key.get("dims", ()))
             if len(dims) != array.ndim:
                 dims = ("time", *(f"{key}_dim_{i}" for i in range(1, array.ndim)))
-            self._arrays[stream, key] = node.write_array(
+            self._arrays[stream, key] = write_array(
+                node,
                 array,
                 key=key,
                 metadata=dict(data_key),

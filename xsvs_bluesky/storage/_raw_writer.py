@@ -457,6 +457,8 @@ class RawRunWriter:
         return True
 
     def _write_array(self, stream: str, node: Any, key: str, values: list[Any]) -> None:
+        from xsvs_bluesky.storage._light import write_array
+
         client = self._arrays.get(f"{stream}/{key}")
         spec = self._data_keys.get(key, {})
         dtype = client.dtype if client is not None else spec.get("dtype_numpy")
@@ -473,7 +475,8 @@ class RawRunWriter:
         for size in array.shape[1:]:
             names.setdefault(size, f"dim_int_{len(names) + 1}")
             dims.append(names[size])
-        self._arrays[f"{stream}/{key}"] = node.write_array(
+        self._arrays[f"{stream}/{key}"] = write_array(
+            node,
             array,
             key=key,
             metadata=metadata,
