@@ -9,6 +9,10 @@
 
 :func:`find_replays` and :func:`derived_runs` are re-exported from
 :mod:`xsvs_bluesky.replay`.
+
+The queries name the metadata keys whole (``start.``/``stop.``): the
+Bluesky catalog client adds ``start.`` to a bare key, a plain container
+client (the light catalogs a ``replay`` opens) does not.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def find_replays(raw_catalog: Any, content_hash: str) -> list[str]:
     """
     from tiled.queries import Key
 
-    found = raw_catalog.search(Key(f"{REPLAY_KEY}.content_hash") == content_hash)
+    found = raw_catalog.search(Key(f"start.{REPLAY_KEY}.content_hash") == content_hash)
     found = found.search(Key("stop.exit_status") == "success")
     return [str(uid) for uid in found.keys()]
 
@@ -96,7 +100,7 @@ def replays_of(catalogs: Any, content_hash: str) -> list[ReplayedRun]:
     """
     from tiled.queries import In, Key
 
-    found = catalogs.raw.search(Key(f"{REPLAY_KEY}.content_hash") == content_hash)
+    found = catalogs.raw.search(Key(f"start.{REPLAY_KEY}.content_hash") == content_hash)
     raw = [(str(uid), node.metadata) for uid, node in found.items()]
     derived: dict[str, list[tuple[str, str | None]]] = {uid: [] for uid, _ in raw}
     uids = [uid for uid, _ in raw]
@@ -162,5 +166,5 @@ def derived_runs(processed: Any, raw_uid: str) -> tuple[str, ...]:
     """Uids of the derived runs of raw run ``raw_uid`` in ``processed``."""
     from tiled.queries import Key
 
-    found = processed.search(Key("original_run_uid") == raw_uid)
+    found = processed.search(Key("start.original_run_uid") == raw_uid)
     return tuple(str(k) for k in found.keys())
