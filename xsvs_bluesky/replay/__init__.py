@@ -7,9 +7,13 @@ into one HDF5 file (one chunk per frame) and emits ONE raw run laid out as
 :func:`xsvs_bluesky.sim.xsvs_series` lays out a fly scan: one stream per
 exposure, frames announced by StreamResource/StreamDatum only (no Event
 documents), the exposure time in the detector configuration.  The documents
-go to a TiledWriter on the raw catalog and to an
-:class:`~xsvs_bluesky.callback.XSVSCallback` whose derived run goes to a
-TiledWriter on the processed catalog.
+go to the raw catalog's writer (nodes as ``bluesky_tiled_plugins``'
+TiledWriter makes them, one registration per exposure; see
+:func:`~xsvs_bluesky.storage.make_tiled_writer`) and to an
+:class:`~xsvs_bluesky.callback.XSVSCallback` whose derived run goes to the
+processed catalog's writer.  Catalogs opened with ``light=True,
+light_raw=True`` (as ``xsvs-bluesky replay`` opens them) keep
+``bluesky_tiled_plugins`` and dask out of the process.
 
 The content hash (:attr:`LegacyReplay.content_hash`) is stored in the start
 document as ``xsvs_replay["content_hash"]``; a series already replayed with

@@ -1,13 +1,14 @@
 """The raw run's documents to its Tiled writer, off the replay's thread (private).
 
 :class:`ExposureFeed` sits between the replay's documents and the raw run's
-writer (a TiledWriter with ``batch_size=1``):
+writer (the raw-run writer of :func:`~xsvs_bluesky.storage.make_tiled_writer`,
+behind the local backup):
 
 - the StreamDatum documents of an exposure are joined into one, handed on
   when the exposure is complete (the next descriptor, :meth:`flush`, or the
-  stop), so the writer registers each exposure's frames with two requests
-  while the next exposure is decoded, instead of all of them after the stop
-  document;
+  stop), so the writer registers each exposure's frames with one request,
+  with their final shape, while the next exposure is decoded, instead of
+  all of them after the stop document;
 - the writer is called from one worker thread, in document order, so its
   requests (a stream node per descriptor, the registration per exposure)
   never hold up the decoding and analysis;
