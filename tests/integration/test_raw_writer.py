@@ -243,8 +243,37 @@ def _with_events(docs: list[Doc]) -> list[Doc]:
         )
         for i in range(3)
     ]
+    # the stream's configuration changes: a second descriptor, then a page
+    again = compose_descriptor(
+        start=start,
+        streams={},
+        event_counters={},
+        name="baseline",
+        data_keys=descriptor["data_keys"],
+        object_keys=descriptor["object_keys"],
+        configuration={
+            "sim": {
+                "data": {"sim-gain": 2.0},
+                "timestamps": {"sim-gain": 1e9},
+                "data_keys": {
+                    "sim-gain": {"source": "sim", "dtype": "number", "shape": []}
+                },
+            }
+        },
+    )
+    page = again.compose_event_page(
+        data={
+            "temperature": [23.0, 24.0],
+            "counts": [30, 40],
+            "roi": [np.arange(4.0) + 3, np.arange(4.0) + 4],
+            "label": ["point 3", "point 4"],
+        },
+        timestamps={k: [1e9, 1e9] for k in ("temperature", "counts", "roi", "label")},
+        seq_num=[4, 5],
+    )
     out = list(docs[:-1]) + [("descriptor", dict(descriptor))]
     out += [("event", dict(e)) for e in events]
+    out += [("descriptor", dict(again.descriptor_doc)), ("event_page", dict(page))]
     return [*out, docs[-1]]
 
 
@@ -260,11 +289,14 @@ def test_event_streams_are_stored_as_tiled_writer_stores_them(tiled_server, repl
         assert writer._tiled_writer is None
         new_run, old_run = new.raw[result.raw_uid], old.raw[result.raw_uid]
         assert assert_same_nodes(new_run, old_run) == 1 + 3 * 2 + 3
-        table = _container(new_run["baseline"])["internal"].read()
-        assert list(table["temperature"]) == [20.0, 21.0, 22.0]
-        assert list(table["label"]) == ["point 0", "point 1", "point 2"]
-        roi = _container(new_run["baseline"])["roi"].read()
-        np.testing.assert_array_equal(roi, np.arange(4.0) + np.arange(3)[:, None])
+        baseline = _container(new_run["baseline"])
+        table = baseline["internal"].read()
+        assert list(table["temperature"]) == [20.0, 21.0, 22.0, 23.0, 24.0]
+        assert list(table["label"]) == [f"point {i}" for i in range(5)]
+        roi = baseline["roi"].read()
+        np.testing.assert_array_equal(roi, np.arange(4.0) + np.arange(5)[:, None])
+        (update,) = baseline.metadata["_config_updates"]
+        assert update["configuration"]["sim"]["data"] == {"sim-gain": 2.0}
 
 
 def test_reanalysis_of_the_new_run_gives_the_old_runs_results(replayed):
