@@ -165,7 +165,7 @@ def _requests() -> tuple[collections.Counter[str], Any]:
         counts[request.method] += 1
         return send(client, request, **kwargs)
 
-    httpx.Client.send = counting  # type: ignore[method-assign]
+    httpx.Client.send = counting  # type: ignore[method-assign,assignment]
 
     def restore() -> None:
         httpx.Client.send = send  # type: ignore[method-assign]
@@ -210,7 +210,7 @@ def _with_events(docs: list[Doc]) -> list[Doc]:
     """The run's documents plus a stream of Events (scalars and small arrays)."""
     from event_model import compose_descriptor
 
-    start = docs[0][1]
+    start: Any = docs[0][1]
     bundle = compose_descriptor(
         start=start,
         streams={},

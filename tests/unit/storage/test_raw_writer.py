@@ -19,12 +19,11 @@ import numpy as np
 import pytest
 
 from xsvs_bluesky.errors import StorageError
-from xsvs_bluesky.storage._raw_writer import (
-    RawRunWriter,
-    _ExternalKey,
-    _normalize_descriptor,
-    is_raw_replay_run,
+from xsvs_bluesky.storage._raw_writer import RawRunWriter, is_raw_replay_run
+from xsvs_bluesky.storage._raw_writer._sources import (
+    ExternalKey,
     json_safe,
+    normalize_descriptor,
 )
 
 URI = "file://localhost/data/run/exposure_0.h5"
@@ -53,7 +52,7 @@ def _descriptor(**key: Any) -> dict[str, Any]:
     }
 
 
-CASES = {
+CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "replay": ({"chunk_shape": [1, 16, 12]}, {"dtype_numpy": "<u2"}),
     "no chunk shape": ({}, {"dtype_numpy": "<u4"}),
     "leading chunks": ({"chunk_shape": [5]}, {"dtype_numpy": "<f4"}),
@@ -77,14 +76,14 @@ def test_data_source_equals_the_consolidators(case: str, rows: list[int]) -> Non
     from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer
 
     parameters, key = CASES[case]
-    descriptor = _normalize_descriptor(_descriptor(**key))
+    descriptor = normalize_descriptor(_descriptor(**key))
     resource = _resource(**parameters)
     normalized: list[Any] = []
     normalizer = RunNormalizer()
     normalizer.subscribe(lambda name, doc: normalized.append((name, doc)))
     normalizer("stream_resource", copy.deepcopy(resource))
     consolidator = consolidator_factory(normalized[-1][1], descriptor)
-    ours = _ExternalKey(resource, descriptor["data_keys"]["det"])
+    ours = ExternalKey(resource, descriptor["data_keys"]["det"])
     start = 0
     for n in rows:
         datum = {
@@ -120,7 +119,7 @@ def test_descriptor_is_normalized_as_tiled_writer_normalizes_it() -> None:
     normalizer = RunNormalizer()
     normalizer.subscribe(lambda name, doc: out.append(doc))
     normalizer("descriptor", copy.deepcopy(raw))
-    ours = _normalize_descriptor(raw)
+    ours = normalize_descriptor(raw)
     assert ours["data_keys"]["det"]["object_name"] == "det"
     assert json.loads(json.dumps(ours)) == json.loads(json.dumps(out[-1]))
 
@@ -154,6 +153,6 @@ def test_only_replayed_runs_and_their_documents_are_taken() -> None:
         RawRunWriter(container=None)("datum", {})
     bad = _resource(template="img_%d.h5")
     with pytest.raises(StorageError, match="single HDF5 files"):
-        _ExternalKey(bad, _descriptor()["data_keys"]["det"])
+        ExternalKey(bad, _descriptor()["data_keys"]["det"])
     with pytest.raises(StorageError, match="reserved"):
-        _normalize_descriptor({**_descriptor(), "data_keys": {"time": {}}})
+        normalize_descriptor({**_descriptor(), "data_keys": {"time": {}}})
