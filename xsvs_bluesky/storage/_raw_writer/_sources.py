@@ -3,7 +3,7 @@
 Private to :mod:`xsvs_bluesky.storage._raw_writer`: the descriptor as
 TiledWriter's normaliser stores it, metadata numbers clipped as it clips
 them, and the HDF5 data source its consolidator builds for one file
-(checked against both in ``tests/unit/storage/test_raw_writer.py``).
+(checked against both in ``tests/unit/storage/test_raw_writer_sources.py``).
 """
 
 from __future__ import annotations
