@@ -1,4 +1,4 @@
-"""Tiled clients that read nodes without dask, pandas' dask or bluesky classes.
+"""Tiled clients that read and write nodes without dask or bluesky classes.
 
 Tiled's own client classes read arrays and tables through dask (~1.5 s of
 imports), and a catalog's ``CatalogOfBlueskyRuns``/``BlueskyRun`` specs load
@@ -13,7 +13,17 @@ into numpy, tables as Arrow into pandas.  Pass it as
 
 What is lost: the Bluesky conveniences (``cat[-1]``, ``cat[scan_id]``,
 partial uids, ``run.documents()``, ``stream.read()`` as xarray); code
-reading through these clients uses searches and plain node access.
+reading through these clients uses searches and plain node access, with
+metadata keys named whole (``start.sample_name``: only the Bluesky catalog
+client adds ``start.``).  :func:`bluesky_client` gives a node's Bluesky
+client back (no request).
+
+The same clients also write what the raw-run and derived-run writers write
+(:meth:`LightArrayClient.write`/:meth:`~LightArrayClient.patch`,
+:meth:`LightTableClient.append_partition`, :func:`write_array` for a new
+array node): the writers connect with :func:`writer_clients`, so a process
+writing only those runs (``replay``) imports neither dask nor
+``bluesky_tiled_plugins``.
 """
 
 from __future__ import annotations
