@@ -30,8 +30,13 @@ def main() -> int:
     run = cat.values().last()
     while True:
         stopped = bool(run.metadata.get("stop"))
+        table = None
         if "results" in run:
-            table = run["results"].base["internal"].read()
+            try:
+                table = run["results"].base["internal"].read()
+            except KeyError:  # the stream is made, its table not yet
+                pass
+        if table is not None:
             for index in sorted(set(table["exposure_index"].tolist()) - seen):
                 seen.add(int(index))
                 print(f"{time.time():.6f} {index}", flush=True)

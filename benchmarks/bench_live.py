@@ -43,6 +43,16 @@ its ratio to a plain h5py read of the
 same frames), and once more under cProfile to say where its
 time goes (frame reading, image average, histograms, fits, derived run).
 
+Tiled server: by default the benchmark's data folder is served by a
+separate ``xsvs-bluesky serve`` process (``open_catalogs(background=True)``),
+for every set-up alike: what ``xsvs-bluesky demo`` and the IPython profile
+(``profile_collection/startup/05-tiled.py``) use, and what a beamline has
+(the facility's server).  ``--server in-process`` serves it in the
+benchmark's own process instead (a thread of it, as ``open_catalogs`` does
+when a background server is not allowed: ``$XSVS_BLUESKY_IN_PROCESS``);
+its request handling then competes for the interpreter with the
+RunEngine's and the detector's threads.
+
 Live in Tiled: in every ``tiled+xsvs queued`` scan a separate process polls
 the derived run's ``results`` table with a plain Tiled client; printed per
 exposure: seconds from the exposure's last frame document (received by the
@@ -107,6 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         "(Linux; the RunEngine's and the writers' threads keep theirs)",
     )
     parser.add_argument(
+        "--server",
+        choices=("serve", "in-process"),
+        default="serve",
+        help="where the Tiled server of every set-up runs: a separate "
+        "'xsvs-bluesky serve' process (default, as the profile and 'demo') or "
+        "a thread of this process",
+    )
+    parser.add_argument(
         "--callback-only",
         action="store_true",
         help="record one scan without Tiled, skip the timed set-ups",
@@ -138,7 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     from xsvs_bluesky.callback import XSVSCallback
     from xsvs_bluesky.demo import LiveSession, sim_detector
     from xsvs_bluesky.sim import SpeckleModel, xsvs_series
-    from xsvs_bluesky.storage import SpoolingWriter, make_tiled_writer, open_catalogs
+    from xsvs_bluesky.storage import (
+        SpoolingWriter,
+        make_tiled_writer,
+        open_catalogs,
+        stop_server,
+    )
 
     per_exposure = [args.frames // len(TIMES)] * len(TIMES)
     n_frames = sum(per_exposure)
@@ -152,8 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-live-"))
     try:
         t0 = time.perf_counter()
-        cats = open_catalogs(data_dir=tmp / "tiled")
-        print(f"embedded Tiled server started in {time.perf_counter() - t0:.1f} s")
+        separate = args.server == "serve"
+        cats = open_catalogs(data_dir=tmp / "tiled", background=separate)
+        where = (
+            "a separate 'xsvs-bluesky serve' process"
+            if cats.server is None
+            else "a thread of this process"
+        )
+        print(
+            f"Tiled server of every set-up: {where}, started in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
         RE = RunEngine({})
         det = sim_detector(cats.external_dir or tmp, model)
 
@@ -362,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         _close_engine(RE)
         return 0 if ok else 1
     finally:  # ~0.65 GB of HDF5 per scan
+        if (tmp / "tiled").is_dir():
+            stop_server(tmp / "tiled")  # the separate server, if one runs
         shutil.rmtree(tmp, ignore_errors=True)
 
 
