@@ -54,7 +54,10 @@ its request handling then competes for the interpreter with the
 RunEngine's and the detector's threads.
 
 Live in Tiled: in every ``tiled+xsvs queued`` scan a separate process polls
-the derived run's ``results`` table with a plain Tiled client; printed per
+the derived run's ``results`` table with a plain Tiled client, every
+``--poll-s`` (0.5 s; about two requests each, as a live viewer would make;
+it polled every 0.1 s with four requests before, ~40 requests/s to the
+server during the LiveSession scans only); printed per
 exposure: seconds from the exposure's last frame document (received by the
 RunEngine's subscribers) until its rows were readable there (target ~2 s).
 The simulated detector draws its frames on the same two cores, so the
@@ -123,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         help="where the Tiled server of every set-up runs: a separate "
         "'xsvs-bluesky serve' process (default, as the profile and 'demo') or "
         "a thread of this process",
+    )
+    parser.add_argument(
+        "--poll-s",
+        type=float,
+        default=0.5,
+        help="interval of the other process's reads of the results table "
+        "during the queued scans, s (default 0.5)",
     )
     parser.add_argument(
         "--callback-only",
@@ -244,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                         frames_at[streams[doc["descriptor"]]] = time.time()
 
                 subs.insert(0, last_frame)
-                poller = start_poller(cats)
+                poller = start_poller(cats, args.poll_s)
             tokens = [RE.subscribe(s) for s in subs]
             if xsvs == "queued":  # what users run: the session itself
                 session = LiveSession(
@@ -663,9 +673,9 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} in a document")
 
 
-def start_poller(cats: Any) -> Any:
+def start_poller(cats: Any, interval_s: float) -> Any:
     """Start the ``_poll_rows`` process on the processed catalog."""
-    return start_tiled_poller("_poll_rows", cats)
+    return start_tiled_poller("_poll_rows", cats, str(interval_s))
 
 
 def poller_lags(poller: Any, frames_at: dict[str, float]) -> list[float]:
