@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     from xsvs_bluesky.sim import SpeckleModel, xsvs_series
     from xsvs_bluesky.storage import (
         SpoolingWriter,
+        find_server,
         make_tiled_writer,
         open_catalogs,
         stop_server,
@@ -213,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
 
         recorded: list[tuple[str, dict[str, Any]]] = []
         lags: list[list[float]] = []
+        # CPU during each scan, s: this process, the separate server process
+        scan_cpu: list[tuple[float, float]] = []
+        cpu: dict[str, list[tuple[float, float]]] = {}
+        running = find_server(tmp / "tiled") if cats.server is None else None
+        server_pid = running.pid if running is not None else None
 
         backup = tmp / "backup"
 
@@ -270,9 +276,13 @@ def main(argv: list[str] | None = None) -> int:
                     thread = session.consumer._thread
                     os.setpriority(os.PRIO_PROCESS, thread.native_id, nice)
             try:
+                cpu0 = time.process_time(), _pid_cpu_s(server_pid)
                 start = time.perf_counter()
                 RE(plan())
                 scan_s = time.perf_counter() - start
+                scan_cpu.append(
+                    (time.process_time() - cpu0[0], _pid_cpu_s(server_pid) - cpu0[1])
+                )
                 for w in waits:
                     w.wait()
                 done_s = time.perf_counter() - start
@@ -312,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, (tiled, xsvs) in setups.items():
                 nice = args.nice_analysis if name == niced else None
                 results[name].append(scan(tiled, xsvs, nice))
+                cpu.setdefault(name, []).append(scan_cpu[-1])
                 scan_s, done_s = results[name][-1][:2]
                 print(
                     f"  repeat {r + 1} {name}: scan {scan_s:.2f} s, "
@@ -373,6 +384,19 @@ def main(argv: list[str] | None = None) -> int:
                     f"ratio {med(queued, 1) / med(spooled, 1):.2f}; against "
                     f"'tiled': scan ratio {med(queued, 0) / med('tiled', 0):.2f}"
                 )
+            print(
+                "CPU during the scan (medians, s; load-independent, unlike the "
+                "wall times): "
+                + "; ".join(
+                    f"{name} {statistics.median(c[0] for c in v):.2f}"
+                    + (
+                        f" + server {statistics.median(c[1] for c in v):.2f}"
+                        if server_pid is not None
+                        else ""
+                    )
+                    for name, v in cpu.items()
+                )
+            )
             if niced in results and spooled in results:
                 print(
                     f"with its analysis thread at nice {args.nice_analysis}: scan "
@@ -689,6 +713,18 @@ def poller_lags(poller: Any, frames_at: dict[str, float]) -> list[float]:
     poller.wait(timeout=60)
     ends = [frames_at[k] for k in sorted(frames_at)]  # exposure_0, exposure_1, ...
     return [seen[i] - ends[i] for i in sorted(seen) if i < len(ends)]
+
+
+def _pid_cpu_s(pid: int | None) -> float:
+    """User + system CPU of process ``pid`` so far, s (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _drop_frames(folder: Path, keep: list[tuple[str, dict[str, Any]]]) -> None:
