@@ -35,7 +35,9 @@ scan's ratios to ``tiled spooled`` (target <= 1.25), the time spent inside the
 analysis callback (its derived-run writer excluded) and the callback's own
 throughput, frames / that time (target >= 10 kHz), and the time inside the
 derived run's TiledWriter (the queued set-up: the analysis includes the
-derived run's backup lines, its writer thread is not timed).  Then the
+derived run's backup lines, its writer thread is not timed), and the CPU
+time of this process and of the separate server during the scans (the
+machine's load moves it much less than the wall times).  Then the
 recorded documents of one scan are replayed into fresh XSVSCallbacks (the
 callback alone, frames on disk: what it sustains when the detector is not
 drawn on the same cores; median frames/s against the >= 10 kHz target, and
