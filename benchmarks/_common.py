@@ -158,11 +158,12 @@ def machine_info() -> str:
     return ", ".join(parts)
 
 
-def start_tiled_poller(module: str, cats: Any) -> Any:
+def start_tiled_poller(module: str, cats: Any, *extra: str) -> Any:
     """Start ``python -m benchmarks.<module>`` on the processed catalog.
 
     The poller is another process with a plain Tiled client (key from
     ``TILED_API_KEY``); it prints "ready" once connected, which is awaited.
+    ``extra``: more arguments after the catalog's and the known runs'.
     """
     import subprocess
     from pathlib import Path
@@ -176,6 +177,7 @@ def start_tiled_poller(module: str, cats: Any) -> Any:
             cats.uri,
             cats.processed.item["id"],
             str(len(cats.processed)),
+            *extra,
         ],
         stdout=subprocess.PIPE,
         text=True,

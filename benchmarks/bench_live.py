@@ -35,7 +35,9 @@ scan's ratios to ``tiled spooled`` (target <= 1.25), the time spent inside the
 analysis callback (its derived-run writer excluded) and the callback's own
 throughput, frames / that time (target >= 10 kHz), and the time inside the
 derived run's TiledWriter (the queued set-up: the analysis includes the
-derived run's backup lines, its writer thread is not timed).  Then the
+derived run's backup lines, its writer thread is not timed), and the CPU
+time of this process and of the separate server during the scans (the
+machine's load moves it much less than the wall times).  Then the
 recorded documents of one scan are replayed into fresh XSVSCallbacks (the
 callback alone, frames on disk: what it sustains when the detector is not
 drawn on the same cores; median frames/s against the >= 10 kHz target, and
@@ -43,8 +45,21 @@ its ratio to a plain h5py read of the
 same frames), and once more under cProfile to say where its
 time goes (frame reading, image average, histograms, fits, derived run).
 
+Tiled server: by default the benchmark's data folder is served by a
+separate ``xsvs-bluesky serve`` process (``open_catalogs(background=True)``),
+for every set-up alike: what ``xsvs-bluesky demo`` and the IPython profile
+(``profile_collection/startup/05-tiled.py``) use, and what a beamline has
+(the facility's server).  ``--server in-process`` serves it in the
+benchmark's own process instead (a thread of it, as ``open_catalogs`` does
+when a background server is not allowed: ``$XSVS_BLUESKY_IN_PROCESS``);
+its request handling then competes for the interpreter with the
+RunEngine's and the detector's threads.
+
 Live in Tiled: in every ``tiled+xsvs queued`` scan a separate process polls
-the derived run's ``results`` table with a plain Tiled client; printed per
+the derived run's ``results`` table with a plain Tiled client, every
+``--poll-s`` (0.5 s; about two requests each, as a live viewer would make;
+it polled every 0.1 s with four requests before, ~40 requests/s to the
+server during the LiveSession scans only); printed per
 exposure: seconds from the exposure's last frame document (received by the
 RunEngine's subscribers) until its rows were readable there (target ~2 s).
 The simulated detector draws its frames on the same two cores, so the
@@ -107,6 +122,21 @@ def main(argv: list[str] | None = None) -> int:
         "(Linux; the RunEngine's and the writers' threads keep theirs)",
     )
     parser.add_argument(
+        "--server",
+        choices=("serve", "in-process"),
+        default="serve",
+        help="where the Tiled server of every set-up runs: a separate "
+        "'xsvs-bluesky serve' process (default, as the profile and 'demo') or "
+        "a thread of this process",
+    )
+    parser.add_argument(
+        "--poll-s",
+        type=float,
+        default=0.5,
+        help="interval of the other process's reads of the results table "
+        "during the queued scans, s (default 0.5)",
+    )
+    parser.add_argument(
         "--callback-only",
         action="store_true",
         help="record one scan without Tiled, skip the timed set-ups",
@@ -138,7 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     from xsvs_bluesky.callback import XSVSCallback
     from xsvs_bluesky.demo import LiveSession, sim_detector
     from xsvs_bluesky.sim import SpeckleModel, xsvs_series
-    from xsvs_bluesky.storage import SpoolingWriter, make_tiled_writer, open_catalogs
+    from xsvs_bluesky.storage import (
+        SpoolingWriter,
+        find_server,
+        make_tiled_writer,
+        open_catalogs,
+        stop_server,
+    )
 
     per_exposure = [args.frames // len(TIMES)] * len(TIMES)
     n_frames = sum(per_exposure)
@@ -152,8 +188,17 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-live-"))
     try:
         t0 = time.perf_counter()
-        cats = open_catalogs(data_dir=tmp / "tiled")
-        print(f"embedded Tiled server started in {time.perf_counter() - t0:.1f} s")
+        separate = args.server == "serve"
+        cats = open_catalogs(data_dir=tmp / "tiled", background=separate)
+        where = (
+            "a separate 'xsvs-bluesky serve' process"
+            if cats.server is None
+            else "a thread of this process"
+        )
+        print(
+            f"Tiled server of every set-up: {where}, started in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
         RE = RunEngine({})
         det = sim_detector(cats.external_dir or tmp, model)
 
@@ -171,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
 
         recorded: list[tuple[str, dict[str, Any]]] = []
         lags: list[list[float]] = []
+        # CPU during each scan, s: this process, the separate server process
+        scan_cpu: list[tuple[float, float]] = []
+        cpu: dict[str, list[tuple[float, float]]] = {}
+        running = find_server(tmp / "tiled") if cats.server is None else None
+        server_pid = running.pid if running is not None else None
 
         backup = tmp / "backup"
 
@@ -212,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                         frames_at[streams[doc["descriptor"]]] = time.time()
 
                 subs.insert(0, last_frame)
-                poller = start_poller(cats)
+                poller = start_poller(cats, args.poll_s)
             tokens = [RE.subscribe(s) for s in subs]
             if xsvs == "queued":  # what users run: the session itself
                 session = LiveSession(
@@ -228,9 +278,13 @@ def main(argv: list[str] | None = None) -> int:
                     thread = session.consumer._thread
                     os.setpriority(os.PRIO_PROCESS, thread.native_id, nice)
             try:
+                cpu0 = time.process_time(), _pid_cpu_s(server_pid)
                 start = time.perf_counter()
                 RE(plan())
                 scan_s = time.perf_counter() - start
+                scan_cpu.append(
+                    (time.process_time() - cpu0[0], _pid_cpu_s(server_pid) - cpu0[1])
+                )
                 for w in waits:
                     w.wait()
                 done_s = time.perf_counter() - start
@@ -270,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, (tiled, xsvs) in setups.items():
                 nice = args.nice_analysis if name == niced else None
                 results[name].append(scan(tiled, xsvs, nice))
+                cpu.setdefault(name, []).append(scan_cpu[-1])
                 scan_s, done_s = results[name][-1][:2]
                 print(
                     f"  repeat {r + 1} {name}: scan {scan_s:.2f} s, "
@@ -331,6 +386,19 @@ def main(argv: list[str] | None = None) -> int:
                     f"ratio {med(queued, 1) / med(spooled, 1):.2f}; against "
                     f"'tiled': scan ratio {med(queued, 0) / med('tiled', 0):.2f}"
                 )
+            print(
+                "CPU during the scan (medians, s; load-independent, unlike the "
+                "wall times): "
+                + "; ".join(
+                    f"{name} {statistics.median(c[0] for c in v):.2f}"
+                    + (
+                        f" + server {statistics.median(c[1] for c in v):.2f}"
+                        if server_pid is not None
+                        else ""
+                    )
+                    for name, v in cpu.items()
+                )
+            )
             if niced in results and spooled in results:
                 print(
                     f"with its analysis thread at nice {args.nice_analysis}: scan "
@@ -362,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         _close_engine(RE)
         return 0 if ok else 1
     finally:  # ~0.65 GB of HDF5 per scan
+        if (tmp / "tiled").is_dir():
+            stop_server(tmp / "tiled")  # the separate server, if one runs
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -629,9 +699,9 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} in a document")
 
 
-def start_poller(cats: Any) -> Any:
+def start_poller(cats: Any, interval_s: float) -> Any:
     """Start the ``_poll_rows`` process on the processed catalog."""
-    return start_tiled_poller("_poll_rows", cats)
+    return start_tiled_poller("_poll_rows", cats, str(interval_s))
 
 
 def poller_lags(poller: Any, frames_at: dict[str, float]) -> list[float]:
@@ -645,6 +715,18 @@ def poller_lags(poller: Any, frames_at: dict[str, float]) -> list[float]:
     poller.wait(timeout=60)
     ends = [frames_at[k] for k in sorted(frames_at)]  # exposure_0, exposure_1, ...
     return [seen[i] - ends[i] for i in sorted(seen) if i < len(ends)]
+
+
+def _pid_cpu_s(pid: int | None) -> float:
+    """User + system CPU of process ``pid`` so far, s (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _drop_frames(folder: Path, keep: list[tuple[str, dict[str, Any]]]) -> None:

@@ -143,7 +143,9 @@ def _files(root: Path) -> set[str]:
 
 
 @pytest.mark.slow
-def test_ipython_with_the_profile_exits_at_once(tmp_path):
+@pytest.mark.parametrize("in_process", ["1", "0"], ids=["in-process", "serve"])
+def test_ipython_with_the_profile_exits_at_once(tmp_path, in_process):
+    """Also with the server process the profile starts (``serve``), stopped at exit."""
     profile = tmp_path / "profile"  # IPython writes into its profile folder
     shutil.copytree(STARTUP.parent, profile)
     source_before = _files(STARTUP.parent)
@@ -153,6 +155,7 @@ def test_ipython_with_the_profile_exits_at_once(tmp_path):
         "XSVS_DATA_DIR": str(tmp_path / "state"),
         "MPLBACKEND": "Agg",
         "PYTHONPATH": str(STARTUP.parents[1]),
+        "XSVS_BLUESKY_IN_PROCESS": in_process,
     }
     for name in ("XSVS_TILED_URI", "TILED_API_KEY", "XSVS_EXTERNAL_DIR"):
         env.pop(name, None)
@@ -196,6 +199,8 @@ def test_ipython_with_the_profile_exits_at_once(tmp_path):
         proc.stdout.close()
     out = "".join(lines)
     assert "Traceback" not in out, out
+    served_by = "this session" if in_process == "1" else "a server process"
+    assert f"served by {served_by}" in out, out
     # the history went to the data folder, not into the profile
     assert (tmp_path / "state" / "ipython-history.sqlite").is_file()
     assert not (profile / "history.sqlite").exists()

@@ -77,25 +77,34 @@ def _merge(
         joined = out.get(stream)
         if joined is None:
             out[stream] = {
-                "seq_num": list(page["seq_num"]),
-                "time": list(page["time"]),
+                "seq_num": [page["seq_num"]],
+                "time": [page["time"]],
                 "data": {k: [v] for k, v in page["data"].items()},
-                "timestamps": {k: list(v) for k, v in page["timestamps"].items()},
+                "timestamps": {k: [v] for k, v in page["timestamps"].items()},
             }
             continue
-        joined["seq_num"].extend(page["seq_num"])
-        joined["time"].extend(page["time"])
+        joined["seq_num"].append(page["seq_num"])
+        joined["time"].append(page["time"])
         for key, value in page["data"].items():
             joined["data"][key].append(value)
         for key, value in page["timestamps"].items():
-            joined["timestamps"][key].extend(value)
+            joined["timestamps"][key].append(value)
     for joined in out.values():
-        for key, parts in joined["data"].items():
-            if any(isinstance(p, np.ndarray) for p in parts):
-                joined["data"][key] = np.concatenate([np.asarray(p) for p in parts])
-            else:
-                joined["data"][key] = [v for p in parts for v in p]
+        joined["seq_num"] = _join(joined["seq_num"])
+        joined["time"] = _join(joined["time"])
+        for part in ("data", "timestamps"):
+            for key, parts in joined[part].items():
+                joined[part][key] = _join(parts)
     return list(out.items())
+
+
+def _join(parts: list[Any]) -> Any:
+    """One column from the columns of pages (numpy if any of them is)."""
+    if len(parts) == 1:
+        return parts[0]
+    if any(isinstance(p, np.ndarray) for p in parts):
+        return np.concatenate([np.asarray(p) for p in parts])
+    return [v for p in parts for v in p]
 
 
 def _arrow_type(data_key: Mapping[str, Any]) -> Any:
