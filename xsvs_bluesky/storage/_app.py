@@ -34,6 +34,7 @@ __all__ = [
     "no_delay",
     "quiet_pool_resets",
     "resolve_overrides",
+    "serialize_embedded_tables",
 ]
 
 logger = logging.getLogger(__name__)
@@ -57,18 +58,89 @@ def catalog_adapter(folder: DataFolder, readable_storage: Sequence[Path]) -> Any
         if not folder.has_catalog():
             _init_catalog(f"sqlite+aiosqlite:///{folder.catalog_db}", folder.catalog_db)
         catalog = f"sqlite:///{folder.catalog_db}"
-        tables = f"duckdb:///{folder.tiled / 'storage.duckdb'}"
+        tables = _embedded_tables_uri(folder)
     else:
         catalog = postgres.catalog_uri
         tables = postgres.tables_uri
         _init_catalog(catalog, None)
-    return catalog_from_uri(
+    adapter = catalog_from_uri(
         catalog,
         writable_storage=[folder.tiled / "data", tables],
         readable_storage=[Path(p) for p in readable_storage],
         init_if_not_exists=False,
         cache_config=StreamingCacheConfig(uri="memory").model_dump(),
     )
+    serialize_embedded_tables(folder)
+    return adapter
+
+
+def _embedded_tables_uri(folder: DataFolder) -> str:
+    """Address of the folder's DuckDB tables, as given to Tiled."""
+    return f"duckdb:///{folder.tiled / 'storage.duckdb'}"
+
+
+def serialize_embedded_tables(folder: DataFolder) -> None:
+    """Let one request at a time use the folder's DuckDB tables.
+
+    Tiled keeps one DuckDB connection per database (its pool for DuckDB is a
+    ``StaticPool``) and hands that same connection to every request thread
+    at once.  An ADBC connection is not safe to share: a table read while
+    another request appends failed with ``Attempting to execute an
+    unsuccessful or closed pending query result``, appends with HTTP 500,
+    and under a live viewer the server process died (a segfault) or
+    aborted (``std::system_error``).  Here the folder's storage object (the
+    one Tiled's table adapters look up) hands out its connection under a
+    lock, released when the adapter closes it (Tiled's adapters use it as
+    ``with closing(storage.connect())``).  Only this storage object changes;
+    a PostgreSQL tables database (a pool of connections) is left as it is.
+    Called after the catalog adapter registered the storage.
+    """
+    from tiled.storage import ensure_uri, get_storage
+
+    if folder.postgres_catalog() is not None:
+        return
+    try:
+        # the registry's spelling of the address (duckdb://localhost//...)
+        storage = get_storage(ensure_uri(_embedded_tables_uri(folder)))
+    except KeyError:  # not registered: nothing of ours shares a connection
+        return
+    if getattr(storage, "_xsvs_serialized", False):
+        return
+    pooled = type(storage).connect
+    lock = threading.RLock()
+
+    def connect() -> Any:
+        lock.acquire()
+        try:
+            connection = pooled(storage)
+        except BaseException:
+            lock.release()
+            raise
+        return _LockedConnection(connection, lock)
+
+    # an instance attribute of this one (frozen) storage object, not a patch
+    # of the class that other servers of the process use
+    object.__setattr__(storage, "connect", connect)
+    object.__setattr__(storage, "_xsvs_serialized", True)
+
+
+class _LockedConnection:
+    """A pooled connection whose :meth:`close` also releases its lock."""
+
+    def __init__(self, connection: Any, lock: Any) -> None:
+        self._connection = connection
+        self._lock: Any = lock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+    def close(self) -> None:
+        lock, self._lock = self._lock, None
+        try:
+            self._connection.close()
+        finally:
+            if lock is not None:
+                lock.release()
 
 
 def _init_catalog(uri: str, sqlite_file: Path | None) -> None:
