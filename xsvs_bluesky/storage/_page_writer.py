@@ -14,11 +14,17 @@ Bluesky Tiled client reads them as it reads TiledWriter's.  What differs:
 - array nodes get the dimension names of their data key (``dims``), the
   first being ``time`` as for the table columns;
 - the writes go out from one worker thread, so the analysis goes on while
-  they travel, and pages that wait together are joined per stream; the stop
-  document waits for all of them, then writes the stop metadata, so the run
-  is complete in Tiled when ``stop`` returns.  One thread: concurrent
-  appends to the embedded server's DuckDB table storage fail ("No active
-  transaction, cannot commit") and lose rows.
+  they travel; the worker writes the stream of the oldest waiting page with
+  every page of that stream waiting then, so pages that come while another
+  stream is written join their stream's next write (a server slower than
+  the analysis gets one request per stream for the backlog: after the
+  replay's raw stop, the last exposure's pages joined the one before it's
+  instead of following them); the stop document waits for all of them,
+  then writes the stop metadata, so the run is complete in Tiled when
+  ``stop`` returns.  One thread: Tiled shares one DuckDB connection between
+  the requests of a server; concurrent appends failed ("No active
+  transaction, cannot commit") and lost rows (our data folders' servers now
+  take them one at a time, decision 0010; other servers may not).
 """
 
 from __future__ import annotations
@@ -119,9 +125,10 @@ def _arrow_type(data_key: Mapping[str, Any]) -> Any:
 class PageWriter:
     """Write the documents of one derived run (layout >= 2) into a container.
 
-    Pages are queued and written by one worker thread; when pages pile up
-    (the server is slower than the analysis) the pages of one stream waiting
-    together are written as one (one append, one array write).
+    Pages are queued and written by one worker thread, a stream at a time:
+    when pages pile up (the server is slower than the analysis) the pages
+    of one stream waiting together are written as one (one append, one
+    array write).
 
     Parameters
     ----------
@@ -241,7 +248,12 @@ class PageWriter:
                     self._cond.wait()
                 if not self._queue:
                     return
-                batch, self._queue = self._queue, []
+                # every page waiting for the stream of the oldest one: pages
+                # that come while a stream is written join their stream's
+                # next write (one request for the backlog of a slow server)
+                stream = self._queue[0][0]
+                batch = [item for item in self._queue if item[0] == stream]
+                self._queue = [item for item in self._queue if item[0] != stream]
                 self._busy = True
             try:
                 if not self._errors:
