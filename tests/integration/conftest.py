@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers import fresh_catalogs
 from pg_cluster import PostgresCluster, missing_reason
 
 from xsvs_bluesky.storage import Catalogs, make_tiled_writer, open_catalogs
@@ -45,17 +46,7 @@ def tiled_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Catalogs]
 @pytest.fixture
 def catalogs(tiled_server: Catalogs) -> Iterator[Catalogs]:
     """Fresh raw/processed catalogs on the session's server."""
-    name = uuid.uuid4().hex[:10]
-    assert tiled_server.external_dir is not None
-    assert tiled_server.backup_dir is not None
-    cats = open_catalogs(
-        tiled_uri=tiled_server.uri,
-        api_key=tiled_server.api_key,
-        raw=f"raw-{name}",
-        processed=f"processed-{name}",
-        external_dir=tiled_server.external_dir / name,
-        backup_dir=tiled_server.backup_dir / name,
-    )
+    cats = fresh_catalogs(tiled_server)
     with cats:
         yield cats
 

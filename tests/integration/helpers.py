@@ -151,3 +151,29 @@ def processed_options(cats: Catalogs) -> list[str]:
         "--processed-catalog",
         cats.processed.item["id"],
     ]
+
+
+def fresh_catalogs(
+    server: Catalogs, name: str | None = None, **options: Any
+) -> Catalogs:
+    """New raw/processed catalogs (and folders) of their own on ``server``.
+
+    ``server`` is the session's catalogs (``tiled_server``); ``name`` (random
+    by default) suffixes the catalog keys and the external and backup
+    folders; ``options`` go to ``open_catalogs``.
+    """
+    import uuid
+
+    from xsvs_bluesky.storage import open_catalogs
+
+    name = name or uuid.uuid4().hex[:10]
+    assert server.external_dir is not None and server.backup_dir is not None
+    return open_catalogs(
+        tiled_uri=server.uri,
+        api_key=server.api_key,
+        raw=f"raw-{name}",
+        processed=f"processed-{name}",
+        external_dir=server.external_dir / name,
+        backup_dir=server.backup_dir / name,
+        **options,
+    )

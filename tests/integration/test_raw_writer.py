@@ -30,30 +30,18 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
+from helpers import fresh_catalogs
 from legacy_series import write_series
 
 import xsvs_bluesky
 from xsvs_bluesky.reanalyze import reanalyze
 from xsvs_bluesky.replay import LegacyReplay, stream_names
 from xsvs_bluesky.replay._feed import ExposureFeed
-from xsvs_bluesky.storage import make_tiled_writer, open_catalogs
+from xsvs_bluesky.storage import make_tiled_writer
 
 pytestmark = pytest.mark.tiled
 
 Doc = tuple[str, dict[str, Any]]
-
-
-def fresh_catalogs(server: Any, **options: Any) -> Any:
-    name = uuid.uuid4().hex[:10]
-    return open_catalogs(
-        tiled_uri=server.uri,
-        api_key=server.api_key,
-        raw=f"raw-{name}",
-        processed=f"processed-{name}",
-        external_dir=server.external_dir / name,
-        backup_dir=server.backup_dir / name,
-        **options,
-    )
 
 
 def tiled_writer(container: Any, batch_size: int = 1_000_000) -> Any:

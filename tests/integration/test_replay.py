@@ -16,13 +16,13 @@ import hashlib
 import io
 import json
 import os
-import uuid
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 from fabio.edfimage import EdfImage
+from helpers import fresh_catalogs
 from legacy_series import (
     BAD_COLUMN,
     BETA,
@@ -46,18 +46,6 @@ from xsvs_bluesky.results import load_results
 from xsvs_bluesky.storage import open_catalogs
 
 pytestmark = pytest.mark.tiled
-
-
-def fresh_catalogs(server, name: str | None = None):
-    name = name or uuid.uuid4().hex[:10]
-    return open_catalogs(
-        tiled_uri=server.uri,
-        api_key=server.api_key,
-        raw=f"raw-{name}",
-        processed=f"processed-{name}",
-        external_dir=server.external_dir / name,
-        backup_dir=server.backup_dir / name,
-    )
 
 
 def cli_options(cats) -> list[str]:
