@@ -304,12 +304,12 @@ import json, sys
 from xsvs_bluesky.cli import main
 code = main(sys.argv[1:])
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {
-    "bluesky_tiled_plugins", "dask", "xarray"})
+    "bluesky_tiled_plugins", "dask", "xarray", "pandas"})
 print(json.dumps({"code": code, "heavy": heavy}))
 """
 
 
-def test_a_replay_process_imports_neither_bluesky_tiled_plugins_nor_dask(
+def test_a_replay_process_imports_no_bluesky_tiled_plugins_dask_or_pandas(
     tiled_server, series
 ):
     name = uuid.uuid4().hex[:10]

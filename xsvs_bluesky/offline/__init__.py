@@ -29,6 +29,7 @@ from xsvs_bluesky.offline._analysis import (
     fit_result_dynamics,
 )
 from xsvs_bluesky.offline._tables import (
+    beta_columns,
     beta_table,
     dynamics_table,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "LegacyAnalysis",
     "OfflineResult",
     "analyze_legacy",
+    "beta_columns",
     "beta_table",
     "default_estimator",
     "dynamics_table",

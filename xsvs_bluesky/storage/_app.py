@@ -30,6 +30,7 @@ __all__ = [
     "LocalServer",
     "build_folder_app",
     "catalog_adapter",
+    "close_log_files",
     "log_config",
     "no_delay",
     "quiet_pool_resets",
@@ -485,6 +486,27 @@ class LocalServer:
             self._server.should_exit = True
             self._thread.join(timeout=10)
         self._sock.close()
+        close_log_files(self.folder)
+
+
+def close_log_files(folder: DataFolder) -> None:
+    """Detach and close the log handlers writing into ``folder`` (its server stopped).
+
+    uvicorn configures the process's loggers when a server is made; the
+    files of a stopped server stayed open until the next configuration
+    dropped their handlers unclosed (a ``ResourceWarning`` later, in
+    whatever ran then).
+    """
+    root = str(folder.tiled)
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for item in loggers:
+        if not isinstance(item, logging.Logger):
+            continue  # a placeholder of the logger tree
+        for handler in list(item.handlers):
+            name = getattr(handler, "baseFilename", "")
+            if isinstance(handler, logging.FileHandler) and name.startswith(root):
+                item.removeHandler(handler)
+                handler.close()
 
 
 def _thread_server(config: Any) -> Any:

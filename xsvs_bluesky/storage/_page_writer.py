@@ -113,13 +113,41 @@ def _join(parts: list[Any]) -> Any:
     return [v for p in parts for v in p]
 
 
-def _arrow_type(data_key: Mapping[str, Any]) -> Any:
+_INT64 = {"dtype": "integer", "dtype_numpy": "<i8"}
+_FLOAT64 = {"dtype": "number", "dtype_numpy": "<f8"}
+
+
+def _column(values: Any, data_key: Mapping[str, Any]) -> Any:
+    """Return the Arrow array of one column, of its data key's type.
+
+    Built from buffers: ``pyarrow.array`` imports pandas (~0.3 s, in the
+    writer's thread while the analysis runs) to ask whether its input is a
+    pandas object.  Values with a None in them go through
+    ``pyarrow.array``.
+    """
     import pyarrow as pa
 
     if data_key.get("dtype") == "string":
-        return pa.string()
+        if any(v is None for v in values):
+            return pa.array(values, pa.string())
+        encoded = [str(v).encode() for v in values]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+        np.cumsum([len(b) for b in encoded], out=offsets[1:])
+        return pa.Array.from_buffers(
+            pa.string(),
+            len(encoded),
+            [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))],
+        )
     dtype = np.dtype(data_key.get("dtype_numpy") or "<f8")
-    return pa.from_numpy_dtype(dtype)
+    if not isinstance(values, np.ndarray) and any(v is None for v in values):
+        return pa.array(values, pa.from_numpy_dtype(dtype))
+    array = np.ascontiguousarray(values, dtype=dtype)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    data = np.packbits(array, bitorder="little") if dtype == np.bool_ else array
+    return pa.Array.from_buffers(
+        pa.from_numpy_dtype(array.dtype), len(array), [None, pa.py_buffer(data)]
+    )
 
 
 class PageWriter:
@@ -289,19 +317,19 @@ class PageWriter:
         keys = self._data_keys[stream]
         n = len(doc["seq_num"])
         columns: dict[str, Any] = {
-            "seq_num": pa.array(doc["seq_num"], pa.int64()),
-            "time": pa.array(doc["time"], pa.float64()),
+            "seq_num": _column(doc["seq_num"], _INT64),
+            "time": _column(doc["time"], _FLOAT64),
         }
         for key, values in doc["data"].items():
             data_key = keys.get(key, {})
             if data_key.get("dtype") == "array":
                 self._write_array(stream, node, key, np.asarray(values), data_key)
                 continue
-            columns[key] = pa.array(values, _arrow_type(data_key))
+            columns[key] = _column(values, data_key)
         for key, values in doc["timestamps"].items():
             if keys.get(key, {}).get("dtype") != "array":
-                columns[f"ts_{key}"] = pa.array(values, pa.float64())
-        table = pa.table(columns)
+                columns[f"ts_{key}"] = _column(values, _FLOAT64)
+        table = pa.Table.from_arrays(list(columns.values()), names=list(columns))
         assert table.num_rows == n
         client = self._tables.get(stream)
         if client is None:
