@@ -107,6 +107,7 @@ class _Counts:
         self.streams: dict[str, str] = {}  # descriptor uid -> stream name
         self.events: dict[str, int] = {}  # stream -> rows of Events
         self.external: dict[str, set[str]] = {}  # stream -> data keys
+        self._resources: dict[str, str] = {}  # stream resource uid -> data key
 
     def add(self, name: str, doc: Mapping[str, Any]) -> None:
         if name == "descriptor":
@@ -114,9 +115,23 @@ class _Counts:
             self.streams[doc["uid"]] = stream
             self.events.setdefault(stream, 0)
             keys = doc.get("data_keys", {})
+            # keys of StreamDatum documents count once a datum names them: a
+            # run cut off between a stream's resource and its first datum
+            # has no frames (and no node) for it
             self.external.setdefault(stream, set()).update(
-                k for k, v in keys.items() if v.get("external")
+                k
+                for k, v in keys.items()
+                if v.get("external") and not str(v["external"]).startswith("STREAM:")
             )
+            return
+        if name == "stream_resource":
+            self._resources[str(doc["uid"])] = str(doc.get("data_key", ""))
+            return
+        if name == "stream_datum":
+            named = self.streams.get(doc.get("descriptor", ""))
+            key = self._resources.get(str(doc.get("stream_resource", "")))
+            if named is not None and key:
+                self.external.setdefault(named, set()).add(key)
             return
         found = self.streams.get(doc.get("descriptor", ""))
         if found is None:
