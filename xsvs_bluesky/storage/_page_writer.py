@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PageWriter", "is_page_run"]
+__all__ = ["PageWriter", "create_stream_node", "is_page_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,37 @@ def is_page_run(start: Mapping[str, Any]) -> bool:
         return int(xsvs.get("schema_version", 1)) >= 2
     except (TypeError, ValueError):
         return False
+
+
+def create_stream_node(
+    root: Any,
+    descriptor: Mapping[str, Any],
+    access_tags: Any,
+    *,
+    clean: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Create a stream's node as TiledWriter does; return its plain container.
+
+    A ``BlueskyEventStream``/``composite`` container named by the
+    descriptor, whose metadata is the descriptor without ``name``,
+    ``object_keys`` and ``run_start`` (made JSON-safe when ``json``).  Both
+    our writers (derived runs, replayed raw runs) make their streams here.
+    """
+    from tiled.structures.core import Spec
+
+    metadata = {
+        k: v
+        for k, v in descriptor.items()
+        if k not in ("name", "object_keys", "run_start")
+    }
+    node = root.create_container(
+        key=str(descriptor["name"]),
+        metadata=metadata if clean is None else clean(metadata),
+        specs=[Spec("BlueskyEventStream", version="3.0"), Spec("composite")],
+        access_tags=access_tags,
+    )
+    # a CompositeClient's own nodes; a plain container client is that
+    return getattr(node, "base", node)
 
 
 def _retry(request: Callable[[], Any], attempts: int = 4) -> Any:
@@ -170,7 +201,7 @@ class PageWriter:
         self._access_tags: Any = None
         self._streams: dict[str, str] = {}  # descriptor uid -> stream name
         self._data_keys: dict[str, Mapping[str, Any]] = {}
-        self._metadata: dict[str, dict[str, Any]] = {}
+        self._descriptors: dict[str, Mapping[str, Any]] = {}  # first per stream
         self._nodes: dict[str, Any] = {}  # stream name -> its container
         self._tables: dict[str, Any] = {}
         self._arrays: dict[tuple[str, str], Any] = {}
@@ -210,11 +241,7 @@ class PageWriter:
         if stream in self._data_keys:
             return
         self._data_keys[stream] = doc.get("data_keys", {})
-        self._metadata[stream] = {
-            k: v
-            for k, v in doc.items()
-            if k not in ("name", "object_keys", "run_start")
-        }
+        self._descriptors[stream] = doc
 
     def _event(self, doc: Mapping[str, Any]) -> None:
         self._event_page(
@@ -296,18 +323,11 @@ class PageWriter:
                     self._cond.notify_all()
 
     def _node(self, stream: str) -> Any:
-        from tiled.structures.core import Spec
-
         node = self._nodes.get(stream)
         if node is None:
-            node = self._root.create_container(
-                key=stream,
-                metadata=self._metadata[stream],
-                specs=[Spec("BlueskyEventStream", version="3.0"), Spec("composite")],
-                access_tags=self._access_tags,
+            node = self._nodes[stream] = create_stream_node(
+                self._root, self._descriptors[stream], self._access_tags
             )
-            # a CompositeClient's own nodes; a plain container client is that
-            node = self._nodes[stream] = getattr(node, "base", node)
         return node
 
     def _write_page(self, stream: str, doc: Mapping[str, Any]) -> None:

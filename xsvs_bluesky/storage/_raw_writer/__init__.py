@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from xsvs_bluesky.errors import StorageError
+from xsvs_bluesky.storage._page_writer import create_stream_node
 from xsvs_bluesky.storage._raw_writer._sources import (
     ExternalKey,
     json_safe,
@@ -121,26 +122,15 @@ class RawRunWriter:
         )
 
     def _descriptor(self, doc: Mapping[str, Any]) -> None:
-        from tiled.structures.core import Spec
-
         doc = normalize_descriptor(doc)
         stream = str(doc["name"])
         self._streams[doc["uid"]] = stream
         self._data_keys.update(doc.get("data_keys", {}))
         node = self._nodes.get(stream)
         if node is None:
-            metadata = {
-                k: v
-                for k, v in doc.items()
-                if k not in ("name", "object_keys", "run_start")
-            }
-            node = self._root.create_container(
-                key=stream,
-                metadata=json_safe(metadata),
-                specs=[Spec("BlueskyEventStream", version="3.0"), Spec("composite")],
-                access_tags=self._access_tags,
+            self._nodes[stream] = create_stream_node(
+                self._root, doc, self._access_tags, clean=json_safe
             )
-            self._nodes[stream] = getattr(node, "base", node)
             self._descriptors[stream] = doc
             return
         # a configuration update of the stream, recorded as TiledWriter does
